@@ -1,0 +1,1 @@
+"""``rnnlab demo`` placeholder (filled in below)."""

@@ -1,0 +1,79 @@
+"""The experiment registry behind ``rnnlab run``.
+
+An experiment is a function ``run(ctx: RunContext) -> list[Claim]`` registered under a name
+with :func:`experiment`. It writes its figures into ``ctx.out_dir`` and returns one
+:class:`Claim` per measured statement; ``rnnlab run`` writes them to ``claims.json``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Status = Literal["pass", "fail", "info"]
+
+
+@dataclass
+class Claim:
+    """One row of ``claims.json``: what was claimed, what was measured, and whether it held."""
+
+    experiment: str
+    claim: str
+    measured: Any
+    expected: Any
+    source: str
+    status: Status
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunContext:
+    """What an experiment gets: where to write, which version to run, a seed, a progress hook."""
+
+    name: str
+    out_dir: Path
+    full: bool = False
+    seed: int = 0
+    progress: Callable[[str], None] = print
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+@dataclass
+class Experiment:
+    name: str
+    description: str
+    run: Callable[[RunContext], list[Claim]]
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+# Modules whose import registers experiments; one per experiment family.
+_MODULES: list[str] = []
+
+
+def experiment(name: str, description: str) -> Callable[
+    [Callable[[RunContext], list[Claim]]], Callable[[RunContext], list[Claim]]
+]:
+    """Register ``run(ctx) -> list[Claim]`` as ``rnnlab run NAME``."""
+
+    def deco(fn: Callable[[RunContext], list[Claim]]) -> Callable[[RunContext], list[Claim]]:
+        EXPERIMENTS[name] = Experiment(name, description, fn)
+        return fn
+
+    return deco
+
+
+def load_all() -> dict[str, Experiment]:
+    for mod in _MODULES:
+        importlib.import_module(mod)
+    return EXPERIMENTS
