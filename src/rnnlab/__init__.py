@@ -1,5 +1,70 @@
-"""rnnlab: the systems of the recurrent-networks lecture, real, fast and analysable."""
+"""rnnlab: the systems of the recurrent-networks lecture, real, fast and analysable.
+
+The public API, re-exported by name.
+"""
 
 __version__ = "0.1.0"
 
-from .cells import *  # noqa: F401,F403  (temporary while layers are written)
+from . import init, nn
+from .cells import (
+    Cell,
+    DeepOutput,
+    DeepTransition,
+    ElmanCell,
+    ElmanState,
+    GeneralCell,
+    GeneralState,
+    GRUCell,
+    GRUState,
+    JordanCell,
+    JordanState,
+    LSTMCell,
+    LSTMFGRState,
+    LSTMState,
+    cell_from_config,
+    cell_to_config,
+    register_cell,
+)
+from .layers import (
+    Alternating,
+    Bidirectional,
+    BidirectionalOutput,
+    FreeRunning,
+    Mixed,
+    Recurrent,
+    RecurrentResult,
+    Stacked,
+    TeacherForcing,
+)
+
+__all__ = [
+    "Alternating",
+    "Bidirectional",
+    "BidirectionalOutput",
+    "Cell",
+    "DeepOutput",
+    "DeepTransition",
+    "ElmanCell",
+    "ElmanState",
+    "FreeRunning",
+    "GRUCell",
+    "GRUState",
+    "GeneralCell",
+    "GeneralState",
+    "JordanCell",
+    "JordanState",
+    "LSTMCell",
+    "LSTMFGRState",
+    "LSTMState",
+    "Mixed",
+    "Recurrent",
+    "RecurrentResult",
+    "Stacked",
+    "TeacherForcing",
+    "__version__",
+    "cell_from_config",
+    "cell_to_config",
+    "init",
+    "nn",
+    "register_cell",
+]

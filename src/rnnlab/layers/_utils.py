@@ -1,0 +1,112 @@
+"""Helpers shared by the layers: argument checks, padding, packing, reversal.
+
+Shapes: B batch, T time, F features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+
+def check_sequence(x: Any, features: int, *, batch_first: bool, argument: str = "x") -> None:
+    """A floating (B, T, F) tensor (or (T, B, F) when not batch-first) with T >= 1."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{argument}: expected a torch.Tensor or PackedSequence, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{argument}: expected a floating-point tensor, got dtype {x.dtype}")
+    layout = f"(B, T, {features})" if batch_first else f"(T, B, {features})"
+    if x.dim() != 3 or x.shape[-1] != features:
+        raise ValueError(f"{argument}: expected {layout}, got {tuple(x.shape)}")
+    t_dim = 1 if batch_first else 0
+    if x.shape[t_dim] < 1 or x.shape[1 - t_dim] < 1:
+        raise ValueError(f"{argument}: expected at least one sequence and one time step, got {tuple(x.shape)}")
+
+
+def check_against_parameters(x: Tensor, module: nn.Module, argument: str = "x") -> None:
+    for p in module.parameters():
+        if p.dtype != x.dtype:
+            raise TypeError(f"{argument}: expected dtype {p.dtype} (the parameters'), got {x.dtype}")
+        if p.device != x.device:
+            raise ValueError(
+                f"{argument}: expected device {p.device} (the parameters'), got {x.device}"
+            )
+        return
+
+
+def check_lengths(lengths: Any, batch_size: int, steps: int, device: torch.device) -> Tensor | None:
+    """Validate ``lengths`` (any device, tensor or sequence of ints); return int64 on ``device``."""
+    if lengths is None:
+        return None
+    if isinstance(lengths, Tensor):
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths: expected an integer tensor, got dtype {lengths.dtype}")
+        t = lengths
+    elif isinstance(lengths, Sequence) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in lengths
+    ):
+        t = torch.tensor(list(lengths), dtype=torch.int64)
+    else:
+        raise TypeError(f"lengths: expected a 1-D integer tensor or a list of ints, got {type(lengths).__name__}")
+    if t.dim() != 1 or t.shape[0] != batch_size:
+        raise ValueError(f"lengths: expected shape ({batch_size},) (one per sequence), got {tuple(t.shape)}")
+    lo, hi = int(t.min()), int(t.max())
+    if lo < 1 or hi > steps:
+        raise ValueError(f"lengths: expected values in [1, T={steps}], got min {lo} and max {hi}")
+    return t.to(device=device, dtype=torch.int64)
+
+
+def valid_mask(lengths: Tensor | None, steps: int) -> Tensor | None:
+    """(B, T) bool, True where t < length; None when every sequence is full."""
+    if lengths is None or bool((lengths == steps).all()):
+        return None
+    return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of a batch-first (B, T, ...) tensor within its length.
+
+    Padding stays where it is, so reverse(reverse(x)) == x.
+    """
+    if lengths is None:
+        return x.flip(1)
+    B, T = x.shape[:2]
+    t = torch.arange(T, device=x.device).unsqueeze(0)  # (1, T)
+    L = lengths.to(x.device).unsqueeze(1)  # (B, 1)
+    idx = torch.where(t < L, L - 1 - t, t)  # (B, T)
+    idx = idx.view(B, T, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, idx)
+
+
+def unpack(x: PackedSequence) -> tuple[Tensor, Tensor]:
+    """PackedSequence -> batch-first padded (B, T, F) in the original order, and lengths."""
+    padded, lengths = pad_packed_sequence(x, batch_first=True)
+    return padded, lengths
+
+
+def repack(y: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
+    """Pack batch-first ``y`` (original order) with exactly ``like``'s order and batch sizes."""
+    lengths = lengths.cpu()
+    if like.sorted_indices is not None:
+        order = like.sorted_indices.to(y.device)
+        y = y.index_select(0, order)  # (B, T, F), in decreasing length
+        lengths = lengths.index_select(0, like.sorted_indices.cpu())
+    packed = pack_padded_sequence(y, lengths, batch_first=True, enforce_sorted=True)
+    return PackedSequence(packed.data, packed.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+def zero_padding(y: Tensor, lengths: Tensor | None, batch_first: bool) -> Tensor:
+    """Zero the outputs past each sequence's end."""
+    if lengths is None:
+        return y
+    T = y.shape[1 if batch_first else 0]
+    m = valid_mask(lengths.to(y.device), T)
+    if m is None:
+        return y
+    if not batch_first:
+        m = m.t()
+    return torch.where(m.unsqueeze(-1), y, torch.zeros((), dtype=y.dtype, device=y.device))

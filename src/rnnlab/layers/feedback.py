@@ -1,0 +1,96 @@
+"""What is fed back at each step: the reference (teacher forcing), the model's own output
+(free running), or a mixture (the lecture's two: alternating blocks, or a random choice).
+
+A schedule answers one question per step and sequence: feed the reference? It returns a
+boolean mask (B, T), True where the reference r(t-1) is fed. Step 0 has no previous output and
+uses the initial state (or the given input), so its column is ignored.
+
+Fed-back *model* outputs are detached by default (Bengio et al. 2015 do not backpropagate
+through their samples); ``detach=False`` keeps the gradient path through them.
+See docs/design/0001-output-feedback.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class FeedbackSchedule:
+    """Base class; ``mask(batch_size, steps)`` -> bool (B, T), True = feed the reference."""
+
+    detach: bool = True
+
+    def mask(
+        self,
+        batch_size: int,
+        steps: int,
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class TeacherForcing(FeedbackSchedule):
+    """Always feed the reference r(t-1) (training with teacher forcing)."""
+
+    def mask(self, batch_size, steps, *, device=None, generator=None):  # type: ignore[no-untyped-def]
+        return torch.ones(batch_size, steps, dtype=torch.bool, device=device)
+
+
+@dataclass(frozen=True)
+class FreeRunning(FeedbackSchedule):
+    """Always feed the model's own output y(t-1) (as at test time)."""
+
+    def mask(self, batch_size, steps, *, device=None, generator=None):  # type: ignore[no-untyped-def]
+        return torch.zeros(batch_size, steps, dtype=torch.bool, device=device)
+
+
+@dataclass(frozen=True)
+class Alternating(FeedbackSchedule):
+    """Blocks of ``teacher`` teacher-forced steps followed by ``free`` free-running steps."""
+
+    teacher: int = 1
+    free: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("teacher", "free"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name}: expected a non-negative int, got {v!r}")
+        if self.teacher + self.free == 0:
+            raise ValueError("teacher, free: expected a positive block length, got 0 and 0")
+
+    def mask(self, batch_size, steps, *, device=None, generator=None):  # type: ignore[no-untyped-def]
+        t = torch.arange(steps, device=device)
+        row = (t % (self.teacher + self.free)) < self.teacher
+        return row.unsqueeze(0).expand(batch_size, steps).clone()
+
+
+@dataclass(frozen=True)
+class Mixed(FeedbackSchedule):
+    """Feed the reference with probability ``p`` (scheduled sampling's coin, Bengio et al. 2015).
+
+    ``per="step"`` flips a coin for every step of every sequence; ``per="sequence"`` one coin per
+    sequence for all its steps.
+    """
+
+    p: float = 0.5
+    per: str = "step"
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= float(self.p) <= 1.0):
+            raise ValueError(f"p: expected a probability in [0, 1], got {self.p!r}")
+        if self.per not in ("step", "sequence"):
+            raise ValueError(f"per: expected 'step' or 'sequence', got {self.per!r}")
+
+    def mask(self, batch_size, steps, *, device=None, generator=None):  # type: ignore[no-untyped-def]
+        shape = (batch_size, steps) if self.per == "step" else (batch_size, 1)
+        u = torch.rand(shape, generator=generator, device=generator.device if generator else device)
+        m = (u < self.p).to(device)
+        return m if self.per == "step" else m.expand(batch_size, steps).clone()
