@@ -51,7 +51,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed")
 
 
-@command("demo", "Train an Elman and a Jordan network on next-step sine prediction; print the loss.")(_add)
+@command(
+    "demo", "Train an Elman and a Jordan network on next-step sine prediction; print the loss."
+)(_add)
 def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise SystemExit(f"--steps: expected a positive int, got {args.steps}")

@@ -38,7 +38,9 @@ def spectral_radius(weight: Tensor) -> float:
 
 
 @torch.no_grad()
-def orthogonal_(weight: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+def orthogonal_(
+    weight: Tensor, gain: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
     """A random orthogonal U (all |λ| = 1, scaled by ``gain``; Saxe et al. 2014)."""
     _check_square(weight)
     n = weight.shape[0]
@@ -86,7 +88,9 @@ def _gate_bias_slices(cell: Cell, gate: str) -> tuple[Tensor, Tensor]:
     if blocks is None:  # GRU: r, z, n
         blocks = ("r", "z", "n")
     if gate not in blocks:
-        raise ValueError(f"cell: {type(cell).__name__} has no {gate!r} gate (blocks {tuple(blocks)})")
+        raise ValueError(
+            f"cell: {type(cell).__name__} has no {gate!r} gate (blocks {tuple(blocks)})"
+        )
     b_ih, b_hh = getattr(cell, "bias_ih", None), getattr(cell, "bias_hh", None)
     if b_ih is None or b_hh is None:
         raise ValueError(f"cell: {type(cell).__name__} has no biases (bias=False)")

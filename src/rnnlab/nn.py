@@ -15,7 +15,7 @@ Shapes: L layers, D directions (1 or 2), B batch, T time, I input, H hidden, P p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -53,7 +53,11 @@ class _RNNBase(tnn.Module):
         self.input_size = check_positive_int(input_size, "input_size")
         self.hidden_size = check_positive_int(hidden_size, "hidden_size")
         self.num_layers = check_positive_int(num_layers, "num_layers")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, (int, float))
+            or not 0 <= dropout <= 1
+        ):
             raise ValueError(f"dropout: expected a number in [0, 1], got {dropout!r}")
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
@@ -127,7 +131,9 @@ class _RNNBase(tnn.Module):
             x, lengths_cpu = unpack(packed)  # (B, T, I), original order
         else:
             if not isinstance(input, Tensor):
-                raise TypeError(f"input: expected a Tensor or PackedSequence, got {type(input).__name__}")
+                raise TypeError(
+                    f"input: expected a Tensor or PackedSequence, got {type(input).__name__}"
+                )
             if input.dim() == 2:
                 unbatched = True
                 x = input.unsqueeze(0)  # (1, T, I)
@@ -160,7 +166,7 @@ class _RNNBase(tnn.Module):
             for d in range(D):
                 k = layer * D + d
                 res = unroll(self._cells[k], layer_in, states[k], lengths, reverse=d == 1)
-                outs.append(res.output)
+                outs.append(cast(Tensor, res.output))
                 finals.append(res.state)
             layer_out = outs[0] if D == 1 else torch.cat(outs, dim=-1)  # (B, T, D*out)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
@@ -231,12 +237,23 @@ class RNN(_SingleStateMixin, _RNNBase):
         self.nonlinearity = nonlinearity
         self.mode = "RNN_" + str(nonlinearity).upper()
         super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0,
-            device, dtype, {"activation": nonlinearity},
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            0,
+            device,
+            dtype,
+            {"activation": nonlinearity},
         )
 
     def _make_cell(self, in_size: int, device: Any, dtype: Any, kw: dict[str, Any]) -> Cell:
-        return ElmanCell(in_size, self.hidden_size, bias=self.bias, device=device, dtype=dtype, **kw)
+        return ElmanCell(
+            in_size, self.hidden_size, bias=self.bias, device=device, dtype=dtype, **kw
+        )
 
 
 class GRU(_SingleStateMixin, _RNNBase):
@@ -269,8 +286,17 @@ class GRU(_SingleStateMixin, _RNNBase):
         activation: str = "tanh",
     ) -> None:
         super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0,
-            device, dtype, {"reset": reset, "activation": activation},
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            0,
+            device,
+            dtype,
+            {"reset": reset, "activation": activation},
         )
 
     def _make_cell(self, in_size: int, device: Any, dtype: Any, kw: dict[str, Any]) -> Cell:
@@ -313,8 +339,16 @@ class LSTM(_RNNBase):
         forget_bias: float | None = None,
     ) -> None:
         super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            proj_size, device, dtype,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device,
+            dtype,
             {
                 "variant": variant,
                 "peephole": peephole,
@@ -326,8 +360,13 @@ class LSTM(_RNNBase):
 
     def _make_cell(self, in_size: int, device: Any, dtype: Any, kw: dict[str, Any]) -> Cell:
         return LSTMCell(
-            in_size, self.hidden_size, self.bias, proj_size=self.proj_size, device=device,
-            dtype=dtype, **kw,
+            in_size,
+            self.hidden_size,
+            self.bias,
+            proj_size=self.proj_size,
+            device=device,
+            dtype=dtype,
+            **kw,
         )
 
     def _initial(self, hx: Any, B: int, x: Tensor) -> list[Any]:
@@ -336,9 +375,9 @@ class LSTM(_RNNBase):
         if not isinstance(hx, tuple) or len(hx) != 2:
             raise TypeError(f"hx: expected a tuple (h_0, c_0), got {type(hx).__name__}")
         h0, c0 = hx
+        states: list[Any] = []
         self._check_hx(h0, B, self._out, x, "hx[0] (h_0)")
         self._check_hx(c0, B, self.hidden_size, x, "hx[1] (c_0)")
-        states = []
         for k, cell in enumerate(self._cells):
             if cell.State is LSTMFGRState:
                 g = torch.zeros(B, cell.state_sizes()["gates"], dtype=x.dtype, device=x.device)

@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     rows = [c.to_dict() for c in claims]
     (out / "claims.json").write_text(json.dumps(rows, indent=2, default=str))
     for r in rows:
-        print(f"[{r['status']:4s}] {r['claim']}: measured {r['measured']} (expected {r['expected']})")
+        print(
+            f"[{r['status']:4s}] {r['claim']}: measured {r['measured']} (expected {r['expected']})"
+        )
     print(f"{args.name}: {len(rows)} claims in {time.perf_counter() - t0:.1f} s -> {out}")
     return 0 if all(r["status"] != "fail" for r in rows) else 1

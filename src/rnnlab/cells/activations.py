@@ -8,14 +8,13 @@ cell using one refuses to be saved by name (:meth:`rnnlab.cells.Cell.config` say
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 Activation = Callable[[Tensor], Tensor]
-ActivationSpec = Union[str, Activation]
+ActivationSpec = str | Activation
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -35,9 +34,9 @@ ACTIVATIONS: dict[str, Activation] = {
 _ALIASES = {"logistic": "sigmoid", "linear": "identity", "none": "identity"}
 
 
-def resolve_activation(spec: ActivationSpec, *, argument: str = "activation") -> tuple[
-    Activation, str | None
-]:
+def resolve_activation(
+    spec: ActivationSpec, *, argument: str = "activation"
+) -> tuple[Activation, str | None]:
     """Return ``(function, name)``; ``name`` is None for a user callable.
 
     Raises:

@@ -15,7 +15,7 @@ loop. A subclass that overrides ``forward`` itself is always called through ``fo
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -86,7 +86,9 @@ class Cell(nn.Module):
             )
         )
 
-    def check_state(self, state: Any, batch_size: int, like: Tensor, argument: str = "state") -> Any:
+    def check_state(
+        self, state: Any, batch_size: int, like: Tensor, argument: str = "state"
+    ) -> Any:
         """Validate a state against this cell; return it as the cell's NamedTuple type."""
         sizes = self.state_sizes()
         if isinstance(state, Tensor) and len(sizes) == 1:
@@ -119,7 +121,7 @@ class Cell(nn.Module):
 
 
 def check_input(x: Any, features: int, *, ndim: int, argument: str = "x") -> None:
-    """Raise a clear error unless ``x`` is a floating tensor of rank ``ndim`` ending in ``features``."""
+    """Raise unless ``x`` is a floating tensor of rank ``ndim`` ending in ``features``."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{argument}: expected a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -142,11 +144,6 @@ def _describe(obj: Any) -> str:
     if isinstance(obj, tuple):
         return f"{type(obj).__name__} of {len(obj)}"
     return type(obj).__name__
-
-
-def state_type(name: str, fields: tuple[str, ...]) -> type:
-    """A NamedTuple type of tensors with the given field names (used by wrappers)."""
-    return NamedTuple(name, [(f, Tensor) for f in fields])  # type: ignore[misc]
 
 
 def activation_config(name: str | None, argument: str) -> str:

@@ -83,7 +83,9 @@ class GeneralCell(Cell):
     def step(self, x: Tensor, state: GeneralState) -> tuple[Tensor, GeneralState]:
         h = self.f(state.h, x)
         if h.shape != state.h.shape:
-            raise ValueError(f"f: expected to return shape {tuple(state.h.shape)}, got {tuple(h.shape)}")
+            raise ValueError(
+                f"f: expected to return shape {tuple(state.h.shape)}, got {tuple(h.shape)}"
+            )
         y = h if self.g is None else self.g(h, x)
         return y, GeneralState(h)
 
@@ -94,7 +96,10 @@ class GeneralCell(Cell):
         )
 
     def extra_repr(self) -> str:
-        return f"input_size={self.input_size}, state_size={self.hidden_size}, output_size={self.output_size}"
+        return (
+            f"input_size={self.input_size}, state_size={self.hidden_size}, "
+            f"output_size={self.output_size}"
+        )
 
 
 def _mlp(sizes: Sequence[int], activation: ActivationSpec, final_activation: bool) -> nn.Sequential:
@@ -143,7 +148,8 @@ class DeepTransition(Cell):
         sizes = cell.state_sizes()
         if "h" not in sizes or cell.output_size != sizes["h"] or cell.feedback_field != "h":
             raise ValueError(
-                f"cell: expected a cell whose output is its state h (y = h), got {type(cell).__name__} "
+                "cell: expected a cell whose output is its state h (y = h), got "
+                f"{type(cell).__name__} "
                 f"with output_size={cell.output_size} and state {dict(sizes)}"
             )
         for k, n in enumerate(hidden_sizes):
@@ -232,7 +238,9 @@ class DeepOutput(Cell):
             "hidden_sizes": list(self.hidden_sizes),
             "output_size": self.output_size,
             "activation": activation_config(self.activation_name, "activation"),
-            "output_activation": activation_config(self.output_activation_name, "output_activation"),
+            "output_activation": activation_config(
+                self.output_activation_name, "output_activation"
+            ),
         }
 
 

@@ -111,7 +111,9 @@ class GRUCell(Cell):
             z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H:])
             n = self.activation(
                 gi[:, 2 * H :]
-                + F.linear(r * h_prev, self.weight_hh[2 * H :], None if b_hh is None else b_hh[2 * H :])
+                + F.linear(
+                    r * h_prev, self.weight_hh[2 * H :], None if b_hh is None else b_hh[2 * H :]
+                )
             )
         h = z * h_prev + (1.0 - z) * n
         return h, GRUState(h)

@@ -137,7 +137,9 @@ class LSTMCell(Cell):
                     f"{argname}: variant {self.variant} fixes it to {forced!r}, got {given!r}"
                 )
         act = activation if activation is not None else spec.get("activation", "tanh")
-        cact = cell_activation if cell_activation is not None else spec.get("cell_activation", "tanh")
+        cact = (
+            cell_activation if cell_activation is not None else spec.get("cell_activation", "tanh")
+        )
         self.activation, self.activation_name = resolve_activation(act)
         self.cell_activation, self.cell_activation_name = resolve_activation(
             cact, argument="cell_activation"
@@ -177,6 +179,7 @@ class LSTMCell(Cell):
         self.weight_co = (
             nn.Parameter(torch.empty(H, **kw)) if self.peephole and "o" in blocks else None
         )
+        self.weight_gg: nn.Parameter | None
         if self.gate_recurrence:
             n = len(self.sigmoid_gates) * H
             self.weight_gg = nn.Parameter(torch.empty(n, n, **kw))
@@ -215,17 +218,19 @@ class LSTMCell(Cell):
             rec = F.linear(state.gates, self.weight_gg).chunk(len(self.sigmoid_gates), dim=1)
             for name, r in zip(self.sigmoid_gates, rec):
                 a[name] = a[name] + r
-        one = None  # an absent gate is the constant 1
+        f: Tensor | None  # an absent gate is the constant 1 (None)
         i = a.get("i")
         if i is not None:
             i = torch.sigmoid(i + self.weight_ci * c_prev if self.weight_ci is not None else i)
         if "f" in a:
-            f = torch.sigmoid(a["f"] + self.weight_cf * c_prev if self.weight_cf is not None else a["f"])
+            f = torch.sigmoid(
+                a["f"] + self.weight_cf * c_prev if self.weight_cf is not None else a["f"]
+            )
         elif self.coupled:
             assert i is not None
             f = 1.0 - i
         else:
-            f = one
+            f = None
         g = self.activation(a["g"])
         c = (c_prev if f is None else f * c_prev) + (g if i is None else i * g)
         o = a.get("o")

@@ -96,6 +96,8 @@ class ElmanCell(Cell):
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, **kw))
         self.bias_ih = nn.Parameter(torch.empty(hidden_size, **kw)) if bias else None
         self.bias_hh = nn.Parameter(torch.empty(hidden_size, **kw)) if bias else None
+        self.weight_ho: nn.Parameter | None
+        self.bias_ho: nn.Parameter | None
         if output_size is not None:
             self.weight_ho = nn.Parameter(torch.empty(output_size, hidden_size, **kw))
             self.bias_ho = nn.Parameter(torch.empty(output_size, **kw)) if bias else None
@@ -202,7 +204,8 @@ class JordanCell(Cell):
     def hidden(self, x: Tensor, y_prev: Tensor) -> Tensor:
         """h(t) from x(t) and the fed-back y(t-1) (or r(t-1) under teacher forcing)."""
         return self.activation(
-            F.linear(x, self.weight_ih, self.bias_ih) + F.linear(y_prev, self.weight_hh, self.bias_hh)
+            F.linear(x, self.weight_ih, self.bias_ih)
+            + F.linear(y_prev, self.weight_hh, self.bias_hh)
         )
 
     def readout(self, h: Tensor) -> Tensor:

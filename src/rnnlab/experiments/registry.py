@@ -61,9 +61,9 @@ EXPERIMENTS: dict[str, Experiment] = {}
 _MODULES: list[str] = []
 
 
-def experiment(name: str, description: str) -> Callable[
-    [Callable[[RunContext], list[Claim]]], Callable[[RunContext], list[Claim]]
-]:
+def experiment(
+    name: str, description: str
+) -> Callable[[Callable[[RunContext], list[Claim]]], Callable[[RunContext], list[Claim]]]:
     """Register ``run(ctx) -> list[Claim]`` as ``rnnlab run NAME``."""
 
     def deco(fn: Callable[[RunContext], list[Claim]]) -> Callable[[RunContext], list[Claim]]:

@@ -16,7 +16,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 def check_sequence(x: Any, features: int, *, batch_first: bool, argument: str = "x") -> None:
     """A floating (B, T, F) tensor (or (T, B, F) when not batch-first) with T >= 1."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"{argument}: expected a torch.Tensor or PackedSequence, got {type(x).__name__}")
+        raise TypeError(
+            f"{argument}: expected a torch.Tensor or PackedSequence, got {type(x).__name__}"
+        )
     if not x.is_floating_point():
         raise TypeError(f"{argument}: expected a floating-point tensor, got dtype {x.dtype}")
     layout = f"(B, T, {features})" if batch_first else f"(T, B, {features})"
@@ -24,13 +26,17 @@ def check_sequence(x: Any, features: int, *, batch_first: bool, argument: str = 
         raise ValueError(f"{argument}: expected {layout}, got {tuple(x.shape)}")
     t_dim = 1 if batch_first else 0
     if x.shape[t_dim] < 1 or x.shape[1 - t_dim] < 1:
-        raise ValueError(f"{argument}: expected at least one sequence and one time step, got {tuple(x.shape)}")
+        raise ValueError(
+            f"{argument}: expected at least one sequence and one time step, got {tuple(x.shape)}"
+        )
 
 
 def check_against_parameters(x: Tensor, module: nn.Module, argument: str = "x") -> None:
     for p in module.parameters():
         if p.dtype != x.dtype:
-            raise TypeError(f"{argument}: expected dtype {p.dtype} (the parameters'), got {x.dtype}")
+            raise TypeError(
+                f"{argument}: expected dtype {p.dtype} (the parameters'), got {x.dtype}"
+            )
         if p.device != x.device:
             raise ValueError(
                 f"{argument}: expected device {p.device} (the parameters'), got {x.device}"
@@ -51,9 +57,14 @@ def check_lengths(lengths: Any, batch_size: int, steps: int, device: torch.devic
     ):
         t = torch.tensor(list(lengths), dtype=torch.int64)
     else:
-        raise TypeError(f"lengths: expected a 1-D integer tensor or a list of ints, got {type(lengths).__name__}")
+        raise TypeError(
+            "lengths: expected a 1-D integer tensor or a list of ints, got "
+            f"{type(lengths).__name__}"
+        )
     if t.dim() != 1 or t.shape[0] != batch_size:
-        raise ValueError(f"lengths: expected shape ({batch_size},) (one per sequence), got {tuple(t.shape)}")
+        raise ValueError(
+            f"lengths: expected shape ({batch_size},) (one per sequence), got {tuple(t.shape)}"
+        )
     lo, hi = int(t.min()), int(t.max())
     if lo < 1 or hi > steps:
         raise ValueError(f"lengths: expected values in [1, T={steps}], got min {lo} and max {hi}")
@@ -96,7 +107,9 @@ def repack(y: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
         y = y.index_select(0, order)  # (B, T, F), in decreasing length
         lengths = lengths.index_select(0, like.sorted_indices.cpu())
     packed = pack_padded_sequence(y, lengths, batch_first=True, enforce_sorted=True)
-    return PackedSequence(packed.data, packed.batch_sizes, like.sorted_indices, like.unsorted_indices)
+    return PackedSequence(
+        packed.data, packed.batch_sizes, like.sorted_indices, like.unsorted_indices
+    )
 
 
 def zero_padding(y: Tensor, lengths: Tensor | None, batch_first: bool) -> Tensor:

@@ -48,8 +48,12 @@ class BidirectionalOutput(nn.Module):
         self.output_size = check_positive_int(output_size, "output_size")
         self.activation, self.activation_name = resolve_activation(activation)
         bound = 1.0 / (forward_size + backward_size) ** 0.5
-        self.weight_yh = nn.Parameter(torch.empty(output_size, forward_size).uniform_(-bound, bound))
-        self.weight_yg = nn.Parameter(torch.empty(output_size, backward_size).uniform_(-bound, bound))
+        self.weight_yh = nn.Parameter(
+            torch.empty(output_size, forward_size).uniform_(-bound, bound)
+        )
+        self.weight_yg = nn.Parameter(
+            torch.empty(output_size, backward_size).uniform_(-bound, bound)
+        )
         self.bias = nn.Parameter(torch.zeros(output_size))
 
     def forward(self, h: Tensor, g: Tensor) -> Tensor:
@@ -91,17 +95,23 @@ class Bidirectional(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(forward_layer, Recurrent):
-            raise TypeError(f"forward_layer: expected a Recurrent, got {type(forward_layer).__name__}")
+            raise TypeError(
+                f"forward_layer: expected a Recurrent, got {type(forward_layer).__name__}"
+            )
         if backward_layer is None:
             backward_layer = copy.deepcopy(forward_layer)
             for m in backward_layer.modules():
-                if hasattr(m, "reset_parameters") and m is not backward_layer:
-                    m.reset_parameters()
+                reset = getattr(m, "reset_parameters", None)
+                if callable(reset) and m is not backward_layer:
+                    reset()
         if not isinstance(backward_layer, Recurrent):
-            raise TypeError(f"backward_layer: expected a Recurrent, got {type(backward_layer).__name__}")
+            raise TypeError(
+                f"backward_layer: expected a Recurrent, got {type(backward_layer).__name__}"
+            )
         if backward_layer.input_size != forward_layer.input_size:
             raise ValueError(
-                f"backward_layer: expected input_size {forward_layer.input_size} (as forward_layer), "
+                f"backward_layer: expected input_size {forward_layer.input_size} "
+                "(as forward_layer), "
                 f"got {backward_layer.input_size}"
             )
         if backward_layer.batch_first != forward_layer.batch_first:
@@ -109,13 +119,13 @@ class Bidirectional(nn.Module):
         H, G = forward_layer.output_size, backward_layer.output_size
         if isinstance(merge, str):
             if merge not in _MERGES:
-                raise ValueError(f"merge: expected one of {sorted(_MERGES)} or a module, got {merge!r}")
+                raise ValueError(
+                    f"merge: expected one of {sorted(_MERGES)} or a module, got {merge!r}"
+                )
             if merge != "concat" and H != G:
                 raise ValueError(f"merge: {merge!r} needs equal output sizes, got {H} and {G}")
-            self._merge_fn = _MERGES[merge]
             self.output_size = H + G if merge == "concat" else H
         elif isinstance(merge, nn.Module):
-            self._merge_fn = merge
             out = getattr(merge, "output_size", None)
             if not isinstance(out, int):
                 raise TypeError("merge: a merge module must have an int attribute output_size")
@@ -157,7 +167,8 @@ class Bidirectional(nn.Module):
             raise TypeError("state: expected BidirectionalState(forward, backward) or None")
         h, s_f = self.forward_layer(inp, s_f, lengths=lengths, reverse=False)
         g, s_b = self.backward_layer(inp, s_b, lengths=lengths, reverse=True)
-        y = self._merge_fn(h, g)  # type: ignore[arg-type]
+        fn = self.merge if isinstance(self.merge, nn.Module) else _MERGES[self.merge]
+        y = fn(h, g)
         if packed is not None:
             assert lengths is not None
             yb = y if self.batch_first else y.transpose(0, 1)

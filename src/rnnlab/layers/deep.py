@@ -61,7 +61,10 @@ class Stacked(nn.Module):
         for k, layer in enumerate(layers):
             for attr in ("input_size", "output_size", "batch_first"):
                 if not hasattr(layer, attr):
-                    raise TypeError(f"layers[{k}]: expected a recurrent layer with {attr}, got {type(layer).__name__}")
+                    raise TypeError(
+                        f"layers[{k}]: expected a recurrent layer with {attr}, "
+                        f"got {type(layer).__name__}"
+                    )
         if not (0.0 <= float(dropout) < 1.0):
             raise ValueError(f"dropout: expected a value in [0, 1), got {dropout!r}")
         bf = {bool(layer.batch_first) for layer in layers}

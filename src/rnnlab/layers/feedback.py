@@ -12,7 +12,7 @@ See docs/design/0001-output-feedback.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -22,7 +22,7 @@ from torch import Tensor
 class FeedbackSchedule:
     """Base class; ``mask(batch_size, steps)`` -> bool (B, T), True = feed the reference."""
 
-    detach: bool = True
+    detach: bool = field(default=True, kw_only=True)
 
     def mask(
         self,

@@ -167,7 +167,8 @@ class Recurrent(nn.Module):
             raise TypeError(f"cell: expected an rnnlab Cell, got {type(cell).__name__}")
         if input_feedback is not None and not callable(input_feedback):
             raise TypeError(
-                f"input_feedback: expected a callable y -> x or None, got {type(input_feedback).__name__}"
+                "input_feedback: expected a callable y -> x or None, got "
+                f"{type(input_feedback).__name__}"
             )
         self.cell = cell
         self.batch_first = bool(batch_first)
@@ -256,7 +257,7 @@ class Recurrent(nn.Module):
         return_states: bool = False,
         generator: torch.Generator | None = None,
     ) -> RecurrentResult:
-        """Like :meth:`forward`, returning a :class:`RecurrentResult` (optionally the trajectory)."""
+        """Like :meth:`forward`, returning a :class:`RecurrentResult` (and the trajectory)."""
         packed = x if isinstance(x, PackedSequence) else None
         if packed is not None:
             if lengths is not None:
@@ -333,7 +334,10 @@ class Recurrent(nn.Module):
             raise ValueError("reference: required with feedback (the reference r, (B, T, n))")
         n = self.cell.state_sizes()[field]
         if packed:
-            raise ValueError("reference: feedback with a PackedSequence input is not supported; pass a padded x and lengths")
+            raise ValueError(
+                "reference: feedback with a PackedSequence input is not supported; "
+                "pass a padded x and lengths"
+            )
         if not isinstance(reference, Tensor):
             raise TypeError(f"reference: expected a tensor, got {type(reference).__name__}")
         want = (B, T, n) if self.batch_first else (T, B, n)
@@ -341,7 +345,8 @@ class Recurrent(nn.Module):
             raise ValueError(f"reference: expected shape {want}, got {tuple(reference.shape)}")
         if reference.dtype != x.dtype or reference.device != x.device:
             raise TypeError(
-                f"reference: expected dtype {x.dtype} on {x.device} (as x), got {reference.dtype} on {reference.device}"
+                f"reference: expected dtype {x.dtype} on {x.device} (as x), "
+                f"got {reference.dtype} on {reference.device}"
             )
         return reference if self.batch_first else reference.transpose(0, 1)
 
