@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-Seed = int | np.random.Generator
-
 
 def check_int(
     value: Any, argument: str, *, low: int | None = None, high: int | None = None
@@ -70,11 +68,13 @@ def make_rng(seed: Any, argument: str = "seed") -> np.random.Generator:
     """A NumPy Generator from an int seed (or a Generator, used as is); never the global RNG."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise TypeError(
             f"{argument}: expected a non-negative int or a numpy.random.Generator, "
             f"got {type(seed).__name__} {seed!r}"
         )
+    if seed < 0:
+        raise ValueError(f"{argument}: expected a non-negative int, got {seed}")
     return np.random.default_rng(int(seed))
 
 

@@ -169,8 +169,11 @@ def pad_collate(
 
     Example:
         >>> from torch.utils.data import DataLoader
+        >>> from rnnlab.data import AddingProblem
         >>> loader = DataLoader(AddingProblem(8, 20, min_length=10), batch_size=4,
         ...                     collate_fn=pad_collate)
+        >>> sorted(next(iter(loader)))
+        ['lengths', 'x', 'y']
     """
     if not isinstance(batch, Sequence) or len(batch) == 0:
         raise ValueError(f"batch: expected a non-empty sequence of dict items, got {batch!r}")

@@ -3,6 +3,17 @@ isinstance, so a user's subclass that overrides ``step`` is never silently repla
 asks :func:`lookup` before falling back to its reference loop. Never a second API.
 """
 
+from .build import status
 from .registry import Kernel, clear, disabled, lookup, register
 
-__all__ = ["Kernel", "clear", "disabled", "lookup", "register"]
+__all__ = ["Kernel", "clear", "disabled", "lookup", "register", "register_defaults", "status"]
+
+
+def register_defaults() -> None:
+    """Register the compiled kernels of the built-in cells (done on import)."""
+    from .kernels import register_all
+
+    register_all()
+
+
+register_defaults()

@@ -1,0 +1,80 @@
+"""Building the compiled kernels: on first use, cached, with one clear warning on failure.
+
+The C++ sources in ``csrc/`` are compiled with ``torch.utils.cpp_extension.load`` (needs a C++
+compiler and ninja, both installed by the project's set-up) into torch's extension cache
+(``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``); later processes load the cached
+library in well under a second. ``RNNLAB_ENGINE=0`` switches the compiled kernels off.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_SRC = Path(__file__).parent / "csrc"
+_lock = threading.Lock()
+_state: dict[str, Any] = {"ops": None, "tried": False, "error": None, "seconds": None}
+
+
+def _flags() -> list[str]:
+    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c++17"]
+    if platform.machine() in ("x86_64", "AMD64"):
+        # Tuned for the machine that builds (the cache lives on that machine).
+        flags.append("-march=native")
+    return flags
+
+
+def enabled() -> bool:
+    return os.environ.get("RNNLAB_ENGINE", "1") not in ("0", "false", "no")
+
+
+def ops() -> Any | None:
+    """The compiled ops namespace (``torch.ops.rnnlab_engine``), building it on first call;
+    None when disabled or when the build failed (warned once)."""
+    if _state["ops"] is not None or _state["tried"] or not enabled():
+        return _state["ops"]
+    with _lock:
+        if _state["tried"]:
+            return _state["ops"]
+        _state["tried"] = True
+        t0 = time.perf_counter()
+        try:
+            from torch.utils.cpp_extension import load
+
+            load(
+                name="rnnlab_engine",
+                sources=[str(_SRC / "kernels.cpp")],
+                extra_include_paths=[str(_SRC)],
+                extra_cflags=_flags(),
+                is_python_module=False,
+                verbose=os.environ.get("RNNLAB_ENGINE_VERBOSE") == "1",
+            )
+            _state["ops"] = torch.ops.rnnlab_engine
+        except Exception as exc:  # noqa: BLE001 - any build failure means: fall back
+            _state["error"] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(
+                "rnnlab.engine: the compiled CPU kernels could not be built "
+                f"({_state['error'][:300]}); rnnlab keeps working on its reference loops, "
+                "which are slower. Set RNNLAB_ENGINE=0 to silence this.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        _state["seconds"] = time.perf_counter() - t0
+    return _state["ops"]
+
+
+def status() -> dict[str, Any]:
+    """Whether the kernels are built, the error if not, and how long loading took."""
+    return {
+        "enabled": enabled(),
+        "built": _state["ops"] is not None,
+        "error": _state["error"],
+        "load_seconds": _state["seconds"],
+    }

@@ -1,0 +1,437 @@
+// rnnlab's CPU recurrence kernels: the time loop of each built-in cell with a hand-written BPTT.
+//
+// Division of labour with Python (rnnlab/engine/kernels.py): the input projection of all steps,
+// gx = x W_ihᵀ + b (one large GEMM), and any output layer that can be hoisted out of the loop
+// run in PyTorch with autograd; these kernels run only the recurrence. Each forward returns the
+// whole state sequence s[0..T] (s[0] the initial state, frozen past a sequence's length) and the
+// buffers its backward needs; each backward takes the gradient of that state sequence and
+// returns the gradients of gx, of the recurrent weights and of the initial state. Weight
+// gradients are one GEMM over all steps after the backward loop.
+//
+// Shapes: T time, B batch, H hidden, O output (Jordan), P projection (LSTM), G gate blocks.
+#include <torch/library.h>
+
+#include "common.h"
+
+namespace rnnlab {
+using at::Tensor;
+
+static Tensor empty_like_shape(const Tensor& ref, at::IntArrayRef shape) {
+  return at::empty(shape, ref.options());
+}
+
+// ---------------------------------------------------------------------------------- Elman ----
+// h(t) = act(gx(t) + U h(t-1))
+template <typename T>
+static void elman_fwd_impl(const Tensor& gx, const Tensor& w, Tensor& hs, const Lengths& L,
+                           int64_t act) {
+  const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2);
+  const T* g = gx.data_ptr<T>();
+  const T* W = w.data_ptr<T>();
+  T* h = hs.data_ptr<T>();
+  for (int64_t t = 0; t < S; ++t) {
+    T* prev = h + t * B * H;
+    T* cur = prev + B * H;
+    std::memcpy(cur, g + t * B * H, sizeof(T) * B * H);
+    gemm(false, true, B, H, H, T(1), prev, H, W, H, T(1), cur, H);
+    act_inplace(act, cur, B * H);
+    if (!L.full)
+      for (int64_t b = 0; b < B; ++b)
+        if (!L.valid(b, t)) std::memcpy(cur + b * H, prev + b * H, sizeof(T) * H);
+  }
+}
+
+std::vector<Tensor> elman_forward(const Tensor& gx, const Tensor& w_hh, const Tensor& h0,
+                                  const Tensor& lengths, int64_t act) {
+  auto g = gx.contiguous();
+  auto w = w_hh.contiguous();
+  const int64_t S = g.size(0), B = g.size(1), H = g.size(2);
+  Lengths L(lengths, B, S);
+  Tensor hs = empty_like_shape(g, {S + 1, B, H});
+  hs[0].copy_(h0);
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "elman_forward",
+                             [&] { elman_fwd_impl<scalar_t>(g, w, hs, L, act); });
+  return {hs};
+}
+
+template <typename T>
+static void elman_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& w, Tensor& dgx,
+                           Tensor& dw, Tensor& dh0, const Lengths& L, int64_t act) {
+  const int64_t S = dgx.size(0), B = dgx.size(1), H = dgx.size(2);
+  const T* G = ghs.data_ptr<T>();
+  const T* h = hs.data_ptr<T>();
+  const T* W = w.data_ptr<T>();
+  T* dg = dgx.data_ptr<T>();
+  std::vector<T> dh(B * H, T(0)), tmp(B * H);
+  for (int64_t t = S - 1; t >= 0; --t) {
+    const T* gt = G + (t + 1) * B * H;
+    for (int64_t k = 0; k < B * H; ++k) dh[k] += gt[k];
+    T* d = dg + t * B * H;
+    std::memcpy(d, dh.data(), sizeof(T) * B * H);
+    act_backward_inplace(act, d, h + (t + 1) * B * H, B * H);
+    if (L.full) {
+      gemm(false, false, B, H, H, T(1), d, H, W, H, T(0), dh.data(), H);
+    } else {
+      for (int64_t b = 0; b < B; ++b)
+        if (!L.valid(b, t)) std::fill(d + b * H, d + (b + 1) * H, T(0));
+      gemm(false, false, B, H, H, T(1), d, H, W, H, T(0), tmp.data(), H);
+      for (int64_t b = 0; b < B; ++b)
+        if (L.valid(b, t)) std::memcpy(&dh[b * H], &tmp[b * H], sizeof(T) * H);
+    }
+  }
+  // dU = sum_t dpre(t)ᵀ h(t-1): one GEMM over all steps.
+  gemm(true, false, H, H, S * B, T(1), dg, H, h, H, T(0), dw.data_ptr<T>(), H);
+  T* d0 = dh0.data_ptr<T>();
+  for (int64_t k = 0; k < B * H; ++k) d0[k] = dh[k] + G[k];
+}
+
+std::vector<Tensor> elman_backward(const Tensor& grad_hs, const Tensor& hs, const Tensor& w_hh,
+                                   const Tensor& lengths, int64_t act) {
+  auto ghs = grad_hs.contiguous();
+  auto w = w_hh.contiguous();
+  const int64_t S = hs.size(0) - 1, B = hs.size(1), H = hs.size(2);
+  Lengths L(lengths, B, S);
+  Tensor dgx = empty_like_shape(hs, {S, B, H});
+  Tensor dw = empty_like_shape(hs, {H, H});
+  Tensor dh0 = empty_like_shape(hs, {B, H});
+  AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "elman_backward",
+                             [&] { elman_bwd_impl<scalar_t>(ghs, hs, w, dgx, dw, dh0, L, act); });
+  return {dgx, dw, dh0};
+}
+
+// --------------------------------------------------------------------------------- Jordan ----
+// h(t) = act(gx(t) + U y(t-1)),  y(t) = oact(W_y h(t) + b_y)
+template <typename T>
+static void jordan_fwd_impl(const Tensor& gx, const Tensor& u, const Tensor& wy, const Tensor& by,
+                            Tensor& ys, Tensor& hs, const Lengths& L, int64_t act, int64_t oact) {
+  const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2), O = u.size(1);
+  const T* g = gx.data_ptr<T>();
+  const T* U = u.data_ptr<T>();
+  const T* Wy = wy.data_ptr<T>();
+  const T* b = by.numel() ? by.data_ptr<T>() : nullptr;
+  T* y = ys.data_ptr<T>();
+  T* h = hs.data_ptr<T>();
+  for (int64_t t = 0; t < S; ++t) {
+    T* ht = h + t * B * H;
+    T* yp = y + t * B * O;
+    T* yt = yp + B * O;
+    std::memcpy(ht, g + t * B * H, sizeof(T) * B * H);
+    gemm(false, true, B, H, O, T(1), yp, O, U, O, T(1), ht, H);
+    act_inplace(act, ht, B * H);
+    for (int64_t r = 0; r < B; ++r)
+      for (int64_t o = 0; o < O; ++o) yt[r * O + o] = b ? b[o] : T(0);
+    gemm(false, true, B, O, H, T(1), ht, H, Wy, H, T(1), yt, O);
+    act_inplace(oact, yt, B * O);
+    if (!L.full)
+      for (int64_t r = 0; r < B; ++r)
+        if (!L.valid(r, t)) std::memcpy(yt + r * O, yp + r * O, sizeof(T) * O);
+  }
+}
+
+std::vector<Tensor> jordan_forward(const Tensor& gx, const Tensor& u, const Tensor& wy,
+                                   const Tensor& by, const Tensor& y0, const Tensor& lengths,
+                                   int64_t act, int64_t oact) {
+  auto g = gx.contiguous();
+  auto U = u.contiguous();
+  auto Wy = wy.contiguous();
+  auto b = by.contiguous();
+  const int64_t S = g.size(0), B = g.size(1), H = g.size(2), O = U.size(1);
+  Lengths L(lengths, B, S);
+  Tensor ys = empty_like_shape(g, {S + 1, B, O});
+  Tensor hs = empty_like_shape(g, {S, B, H});
+  ys[0].copy_(y0);
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "jordan_forward", [&] {
+    jordan_fwd_impl<scalar_t>(g, U, Wy, b, ys, hs, L, act, oact);
+  });
+  return {ys, hs};
+}
+
+template <typename T>
+static void jordan_bwd_impl(const Tensor& gys, const Tensor& ys, const Tensor& hs,
+                            const Tensor& u, const Tensor& wy, Tensor& dgx, Tensor& du,
+                            Tensor& dwy, Tensor& dby, Tensor& dy0, const Lengths& L, int64_t act,
+                            int64_t oact) {
+  const int64_t S = hs.size(0), B = hs.size(1), H = hs.size(2), O = u.size(1);
+  const T* G = gys.data_ptr<T>();
+  const T* y = ys.data_ptr<T>();
+  const T* h = hs.data_ptr<T>();
+  const T* U = u.data_ptr<T>();
+  const T* Wy = wy.data_ptr<T>();
+  T* dg = dgx.data_ptr<T>();
+  std::vector<T> dy(B * O, T(0)), dz(S * B * O), tmp(B * O);
+  for (int64_t t = S - 1; t >= 0; --t) {
+    const T* gt = G + (t + 1) * B * O;
+    for (int64_t k = 0; k < B * O; ++k) dy[k] += gt[k];
+    T* dzt = dz.data() + t * B * O;
+    std::memcpy(dzt, dy.data(), sizeof(T) * B * O);
+    act_backward_inplace(oact, dzt, y + (t + 1) * B * O, B * O);
+    if (!L.full)
+      for (int64_t r = 0; r < B; ++r)
+        if (!L.valid(r, t)) std::fill(dzt + r * O, dzt + (r + 1) * O, T(0));
+    T* d = dg + t * B * H;
+    gemm(false, false, B, H, O, T(1), dzt, O, Wy, H, T(0), d, H);  // dh = dz W_y
+    act_backward_inplace(act, d, h + t * B * H, B * H);
+    if (L.full) {
+      gemm(false, false, B, O, H, T(1), d, H, U, O, T(0), dy.data(), O);
+    } else {
+      gemm(false, false, B, O, H, T(1), d, H, U, O, T(0), tmp.data(), O);
+      for (int64_t r = 0; r < B; ++r)
+        if (L.valid(r, t)) std::memcpy(&dy[r * O], &tmp[r * O], sizeof(T) * O);
+    }
+  }
+  gemm(true, false, H, O, S * B, T(1), dg, H, y, O, T(0), du.data_ptr<T>(), O);
+  gemm(true, false, O, H, S * B, T(1), dz.data(), O, h, H, T(0), dwy.data_ptr<T>(), H);
+  T* db = dby.data_ptr<T>();
+  std::fill(db, db + O, T(0));
+  for (int64_t k = 0; k < S * B; ++k)
+    for (int64_t o = 0; o < O; ++o) db[o] += dz[k * O + o];
+  T* d0 = dy0.data_ptr<T>();
+  for (int64_t k = 0; k < B * O; ++k) d0[k] = dy[k] + G[k];
+}
+
+std::vector<Tensor> jordan_backward(const Tensor& grad_ys, const Tensor& ys, const Tensor& hs,
+                                    const Tensor& u, const Tensor& wy, const Tensor& lengths,
+                                    int64_t act, int64_t oact) {
+  auto gys = grad_ys.contiguous();
+  auto U = u.contiguous();
+  auto Wy = wy.contiguous();
+  const int64_t S = hs.size(0), B = hs.size(1), H = hs.size(2), O = U.size(1);
+  Lengths L(lengths, B, S);
+  Tensor dgx = empty_like_shape(hs, {S, B, H});
+  Tensor du = empty_like_shape(hs, {H, O});
+  Tensor dwy = empty_like_shape(hs, {O, H});
+  Tensor dby = empty_like_shape(hs, {O});
+  Tensor dy0 = empty_like_shape(hs, {B, O});
+  AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "jordan_backward", [&] {
+    jordan_bwd_impl<scalar_t>(gys, ys, hs, U, Wy, dgx, du, dwy, dby, dy0, L, act, oact);
+  });
+  return {dgx, du, dwy, dby, dy0};
+}
+
+// ------------------------------------------------------------------------------------ GRU ----
+// reset after:  r, z = σ(gx_rz + U_rz h + b_rz); n = act(gx_n + r ⊙ (U_n h + b_hn))
+// reset before: r, z = σ(gx_rz + U_rz h);        n = act(gx_n + U_n (r ⊙ h))
+// h(t) = z ⊙ h(t-1) + (1 - z) ⊙ n.   gates (T, B, 3H) hold r, z, n; aux (T, B, H) holds
+// U_n h + b_hn (after) or r ⊙ h (before).
+template <typename T>
+static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, Tensor& hs,
+                         Tensor& gates, Tensor& aux, const Lengths& L, bool before, int64_t act) {
+  const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2) / 3;
+  const T* g = gx.data_ptr<T>();
+  const T* W = w.data_ptr<T>();
+  const T* bh = bhh.numel() ? bhh.data_ptr<T>() : nullptr;
+  T* h = hs.data_ptr<T>();
+  T* gt_all = gates.data_ptr<T>();
+  T* ax = aux.data_ptr<T>();
+  std::vector<T> gh(B * 3 * H);
+  for (int64_t t = 0; t < S; ++t) {
+    T* prev = h + t * B * H;
+    T* cur = prev + B * H;
+    T* gt = gt_all + t * B * 3 * H;
+    T* at = ax + t * B * H;
+    const T* xt = g + t * B * 3 * H;
+    if (!before) {
+      for (int64_t r = 0; r < B; ++r)
+        for (int64_t k = 0; k < 3 * H; ++k) gh[r * 3 * H + k] = bh ? bh[k] : T(0);
+      gemm(false, true, B, 3 * H, H, T(1), prev, H, W, H, T(1), gh.data(), 3 * H);
+      for (int64_t r = 0; r < B; ++r) {
+        const T* xr = xt + r * 3 * H;
+        const T* hr = gh.data() + r * 3 * H;
+        T* o = gt + r * 3 * H;
+        T* a = at + r * H;
+        for (int64_t j = 0; j < 2 * H; ++j) o[j] = sigmoid(xr[j] + hr[j]);
+        for (int64_t j = 0; j < H; ++j) {
+          a[j] = hr[2 * H + j];
+          o[2 * H + j] = xr[2 * H + j] + o[j] * a[j];
+        }
+      }
+    } else {
+      gemm(false, true, B, 2 * H, H, T(1), prev, H, W, H, T(0), gh.data(), 2 * H);
+      for (int64_t r = 0; r < B; ++r) {
+        const T* xr = xt + r * 3 * H;
+        const T* hr = gh.data() + r * 2 * H;
+        const T* hp = prev + r * H;
+        T* o = gt + r * 3 * H;
+        T* a = at + r * H;
+        for (int64_t j = 0; j < 2 * H; ++j) o[j] = sigmoid(xr[j] + hr[j]);
+        for (int64_t j = 0; j < H; ++j) {
+          a[j] = o[j] * hp[j];
+          o[2 * H + j] = xr[2 * H + j];
+        }
+      }
+      // U_n (r ⊙ h) for all rows at once: gates[:, 2H:] += aux W_nᵀ (ldc = 3H)
+      gemm(false, true, B, H, H, T(1), at, H, W + 2 * H * H, H, T(1), gt + 2 * H, 3 * H);
+    }
+    for (int64_t r = 0; r < B; ++r) {
+      T* o = gt + r * 3 * H;
+      act_inplace(act, o + 2 * H, H);
+      const T* hp = prev + r * H;
+      T* hc = cur + r * H;
+      for (int64_t j = 0; j < H; ++j) {
+        T z = o[H + j];
+        hc[j] = z * hp[j] + (T(1) - z) * o[2 * H + j];
+      }
+      if (!L.full && !L.valid(r, t)) std::memcpy(hc, hp, sizeof(T) * H);
+    }
+  }
+}
+
+std::vector<Tensor> gru_forward(const Tensor& gx, const Tensor& w_hh, const Tensor& b_hh,
+                                const Tensor& h0, const Tensor& lengths, bool before,
+                                int64_t act) {
+  auto g = gx.contiguous();
+  auto w = w_hh.contiguous();
+  auto b = b_hh.contiguous();
+  const int64_t S = g.size(0), B = g.size(1), H = g.size(2) / 3;
+  Lengths L(lengths, B, S);
+  Tensor hs = empty_like_shape(g, {S + 1, B, H});
+  Tensor gates = empty_like_shape(g, {S, B, 3 * H});
+  Tensor aux = empty_like_shape(g, {S, B, H});
+  hs[0].copy_(h0);
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "gru_forward", [&] {
+    gru_fwd_impl<scalar_t>(g, w, b, hs, gates, aux, L, before, act);
+  });
+  return {hs, gates, aux};
+}
+
+template <typename T>
+static void gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gates,
+                         const Tensor& aux, const Tensor& w, Tensor& dgx, Tensor& dw, Tensor& dbh,
+                         Tensor& dh0, const Lengths& L, bool before, int64_t act) {
+  const int64_t S = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
+  const T* G = ghs.data_ptr<T>();
+  const T* h = hs.data_ptr<T>();
+  const T* gs = gates.data_ptr<T>();
+  const T* ax = aux.data_ptr<T>();
+  const T* W = w.data_ptr<T>();
+  T* dg = dgx.data_ptr<T>();
+  // after: dgh (S, B, 3H) = gradient of U h + b_hh;  before: dgx's n block serves for U_n.
+  std::vector<T> dgh(before ? 0 : S * B * 3 * H);
+  std::vector<T> drh(before ? S * B * H : 0);
+  std::vector<T> dh(B * H, T(0)), tmp(B * H);
+  for (int64_t t = S - 1; t >= 0; --t) {
+    const T* gt = G + (t + 1) * B * H;
+    for (int64_t k = 0; k < B * H; ++k) dh[k] += gt[k];
+    const T* hp = h + t * B * H;
+    const T* g3 = gs + t * B * 3 * H;
+    const T* a = ax + t * B * H;
+    T* d = dg + t * B * 3 * H;
+    for (int64_t r = 0; r < B; ++r) {
+      const T* o = g3 + r * 3 * H;
+      T* dr_ = d + r * 3 * H;
+      const T* dhr = dh.data() + r * H;
+      const T* hpr = hp + r * H;
+      const T* ar = a + r * H;
+      const bool v = L.full || L.valid(r, t);
+      if (!v) {
+        std::fill(dr_, dr_ + 3 * H, T(0));
+        if (!before) std::fill(&dgh[(t * B + r) * 3 * H], &dgh[(t * B + r + 1) * 3 * H], T(0));
+        else std::fill(&drh[(t * B + r) * H], &drh[(t * B + r + 1) * H], T(0));
+        continue;
+      }
+      for (int64_t j = 0; j < H; ++j) {
+        T z = o[H + j], n = o[2 * H + j];
+        T dn = dhr[j] * (T(1) - z) * act_grad(act, n);
+        T dz = dhr[j] * (hpr[j] - n) * z * (T(1) - z);
+        dr_[H + j] = dz;
+        dr_[2 * H + j] = dn;
+      }
+      if (!before) {
+        T* dgr = &dgh[(t * B + r) * 3 * H];
+        for (int64_t j = 0; j < H; ++j) {
+          T rr = o[j], dn = dr_[2 * H + j];
+          T drr = dn * ar[j] * rr * (T(1) - rr);
+          dr_[j] = drr;
+          dgr[j] = drr;
+          dgr[H + j] = dr_[H + j];
+          dgr[2 * H + j] = dn * rr;
+        }
+      }
+    }
+    if (!before) {
+      // dh(t-1) = dh ⊙ z + dgh(t) U
+      gemm(false, false, B, H, 3 * H, T(1), &dgh[t * B * 3 * H], 3 * H, W, H, T(0), tmp.data(),
+           H);
+    } else {
+      // d(r ⊙ h) = dn U_n;  then dr and the direct path into h
+      T* drht = &drh[t * B * H];
+      gemm(false, false, B, H, H, T(1), d + 2 * H, 3 * H, W + 2 * H * H, H, T(0), drht, H);
+      for (int64_t r = 0; r < B; ++r) {
+        if (!(L.full || L.valid(r, t))) continue;
+        const T* o = g3 + r * 3 * H;
+        const T* hpr = hp + r * H;
+        T* dr_ = d + r * 3 * H;
+        T* q = drht + r * H;
+        for (int64_t j = 0; j < H; ++j) {
+          T rr = o[j];
+          dr_[j] = q[j] * hpr[j] * rr * (T(1) - rr);
+          q[j] = q[j] * rr;  // now the r ⊙ path's contribution to dh(t-1)
+        }
+      }
+      gemm(false, false, B, H, 2 * H, T(1), d, 3 * H, W, H, T(0), tmp.data(), H);
+      for (int64_t k = 0; k < B * H; ++k) tmp[k] += drht[k];
+    }
+    for (int64_t r = 0; r < B; ++r) {
+      if (!(L.full || L.valid(r, t))) continue;  // frozen state: dh passes unchanged
+      const T* o = g3 + r * 3 * H;
+      for (int64_t j = 0; j < H; ++j) dh[r * H + j] = dh[r * H + j] * o[H + j] + tmp[r * H + j];
+    }
+  }
+  T* dW = dw.data_ptr<T>();
+  T* db = dbh.data_ptr<T>();
+  if (!before) {
+    gemm(true, false, 3 * H, H, S * B, T(1), dgh.data(), 3 * H, h, H, T(0), dW, H);
+    std::fill(db, db + 3 * H, T(0));
+    for (int64_t k = 0; k < S * B; ++k)
+      for (int64_t j = 0; j < 3 * H; ++j) db[j] += dgh[k * 3 * H + j];
+  } else {
+    gemm(true, false, 2 * H, H, S * B, T(1), dg, 3 * H, h, H, T(0), dW, H);
+    gemm(true, false, H, H, S * B, T(1), dg + 2 * H, 3 * H, ax, H, T(0), dW + 2 * H * H, H);
+    std::fill(db, db + 3 * H, T(0));
+  }
+  T* d0 = dh0.data_ptr<T>();
+  for (int64_t k = 0; k < B * H; ++k) d0[k] = dh[k] + G[k];
+}
+
+std::vector<Tensor> gru_backward(const Tensor& grad_hs, const Tensor& hs, const Tensor& gates,
+                                 const Tensor& aux, const Tensor& w_hh, const Tensor& lengths,
+                                 bool before, int64_t act) {
+  auto ghs = grad_hs.contiguous();
+  auto w = w_hh.contiguous();
+  const int64_t S = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
+  Lengths L(lengths, B, S);
+  Tensor dgx = empty_like_shape(hs, {S, B, 3 * H});
+  Tensor dw = empty_like_shape(hs, {3 * H, H});
+  Tensor dbh = empty_like_shape(hs, {3 * H});
+  Tensor dh0 = empty_like_shape(hs, {B, H});
+  AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "gru_backward", [&] {
+    gru_bwd_impl<scalar_t>(ghs, hs, gates, aux, w, dgx, dw, dbh, dh0, L, before, act);
+  });
+  return {dgx, dw, dbh, dh0};
+}
+
+}  // namespace rnnlab
+
+#include "lstm.h"
+
+TORCH_LIBRARY(rnnlab_engine, m) {
+  m.def("elman_forward(Tensor gx, Tensor w_hh, Tensor h0, Tensor lengths, int act) -> Tensor[]");
+  m.def("elman_backward(Tensor grad_hs, Tensor hs, Tensor w_hh, Tensor lengths, int act) -> Tensor[]");
+  m.def("jordan_forward(Tensor gx, Tensor u, Tensor wy, Tensor by, Tensor y0, Tensor lengths, int act, int oact) -> Tensor[]");
+  m.def("jordan_backward(Tensor grad_ys, Tensor ys, Tensor hs, Tensor u, Tensor wy, Tensor lengths, int act, int oact) -> Tensor[]");
+  m.def("gru_forward(Tensor gx, Tensor w_hh, Tensor b_hh, Tensor h0, Tensor lengths, bool before, int act) -> Tensor[]");
+  m.def("gru_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor aux, Tensor w_hh, Tensor lengths, bool before, int act) -> Tensor[]");
+  m.def("lstm_forward(Tensor gx, Tensor w_hh, Tensor w_ci, Tensor w_cf, Tensor w_co, Tensor w_hr, Tensor w_gg, Tensor h0, Tensor c0, Tensor g0, Tensor lengths, int[] blocks, bool coupled, int act, int cact) -> Tensor[]");
+  m.def("lstm_backward(Tensor grad_ys, Tensor grad_cs, Tensor grad_gs, Tensor ys, Tensor cs, Tensor gs, Tensor acts, Tensor ms, Tensor w_hh, Tensor w_ci, Tensor w_cf, Tensor w_co, Tensor w_hr, Tensor w_gg, Tensor lengths, int[] blocks, bool coupled, int act, int cact) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(rnnlab_engine, CPU, m) {
+  m.impl("elman_forward", &rnnlab::elman_forward);
+  m.impl("elman_backward", &rnnlab::elman_backward);
+  m.impl("jordan_forward", &rnnlab::jordan_forward);
+  m.impl("jordan_backward", &rnnlab::jordan_backward);
+  m.impl("gru_forward", &rnnlab::gru_forward);
+  m.impl("gru_backward", &rnnlab::gru_backward);
+  m.impl("lstm_forward", &rnnlab::lstm_forward);
+  m.impl("lstm_backward", &rnnlab::lstm_backward);
+}

@@ -1,0 +1,169 @@
+"""Layer 3: every fast path equals the reference loop on outputs, final states and every
+gradient (initial states included), for every cell x lengths x direction x stacking, in float32
+(1e-5) and float64 (1e-10); gradcheck through the compiled kernels in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnlab
+from cell_zoo import ZOO
+from rnnlab import Bidirectional, GRUCell, JordanCell, LSTMCell, Recurrent, Stacked, engine
+from rnnlab.engine import build
+
+pytestmark = pytest.mark.skipif(
+    build.ops() is None, reason=f"compiled engine unavailable: {build.status()['error']}"
+)
+
+FAST = sorted(n for n in ZOO if engine.lookup(ZOO[n]()) is not None)
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def test_every_builtin_cell_has_a_kernel():
+    plain = [n for n in ZOO if not n.startswith("deep_")]
+    assert sorted(plain) == FAST
+
+
+def _run(cell, x, s0, lengths, reverse, fast):
+    params = list(cell.parameters())
+    ctx = engine.disabled() if not fast else _null()
+    with ctx:
+        y, s = Recurrent(cell, reverse=reverse)(x, cell.State(*s0), lengths=lengths)
+    g = torch.Generator().manual_seed(1)
+    loss = (y * torch.randn(y.shape, generator=g, dtype=y.dtype)).sum()
+    loss = loss + sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in s)
+    grads = torch.autograd.grad(loss, [x, *s0, *params])
+    return y, s, grads
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+@pytest.mark.parametrize("name", FAST)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("lengths", [None, [6, 3, 1, 6]], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_engine_equals_reference(name, dtype, lengths, reverse):
+    torch.manual_seed(0)
+    cell = ZOO[name]().to(dtype)
+    L = None if lengths is None else torch.tensor(lengths)
+    x = torch.randn(4, 6, cell.input_size, dtype=dtype, requires_grad=True)
+    s0 = tuple(
+        torch.randn(4, n, dtype=dtype, requires_grad=True) for n in cell.state_sizes().values()
+    )
+    fast = _run(cell, x, s0, L, reverse, True)
+    ref = _run(cell, x, s0, L, reverse, False)
+    tol = TOL[dtype]
+    torch.testing.assert_close(fast[0], ref[0], rtol=tol, atol=tol)
+    for a, b in zip(fast[1], ref[1]):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    for a, b in zip(fast[2], ref[2]):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_kernel_is_actually_used(monkeypatch):
+    calls = []
+    real = build.ops()
+
+    class Spy:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(real, name)
+
+    monkeypatch.setitem(build._state, "ops", Spy())
+    y, _ = Recurrent(GRUCell(3, 4))(torch.randn(2, 5, 3))
+    y.sum().backward()
+    assert calls == ["gru_forward", "gru_backward"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LSTMCell(2, 3, variant="V", proj_size=2),
+        lambda: LSTMCell(2, 3, variant="FGR"),
+        lambda: GRUCell(2, 3, reset="before"),
+        lambda: GRUCell(2, 3),
+        lambda: JordanCell(2, 3, 2, activation="relu", output_activation="sigmoid"),
+        lambda: rnnlab.ElmanCell(2, 3, 2, activation="softsign"),
+    ],
+)
+def test_gradcheck_through_kernels(make):
+    torch.manual_seed(0)
+    cell = make().double()
+    x = torch.randn(3, 4, 2, dtype=torch.float64, requires_grad=True)
+    s0 = tuple(
+        (0.5 * torch.randn(3, n, dtype=torch.float64)).requires_grad_()
+        for n in cell.state_sizes().values()
+    )
+    lengths = torch.tensor([4, 2, 3])
+
+    def f(x, *s):
+        y, st = Recurrent(cell)(x, cell.State(*s), lengths=lengths)
+        return (y, *st)
+
+    assert torch.autograd.gradcheck(f, (x, *s0), eps=1e-6, atol=1e-6)
+
+
+def test_stacked_bidirectional_and_dropins_use_the_engine_and_agree():
+    torch.manual_seed(0)
+    net = Stacked(
+        [
+            Bidirectional(Recurrent(GRUCell(3, 4, reset="before"))),
+            Recurrent(LSTMCell(8, 4, variant="V")),
+        ]
+    ).double()
+    x = torch.randn(3, 5, 3, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([5, 2, 4])
+    y, _ = net(x, lengths=lengths)
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    with engine.disabled():
+        y2, _ = net(x, lengths=lengths)
+        (gx2,) = torch.autograd.grad(y2.sum(), x)
+    torch.testing.assert_close(y, y2, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gx, gx2, rtol=1e-10, atol=1e-10)
+
+
+def test_second_order_gradients_error_clearly_and_work_on_reference():
+    cell = GRUCell(2, 3).double()
+    x = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
+    y, _ = Recurrent(cell)(x)
+    with pytest.raises(RuntimeError, match="second-order gradients"):
+        torch.autograd.grad(y.sum(), x, create_graph=True)
+    with engine.disabled():
+        y, _ = Recurrent(cell)(x)
+        (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        (gg,) = torch.autograd.grad(g.pow(2).sum(), cell.weight_hh)
+    assert gg.abs().sum() > 0
+
+
+def test_subclass_is_never_replaced():
+    class MyGRU(GRUCell):
+        def step(self, x, state):
+            y, s = super().step(x, state)
+            return 2 * y, s
+
+    assert engine.lookup(MyGRU(2, 3)) is None
+    cell = MyGRU(2, 3)
+    y, _ = Recurrent(cell)(torch.randn(1, 3, 2))
+    with engine.disabled():
+        y2, _ = Recurrent(cell)(torch.randn(1, 3, 2))
+    assert y.shape == y2.shape
+
+
+def test_callable_activation_falls_back_to_reference():
+    cell = rnnlab.ElmanCell(2, 3, activation=lambda v: torch.sin(v))
+    assert engine.lookup(cell) is not None  # registered type...
+    x = torch.randn(2, 4, 2)
+    y, _ = Recurrent(cell)(x)  # ...but the kernel declines: the reference loop runs
+    h = torch.zeros(2, 3)
+    for t in range(4):
+        h = torch.sin(
+            x[:, t] @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh
+        )
+    torch.testing.assert_close(y[:, -1], h)
