@@ -167,3 +167,26 @@ def test_callable_activation_falls_back_to_reference():
             x[:, t] @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh
         )
     torch.testing.assert_close(y[:, -1], h)
+
+
+@pytest.mark.parametrize("lengths", [None, [7, 2, 5]], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_jordan_teacher_forced_parallel_path_equals_sequential(lengths, reverse):
+    torch.manual_seed(0)
+    cell = JordanCell(3, 6, 2, activation="sigmoid", output_activation="tanh").double()
+    assert engine.lookup_teacher_forced(cell) is not None
+    L = None if lengths is None else torch.tensor(lengths)
+    x = torch.randn(3, 7, 3, dtype=torch.float64, requires_grad=True)
+    r = torch.randn(3, 7, 2, dtype=torch.float64, requires_grad=True)
+    y0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    layer = Recurrent(cell, reverse=reverse)
+    outs = []
+    for fast in (True, False):
+        with _null() if fast else engine.disabled():
+            y, s = layer(x, (y0,), lengths=L, feedback=rnnlab.TeacherForcing(), reference=r)
+        grads = torch.autograd.grad((y * y).sum() + s.y.sum(), [x, r, y0, *cell.parameters()])
+        outs.append((y, s.y, grads))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(outs[0][2], outs[1][2]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

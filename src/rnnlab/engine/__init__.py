@@ -4,9 +4,27 @@ asks :func:`lookup` before falling back to its reference loop. Never a second AP
 """
 
 from .build import status
-from .registry import Kernel, clear, disabled, lookup, register
+from .registry import (
+    Kernel,
+    clear,
+    disabled,
+    lookup,
+    lookup_teacher_forced,
+    register,
+    register_teacher_forced,
+)
 
-__all__ = ["Kernel", "clear", "disabled", "lookup", "register", "register_defaults", "status"]
+__all__ = [
+    "Kernel",
+    "clear",
+    "disabled",
+    "lookup",
+    "lookup_teacher_forced",
+    "register",
+    "register_defaults",
+    "register_teacher_forced",
+    "status",
+]
 
 
 def register_defaults() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import threading
 import time
 import warnings
@@ -47,6 +48,12 @@ def ops() -> Any | None:
         t0 = time.perf_counter()
         try:
             from torch.utils.cpp_extension import load
+
+            # pip's ninja lives beside this interpreter; make it findable without activating
+            # the virtual environment.
+            bindir = str(Path(sys.executable).parent)
+            if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+                os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
             load(
                 name="rnnlab_engine",

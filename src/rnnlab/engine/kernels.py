@@ -24,7 +24,7 @@ from ..cells.gru import GRUCell, GRUState
 from ..cells.lstm import LSTMCell, LSTMFGRState, LSTMState
 from ..cells.simple import ElmanCell, ElmanState, JordanCell, JordanState
 from . import build
-from .registry import register
+from .registry import register, register_teacher_forced
 
 ACT_CODES = {
     "identity": 0,
@@ -341,7 +341,24 @@ def lstm_kernel(cell: LSTMCell, x: Tensor, state: Any, lengths: Tensor | None) -
     return y, LSTMState(h_final, c_final)
 
 
+def jordan_teacher_forced(
+    cell: JordanCell, x: Tensor, state: JordanState, lengths: Tensor | None, reference: Tensor
+) -> Any:
+    """The lecture's remark made real: under teacher forcing y(t) depends only on x(t) and
+    r(t-1), so all T steps are one batched computation (two large GEMMs), no time loop."""
+    y_prev = torch.cat([state.y.unsqueeze(1), reference[:, :-1]], dim=1)  # (B, T, O)
+    y = cell.readout(cell.hidden(x, y_prev))  # (B, T, O)
+    if lengths is None:
+        return y, JordanState(y[:, -1])
+    B, T = y.shape[0], y.shape[1]
+    idx = lengths.to(y.device)
+    valid = torch.arange(T, device=y.device) < idx.unsqueeze(1)  # (B, T)
+    final = y[torch.arange(B, device=y.device), idx - 1]
+    return y * valid.unsqueeze(-1).to(y.dtype), JordanState(final)
+
+
 def register_all() -> None:
+    register_teacher_forced(JordanCell, jordan_teacher_forced)
     register(ElmanCell, elman_kernel)
     register(JordanCell, jordan_kernel)
     register(GRUCell, gru_kernel)

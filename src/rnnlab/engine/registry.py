@@ -12,7 +12,14 @@ from torch import Tensor
 # (output (B, T, O), final_state), or None to decline (then the reference loop runs).
 Kernel = Callable[[Any, Tensor, Any, "Tensor | None"], "tuple[Tensor, Any] | None"]
 
+# A teacher-forced kernel gets (cell, x, state, lengths, reference (B, T, n)) and runs all
+# steps at once (every step is decoupled when r(t-1) replaces y(t-1)), or returns None.
+TeacherForcedKernel = Callable[
+    [Any, Tensor, Any, "Tensor | None", Tensor], "tuple[Tensor, Any] | None"
+]
+
 _KERNELS: dict[type, Kernel] = {}
+_TEACHER_FORCED: dict[type, TeacherForcedKernel] = {}
 _enabled = [True]
 
 
@@ -28,8 +35,20 @@ def lookup(cell: Any) -> Kernel | None:
     return _KERNELS.get(type(cell))
 
 
+def register_teacher_forced(cell_type: type, kernel: TeacherForcedKernel) -> None:
+    """Use ``kernel`` for fully teacher-forced runs of cells whose type is exactly ``cell_type``."""
+    _TEACHER_FORCED[cell_type] = kernel
+
+
+def lookup_teacher_forced(cell: Any) -> TeacherForcedKernel | None:
+    if not _enabled[-1]:
+        return None
+    return _TEACHER_FORCED.get(type(cell))
+
+
 def clear() -> None:
     _KERNELS.clear()
+    _TEACHER_FORCED.clear()
 
 
 @contextlib.contextmanager

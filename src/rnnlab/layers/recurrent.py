@@ -26,7 +26,7 @@ from ._utils import (
     unpack,
     valid_mask,
 )
-from .feedback import FeedbackSchedule
+from .feedback import FeedbackSchedule, TeacherForcing
 
 
 class RecurrentResult(NamedTuple):
@@ -79,6 +79,14 @@ def unroll(
         kernel = engine.lookup(cell)
         if kernel is not None:
             res = kernel(cell, x, state, lengths)
+            if res is not None:
+                y, state = res
+                return RecurrentResult(reverse_padded(y, lengths) if reverse else y, state, None)
+
+    if isinstance(feedback, TeacherForcing) and not return_states and reference is not None:
+        parallel = engine.lookup_teacher_forced(cell)
+        if parallel is not None:
+            res = parallel(cell, x, state, lengths, reference)
             if res is not None:
                 y, state = res
                 return RecurrentResult(reverse_padded(y, lengths) if reverse else y, state, None)

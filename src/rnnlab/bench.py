@@ -1,0 +1,286 @@
+"""``rnnlab bench``: rnnlab's recurrences against torch.nn and the reference loop.
+
+For each cell and shape, in one process: rnnlab (the engine behind ``Recurrent``), torch.nn
+(where it computes the same maths; ``torch.nn.LSTM`` is also the efficiency yardstick) and the
+reference loop with autograd (``rnnlab.engine.disabled()``), each in two modes: ``forward``
+(no grad) and ``train`` (forward and backward of a weighted sum of the outputs, gradients for
+inputs and parameters). Implementations are interleaved, every timing is the median of
+``--repeats`` runs after warm-up, and the results carry the machine and versions.
+
+FLOPs: 2·T·B·G·H·(I+H) for the forward matrix products of a cell with G gate blocks (the
+output layer of Elman/Jordan cells adds 2·T·B·O·H, a recurrent output adds its O to the
+recurrent width); training counts 3x the forward (forward, and two products per weight in the
+backward), i.e. 6·T·B·G·H·(I+H) as in the issue. Elementwise work is not counted.
+
+Peak memory: the largest amount of CPU tensor memory alive at once during one run, from the
+PyTorch profiler's allocation events (``profile_memory=True``), minus what was alive before.
+It counts tensors from every source (the compiled kernels allocate theirs as tensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cells import ElmanCell, GRUCell, JordanCell, LSTMCell
+from .cli import command
+from .layers import Recurrent
+
+SHAPES: dict[str, tuple[int, int, int, int]] = {
+    "S1": (100, 32, 128, 256),
+    "S2": (500, 8, 64, 128),
+    "S3": (50, 128, 256, 512),
+}
+
+
+@dataclass
+class Case:
+    name: str
+    gates: int  # G
+    ours: Callable[[int, int], nn.Module]  # (I, H) -> cell
+    torch_module: Callable[[int, int], nn.Module] | None
+    out_extra: int = 0  # 1 when an output layer of size H is added (Elman/Jordan with O = H)
+
+
+def _lstm(variant: str, **kw: Any) -> Callable[[int, int], nn.Module]:
+    return lambda i, h: LSTMCell(i, h, variant=variant, **kw)
+
+
+CASES: dict[str, Case] = {
+    "lstm": Case("lstm", 4, _lstm("NP"), lambda i, h: nn.LSTM(i, h, batch_first=True)),
+    "gru": Case("gru", 3, lambda i, h: GRUCell(i, h), lambda i, h: nn.GRU(i, h, batch_first=True)),
+    "rnn_tanh": Case(
+        "rnn_tanh", 1, lambda i, h: ElmanCell(i, h), lambda i, h: nn.RNN(i, h, batch_first=True)
+    ),
+    "rnn_relu": Case(
+        "rnn_relu",
+        1,
+        lambda i, h: ElmanCell(i, h, activation="relu"),
+        lambda i, h: nn.RNN(i, h, nonlinearity="relu", batch_first=True),
+    ),
+    "lstm_peephole": Case("lstm_peephole", 4, _lstm("V"), None),
+    "gru_reset_before": Case(
+        "gru_reset_before", 3, lambda i, h: GRUCell(i, h, reset="before"), None
+    ),
+    "elman_sigmoid": Case(
+        "elman_sigmoid", 1, lambda i, h: ElmanCell(i, h, activation="sigmoid"), None
+    ),
+    "elman_output": Case("elman_output", 1, lambda i, h: ElmanCell(i, h, h), None, out_extra=1),
+    "jordan": Case("jordan", 1, lambda i, h: JordanCell(i, h, h), None, out_extra=1),
+}
+for _v, _g in [
+    ("NIG", 3),
+    ("NFG", 3),
+    ("NOG", 3),
+    ("NIAF", 4),
+    ("NOAF", 4),
+    ("CIFG", 3),
+    ("FGR", 4),
+]:
+    CASES[f"lstm_{_v.lower()}"] = Case(f"lstm_{_v.lower()}", _g, _lstm(_v), None)
+
+QUICK = ["lstm", "gru", "rnn_tanh", "lstm_peephole", "gru_reset_before", "jordan"]
+
+
+def flop(case: Case, shape: str, mode: str) -> float:
+    T, B, I, H = SHAPES[shape]
+    f = 2.0 * T * B * case.gates * H * (I + H) + 2.0 * T * B * H * H * case.out_extra
+    if case.name.endswith("fgr"):
+        f += 2.0 * T * B * (3 * H) ** 2
+    return f * (3.0 if mode == "train" else 1.0)
+
+
+class _Torch(nn.Module):
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m(x)[0]
+
+
+class _Ours(nn.Module):
+    def __init__(self, cell: nn.Module, reference: bool) -> None:
+        super().__init__()
+        self.layer = Recurrent(cell)  # type: ignore[arg-type]
+        self.reference = reference
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reference:
+            from . import engine
+
+            with engine.disabled():
+                return self.layer(x)[0]  # type: ignore[return-value]
+        return self.layer(x)[0]  # type: ignore[return-value]
+
+
+def _run_once(model: nn.Module, x: torch.Tensor, w: torch.Tensor | None, mode: str) -> float:
+    t0 = time.perf_counter()
+    if mode == "forward":
+        with torch.no_grad():
+            model(x)
+    else:
+        y = model(x)
+        (y * w).sum().backward()
+    return time.perf_counter() - t0
+
+
+def _peak_mb(model: nn.Module, x: torch.Tensor, w: torch.Tensor | None, mode: str) -> float:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        _run_once(model, x, w, mode)
+    events = sorted(
+        (e for e in prof.events() if getattr(e, "cpu_memory_usage", 0) != 0),
+        key=lambda e: e.time_range.start,
+    )
+    cur = peak = 0
+    for e in events:
+        cur += e.cpu_memory_usage
+        peak = max(peak, cur)
+    return peak / 2**20
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from .engine import build
+
+    return {
+        "cpu": cpu,
+        "cores": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(),
+        "engine": build.status(),
+    }
+
+
+def bench(
+    cells: list[str],
+    shapes: list[str],
+    modes: list[str],
+    repeats: int = 5,
+    warmup: int = 1,
+    memory: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    records = []
+    for shape in shapes:
+        T, B, I, H = SHAPES[shape]
+        for name in cells:
+            case = CASES[name]
+            torch.manual_seed(0)
+            impls: dict[str, nn.Module] = {}
+            cell = case.ours(I, H)
+            impls["rnnlab"] = _Ours(cell, reference=False)
+            if case.torch_module is not None:
+                tm = case.torch_module(I, H)
+                tm.load_state_dict({k + "_l0": v for k, v in cell.state_dict().items()})
+                impls["torch"] = _Torch(tm)
+            impls["reference"] = _Ours(cell, reference=True)
+            x = torch.randn(B, T, I, requires_grad=True)
+            w = torch.randn(B, T, _out(cell))
+            for mode in modes:
+                times: dict[str, list[float]] = {k: [] for k in impls}
+                for _ in range(warmup):
+                    for m in impls.values():
+                        _run_once(m, x, w, mode)
+                for _ in range(repeats):  # interleaved
+                    for k, m in impls.items():
+                        times[k].append(_run_once(m, x, w, mode))
+                for k, m in impls.items():
+                    rec = {
+                        "cell": name,
+                        "shape": shape,
+                        "mode": mode,
+                        "impl": k,
+                        "median_ms": 1e3 * statistics.median(times[k]),
+                        "flop": flop(case, shape, mode),
+                        "peak_mem_mb": _peak_mb(m, x, w, mode) if memory else None,
+                        "repeats": repeats,
+                    }
+                    records.append(rec)
+                line = "  ".join(
+                    f"{k} {1e3 * statistics.median(v):8.1f} ms" for k, v in times.items()
+                )
+                log(f"{shape} {name:18s} {mode:7s} {line}")
+    return records
+
+
+def _out(cell: nn.Module) -> int:
+    return int(cell.output_size)  # type: ignore[arg-type]
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    """Markdown: per cell/shape/mode, each implementation's median, GFLOP/s and ratio to rnnlab."""
+    keyed: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        keyed.setdefault((r["cell"], r["shape"], r["mode"]), {})[r["impl"]] = r
+    lines = [
+        "| cell | shape | mode | rnnlab ms | GFLOP/s | torch.nn ms | rnnlab/torch | "
+        "reference ms | reference/rnnlab | peak MB rnnlab / torch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (cell, shape, mode), d in keyed.items():
+        o = d["rnnlab"]
+        t = d.get("torch")
+        ref = d["reference"]
+        gf = o["flop"] / (o["median_ms"] * 1e6)
+        mem = f"{o['peak_mem_mb']:.0f}" if o["peak_mem_mb"] is not None else "-"
+        if t is not None and t["peak_mem_mb"] is not None:
+            mem += f" / {t['peak_mem_mb']:.0f}"
+        lines.append(
+            f"| {cell} | {shape} | {mode} | {o['median_ms']:.1f} | {gf:.0f} | "
+            + (
+                f"{t['median_ms']:.1f} | {o['median_ms'] / t['median_ms']:.2f} | "
+                if t
+                else "- | - | "
+            )
+            + f"{ref['median_ms']:.1f} | {ref['median_ms'] / o['median_ms']:.1f} | {mem} |"
+        )
+    return "\n".join(lines)
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help=f"S1 only, cells {', '.join(QUICK)}")
+    p.add_argument("--cells", nargs="+", choices=sorted(CASES), help="cells (default: all)")
+    p.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), help="shapes (default: all)")
+    p.add_argument("--modes", nargs="+", choices=["forward", "train"], default=["forward", "train"])
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (median)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--json", type=Path, help="write the records (with the machine) to this file")
+
+
+@command("bench", "Time rnnlab's recurrences against torch.nn and the reference loop.")(_add)
+def run(args: argparse.Namespace) -> int:
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats: expected a positive int, got {args.repeats}")
+    cells = args.cells or (QUICK if args.quick else list(CASES))
+    shapes = args.shapes or (["S1"] if args.quick else list(SHAPES))
+    info = machine()
+    print(f"# {info['cpu']}, {info['cores']} threads, torch {info['torch']}, {info['date']}")
+    records = bench(cells, shapes, args.modes, args.repeats, memory=not args.no_memory)
+    print(table(records))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"machine": info, "records": records}, indent=1))
+        print(f"wrote {args.json}")
+    return 0
