@@ -190,3 +190,33 @@ def test_jordan_teacher_forced_parallel_path_equals_sequential(lengths, reverse)
     torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-12, atol=1e-12)
     for a, b in zip(outs[0][2], outs[1][2]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LSTMCell(8, 96, variant="V"),
+        lambda: GRUCell(8, 96),
+        lambda: GRUCell(8, 96, reset="before"),
+        lambda: rnnlab.ElmanCell(8, 256),
+    ],
+)
+def test_multithreaded_kernels_equal_reference(make):
+    # Large enough steps (B·G·H >= 16384) split rows across threads; check that path too.
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        cell = make().double()
+        x = torch.randn(64, 5, 8, dtype=torch.float64, requires_grad=True)
+        L = torch.randint(1, 6, (64,))
+        y, s = Recurrent(cell)(x, lengths=L)
+        g1 = torch.autograd.grad(y.pow(2).sum() + s[0].sum(), [x, *cell.parameters()])
+        with engine.disabled():
+            y2, s2 = Recurrent(cell)(x, lengths=L)
+            g2 = torch.autograd.grad(y2.pow(2).sum() + s2[0].sum(), [x, *cell.parameters()])
+    finally:
+        torch.set_num_threads(old)
+    torch.testing.assert_close(y, y2, rtol=1e-10, atol=1e-10)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -121,6 +121,29 @@ template <typename T> inline void act_backward_inplace(int64_t a, T* g, const T*
   }
 }
 
+// Elementwise work is split across torch's intra-op threads (the same OpenMP pool the BLAS
+// calls use) once a step has enough of it; small steps stay on one thread.
+constexpr int64_t kParallelElems = 16384;
+
+template <typename F> inline void for_rows(int64_t rows, int64_t per_row, const F& f) {
+  if (rows * per_row < kParallelElems || rows < 2) {
+    f(0, rows);
+    return;
+  }
+  int64_t grain = std::max<int64_t>(1, kParallelElems / std::max<int64_t>(per_row, 1));
+  at::parallel_for(0, rows, grain, f);
+}
+
+template <typename T> inline void par_act_inplace(int64_t a, T* v, int64_t n) {
+  if (a == IDENTITY) return;
+  for_rows(n, 1, [&](int64_t b, int64_t e) { act_inplace(a, v + b, e - b); });
+}
+template <typename T>
+inline void par_act_backward_inplace(int64_t a, T* g, const T* y, int64_t n) {
+  if (a == IDENTITY) return;
+  for_rows(n, 1, [&](int64_t b, int64_t e) { act_backward_inplace(a, g + b, y + b, e - b); });
+}
+
 // Lengths helper: valid(b, t) is t < len[b]; `full` when every sequence has all T steps.
 struct Lengths {
   std::vector<int64_t> len;

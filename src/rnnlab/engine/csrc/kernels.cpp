@@ -34,7 +34,7 @@ static void elman_fwd_impl(const Tensor& gx, const Tensor& w, Tensor& hs, const 
     T* cur = prev + B * H;
     std::memcpy(cur, g + t * B * H, sizeof(T) * B * H);
     gemm(false, true, B, H, H, T(1), prev, H, W, H, T(1), cur, H);
-    act_inplace(act, cur, B * H);
+    par_act_inplace(act, cur, B * H);
     if (!L.full)
       for (int64_t b = 0; b < B; ++b)
         if (!L.valid(b, t)) std::memcpy(cur + b * H, prev + b * H, sizeof(T) * H);
@@ -68,7 +68,7 @@ static void elman_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& w,
     for (int64_t k = 0; k < B * H; ++k) dh[k] += gt[k];
     T* d = dg + t * B * H;
     std::memcpy(d, dh.data(), sizeof(T) * B * H);
-    act_backward_inplace(act, d, h + (t + 1) * B * H, B * H);
+    par_act_backward_inplace(act, d, h + (t + 1) * B * H, B * H);
     if (L.full) {
       gemm(false, false, B, H, H, T(1), d, H, W, H, T(0), dh.data(), H);
     } else {
@@ -117,11 +117,11 @@ static void jordan_fwd_impl(const Tensor& gx, const Tensor& u, const Tensor& wy,
     T* yt = yp + B * O;
     std::memcpy(ht, g + t * B * H, sizeof(T) * B * H);
     gemm(false, true, B, H, O, T(1), yp, O, U, O, T(1), ht, H);
-    act_inplace(act, ht, B * H);
+    par_act_inplace(act, ht, B * H);
     for (int64_t r = 0; r < B; ++r)
       for (int64_t o = 0; o < O; ++o) yt[r * O + o] = b ? b[o] : T(0);
     gemm(false, true, B, O, H, T(1), ht, H, Wy, H, T(1), yt, O);
-    act_inplace(oact, yt, B * O);
+    par_act_inplace(oact, yt, B * O);
     if (!L.full)
       for (int64_t r = 0; r < B; ++r)
         if (!L.valid(r, t)) std::memcpy(yt + r * O, yp + r * O, sizeof(T) * O);
@@ -164,13 +164,13 @@ static void jordan_bwd_impl(const Tensor& gys, const Tensor& ys, const Tensor& h
     for (int64_t k = 0; k < B * O; ++k) dy[k] += gt[k];
     T* dzt = dz.data() + t * B * O;
     std::memcpy(dzt, dy.data(), sizeof(T) * B * O);
-    act_backward_inplace(oact, dzt, y + (t + 1) * B * O, B * O);
+    par_act_backward_inplace(oact, dzt, y + (t + 1) * B * O, B * O);
     if (!L.full)
       for (int64_t r = 0; r < B; ++r)
         if (!L.valid(r, t)) std::fill(dzt + r * O, dzt + (r + 1) * O, T(0));
     T* d = dg + t * B * H;
     gemm(false, false, B, H, O, T(1), dzt, O, Wy, H, T(0), d, H);  // dh = dz W_y
-    act_backward_inplace(act, d, h + t * B * H, B * H);
+    par_act_backward_inplace(act, d, h + t * B * H, B * H);
     if (L.full) {
       gemm(false, false, B, O, H, T(1), d, H, U, O, T(0), dy.data(), O);
     } else {
@@ -234,7 +234,8 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
       for (int64_t r = 0; r < B; ++r)
         for (int64_t k = 0; k < 3 * H; ++k) gh[r * 3 * H + k] = bh ? bh[k] : T(0);
       gemm(false, true, B, 3 * H, H, T(1), prev, H, W, H, T(1), gh.data(), 3 * H);
-      for (int64_t r = 0; r < B; ++r) {
+      for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
         const T* xr = xt + r * 3 * H;
         const T* hr = gh.data() + r * 3 * H;
         T* o = gt + r * 3 * H;
@@ -245,9 +246,11 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
           o[2 * H + j] = xr[2 * H + j] + o[j] * a[j];
         }
       }
+      });
     } else {
       gemm(false, true, B, 2 * H, H, T(1), prev, H, W, H, T(0), gh.data(), 2 * H);
-      for (int64_t r = 0; r < B; ++r) {
+      for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
         const T* xr = xt + r * 3 * H;
         const T* hr = gh.data() + r * 2 * H;
         const T* hp = prev + r * H;
@@ -259,10 +262,12 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
           o[2 * H + j] = xr[2 * H + j];
         }
       }
+      });
       // U_n (r ⊙ h) for all rows at once: gates[:, 2H:] += aux W_nᵀ (ldc = 3H)
       gemm(false, true, B, H, H, T(1), at, H, W + 2 * H * H, H, T(1), gt + 2 * H, 3 * H);
     }
-    for (int64_t r = 0; r < B; ++r) {
+    for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
       T* o = gt + r * 3 * H;
       act_inplace(act, o + 2 * H, H);
       const T* hp = prev + r * H;
@@ -273,6 +278,7 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
       }
       if (!L.full && !L.valid(r, t)) std::memcpy(hc, hp, sizeof(T) * H);
     }
+    });
   }
 }
 
@@ -316,7 +322,8 @@ static void gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gate
     const T* g3 = gs + t * B * 3 * H;
     const T* a = ax + t * B * H;
     T* d = dg + t * B * 3 * H;
-    for (int64_t r = 0; r < B; ++r) {
+    for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
       const T* o = g3 + r * 3 * H;
       T* dr_ = d + r * 3 * H;
       const T* dhr = dh.data() + r * H;
@@ -348,6 +355,7 @@ static void gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gate
         }
       }
     }
+    });
     if (!before) {
       // dh(t-1) = dh ⊙ z + dgh(t) U
       gemm(false, false, B, H, 3 * H, T(1), &dgh[t * B * 3 * H], 3 * H, W, H, T(0), tmp.data(),

@@ -54,7 +54,8 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
     if (fgr)
       gemm(false, true, B, NSH, NSH, T(1), gsp + t * B * NSH, NSH, wgg.data_ptr<T>(), NSH, T(0),
            R.data(), NSH);
-    for (int64_t r = 0; r < B; ++r) {
+    for_rows(B, GH, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
       T* row = at + r * GH;
       const T* cpr = cp + r * H;
       T* ctr = ct + r * H;
@@ -96,6 +97,7 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
         if (O) std::memcpy(gr + k.so * H, O, sizeof(T) * H);
       }
     }
+    });
     if (proj) gemm(false, true, B, P, H, T(1), m + t * B * H, H, whr.data_ptr<T>(), H, T(0), yt, P);
     if (!L.full)
       for (int64_t r = 0; r < B; ++r)
@@ -154,7 +156,6 @@ static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& gg
   std::vector<T> dy(B * P, T(0)), dc(B * H, T(0)), dgs(fgr ? B * NSH : 0, T(0));
   std::vector<T> dm(B * H), tmpP(B * P), tmpS(fgr ? B * NSH : 0), dS(fgr ? S * B * NSH : 0);
   std::vector<T> dyp(proj ? S * B * P : 0);
-  std::vector<T> tc(H), dct(H), acc_ci(H, T(0)), acc_cf(H, T(0)), acc_co(H, T(0));
   for (int64_t t = S - 1; t >= 0; --t) {
     for (int64_t q = 0; q < B * P; ++q) dy[q] += Gy[(t + 1) * B * P + q];
     for (int64_t q = 0; q < B * H; ++q) dc[q] += Gc[(t + 1) * B * H + q];
@@ -167,7 +168,9 @@ static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& gg
     }
     const T* at = a + t * B * GH;
     T* dat = da + t * B * GH;
-    for (int64_t r = 0; r < B; ++r) {
+    for_rows(B, GH, [&](int64_t r0, int64_t r1) {
+    std::vector<T> tc(H), dct(H);
+    for (int64_t r = r0; r < r1; ++r) {
       T* drow = dat + r * GH;
       if (!(L.full || L.valid(r, t))) {
         std::fill(drow, drow + GH, T(0));
@@ -198,10 +201,7 @@ static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& gg
         for (int64_t j = 0; j < H; ++j) dO[j] = dmr[j] * tc[j];
         if (dgr) for (int64_t j = 0; j < H; ++j) dO[j] += dgr[k.so * H + j];
         act_backward_inplace(SIGMOID, dO, O, H);
-        if (pco) for (int64_t j = 0; j < H; ++j) {
-          dct[j] += dO[j] * pco[j];
-          acc_co[j] += dO[j] * ctr[j];
-        }
+        if (pco) for (int64_t j = 0; j < H; ++j) dct[j] += dO[j] * pco[j];
       }
       // c(t) = f c(t-1) + i g
       for (int64_t j = 0; j < H; ++j) dG[j] = I ? dct[j] * I[j] : dct[j];
@@ -221,14 +221,8 @@ static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& gg
       if (F) for (int64_t j = 0; j < H; ++j) dcr[j] = dct[j] * F[j];
       else if (k.coupled) for (int64_t j = 0; j < H; ++j) dcr[j] = dct[j] * (T(1) - I[j]);
       else std::memcpy(dcr, dct.data(), sizeof(T) * H);
-      if (pci && I) for (int64_t j = 0; j < H; ++j) {
-        dcr[j] += dI[j] * pci[j];
-        acc_ci[j] += dI[j] * cpr[j];
-      }
-      if (pcf && F) for (int64_t j = 0; j < H; ++j) {
-        dcr[j] += dF[j] * pcf[j];
-        acc_cf[j] += dF[j] * cpr[j];
-      }
+      if (pci && I) for (int64_t j = 0; j < H; ++j) dcr[j] += dI[j] * pci[j];
+      if (pcf && F) for (int64_t j = 0; j < H; ++j) dcr[j] += dF[j] * pcf[j];
       if (fgr) {
         T* ds = &dS[(t * B + r) * NSH];
         if (I) std::memcpy(ds + k.si * H, dI, sizeof(T) * H);
@@ -236,6 +230,7 @@ static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& gg
         if (O) std::memcpy(ds + k.so * H, dO, sizeof(T) * H);
       }
     }
+    });
     gemm(false, false, B, P, GH, T(1), dat, GH, W, P, T(0), tmpP.data(), P);
     if (fgr)
       gemm(false, false, B, NSH, NSH, T(1), &dS[t * B * NSH], NSH, wgg.data_ptr<T>(), NSH, T(0),
@@ -253,9 +248,18 @@ static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& gg
   if (fgr)
     gemm(true, false, NSH, NSH, S * B, T(1), dS.data(), NSH, gs.data_ptr<T>(), NSH, T(0),
          dwgg.data_ptr<T>(), NSH);
-  if (pci) std::memcpy(dci.data_ptr<T>(), acc_ci.data(), sizeof(T) * H);
-  if (pcf) std::memcpy(dcf.data_ptr<T>(), acc_cf.data(), sizeof(T) * H);
-  if (pco) std::memcpy(dco.data_ptr<T>(), acc_co.data(), sizeof(T) * H);
+  // Peephole gradients: sum over steps and rows of dpre(gate) ⊙ c (frozen rows have dpre = 0).
+  auto peep_grad = [&](T* out, int64_t block, int64_t c_shift) {
+    std::fill(out, out + H, T(0));
+    for (int64_t q = 0; q < S * B; ++q) {
+      const T* dq = da + q * GH + block * H;
+      const T* cq = c + (q + c_shift * B) * H;
+      for (int64_t j = 0; j < H; ++j) out[j] += dq[j] * cq[j];
+    }
+  };
+  if (pci) peep_grad(dci.data_ptr<T>(), k.oi, 0);
+  if (pcf) peep_grad(dcf.data_ptr<T>(), k.of, 0);
+  if (pco) peep_grad(dco.data_ptr<T>(), k.oo, 1);
   T* h0p = dh0.data_ptr<T>();
   for (int64_t q = 0; q < B * P; ++q) h0p[q] = dy[q] + Gy[q];
   T* c0p = dc0.data_ptr<T>();
