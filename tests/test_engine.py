@@ -220,3 +220,10 @@ def test_multithreaded_kernels_equal_reference(make):
     torch.testing.assert_close(y, y2, rtol=1e-10, atol=1e-10)
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_kernels_decline_non_cpu_tensors():
+    # CUDA is absent here; the meta device stands in for "not CPU": the reference loop runs.
+    cell = GRUCell(3, 4, reset="before").to("meta")
+    y, s = Recurrent(cell)(torch.empty(2, 5, 3, device="meta"))
+    assert y.device.type == "meta" and y.shape == (2, 5, 4) and s.h.shape == (2, 4)

@@ -112,9 +112,14 @@ class _ElmanFn(torch.autograd.Function):
         return dgx, dw, dh0, None, None
 
 
+def _cpu_ops(x: Tensor) -> Any:
+    """The compiled ops for a CPU tensor, else None (CUDA runs torch's kernels or the loop)."""
+    return build.ops() if x.device.type == "cpu" else None
+
+
 def elman_kernel(cell: ElmanCell, x: Tensor, state: ElmanState, lengths: Tensor | None) -> Any:
     act = ACT_CODES.get(cell.activation_name or "")
-    if act is None or cell.output_activation_name is None or build.ops() is None:
+    if act is None or cell.output_activation_name is None or _cpu_ops(x) is None:
         return None
     b = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh  # type: ignore[operator]
     gx = _time_major_projection(x, cell.weight_ih, b)
@@ -162,7 +167,7 @@ class _JordanFn(torch.autograd.Function):
 def jordan_kernel(cell: JordanCell, x: Tensor, state: JordanState, lengths: Tensor | None) -> Any:
     act = ACT_CODES.get(cell.activation_name or "")
     oact = ACT_CODES.get(cell.output_activation_name or "")
-    if act is None or oact is None or build.ops() is None:
+    if act is None or oact is None or _cpu_ops(x) is None:
         return None
     b = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh  # type: ignore[operator]
     gx = _time_major_projection(x, cell.weight_ih, b)
@@ -205,7 +210,7 @@ class _GRUFn(torch.autograd.Function):
 
 def gru_kernel(cell: GRUCell, x: Tensor, state: GRUState, lengths: Tensor | None) -> Any:
     act = ACT_CODES.get(cell.activation_name or "")
-    if act is None or build.ops() is None:
+    if act is None or _cpu_ops(x) is None:
         return None
     before = cell.reset == "before"
     if before:
@@ -293,8 +298,9 @@ def lstm_kernel(cell: LSTMCell, x: Tensor, state: Any, lengths: Tensor | None) -
     cact = ACT_CODES.get(cell.cell_activation_name or "")
     if act is None or cact is None:
         return None
-    if _torch_lstm_maths(cell) and lengths is None and x.dtype == torch.float32:
-        # torch's fused LSTM (oneDNN on CPU) computes exactly this cell: use it.
+    fused_ok = x.dtype == torch.float32 or x.device.type == "cuda"
+    if _torch_lstm_maths(cell) and lengths is None and fused_ok:
+        # torch's fused LSTM (oneDNN on CPU, cuDNN on CUDA) computes exactly this cell.
         weights: list[Tensor] = [cell.weight_ih, cell.weight_hh]
         if cell.bias_ih is not None:
             weights += [cell.bias_ih, cell.bias_hh]  # type: ignore[list-item]
@@ -310,7 +316,7 @@ def lstm_kernel(cell: LSTMCell, x: Tensor, state: Any, lengths: Tensor | None) -
             True,
         )
         return out, LSTMState(h_n[0], c_n[0])
-    if build.ops() is None:
+    if _cpu_ops(x) is None:
         return None
     b = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh  # type: ignore[operator]
     gx = _time_major_projection(x, cell.weight_ih, b)
