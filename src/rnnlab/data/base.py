@@ -73,10 +73,12 @@ def sequence_loss(
         )
     target = target.long()
     if mask is not None:
-        target = target.masked_fill(~mask.reshape(mask.shape + (1,) * (target.dim() - 2)),
-                                    IGNORE_INDEX)
+        target = target.masked_fill(
+            ~mask.reshape(mask.shape + (1,) * (target.dim() - 2)), IGNORE_INDEX
+        )
     return F.cross_entropy(
-        prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1),
+        prediction.reshape(-1, prediction.shape[-1]),
+        target.reshape(-1),
         ignore_index=IGNORE_INDEX,
     )
 

@@ -65,8 +65,9 @@ class Digits(ImageClassification):
     ) -> None:
         split = check_choice(split, "split", ("train", "test", "all"))
         check_choice(view, "view", VIEWS)
-        test_fraction = check_float(test_fraction, "test_fraction", low=0.0, high=1.0,
-                                    low_open=True, high_open=True)
+        test_fraction = check_float(
+            test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True
+        )
         check_int(permutation_seed, "permutation_seed", low=0)
         images, labels = load_digits()
         order = torch.from_numpy(make_rng(seed).permutation(len(labels))).long()
@@ -77,8 +78,18 @@ class Digits(ImageClassification):
             keep = order[n_test:]
         else:
             keep = torch.arange(len(labels))
-        super().__init__(images[keep], labels[keep], view=view, scale=16.0,
-                         permutation_seed=permutation_seed, n_classes=10,
-                         params={"dataset": "sklearn-digits", "split": split,
-                                 "test_fraction": test_fraction, "seed": seed_value(seed)})
+        super().__init__(
+            images[keep],
+            labels[keep],
+            view=view,
+            scale=16.0,
+            permutation_seed=permutation_seed,
+            n_classes=10,
+            params={
+                "dataset": "sklearn-digits",
+                "split": split,
+                "test_fraction": test_fraction,
+                "seed": seed_value(seed),
+            },
+        )
         self.indices = keep  # positions in scikit-learn's order

@@ -135,8 +135,7 @@ def forecasting_split(
         raise TypeError(f"series: expected a Series, got {type(series).__name__}")
     train, val = series.split(val_fraction)
     for part in (train, val):
-        need = check_int(input_length, "input_length", low=1) + check_int(horizon, "horizon",
-                                                                         low=1)
+        need = check_int(input_length, "input_length", low=1) + check_int(horizon, "horizon", low=1)
         if len(part) < need:
             raise ValueError(
                 f"val_fraction: the {part.params['part']} part has {len(part)} samples, fewer "
@@ -146,5 +145,7 @@ def forecasting_split(
     if normalise:
         kwargs["mean"] = train.values.mean(dim=0)
         kwargs["std"] = train.values.std(dim=0).clamp_min(1e-12)
-    return (ForecastWindows(train, input_length, horizon, **kwargs),
-            ForecastWindows(val, input_length, horizon, **kwargs))
+    return (
+        ForecastWindows(train, input_length, horizon, **kwargs),
+        ForecastWindows(val, input_length, horizon, **kwargs),
+    )

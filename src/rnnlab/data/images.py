@@ -38,8 +38,16 @@ from ._checks import check_choice, check_int
 
 VIEWS = ("image", "rows", "pixels", "permuted")
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 _FILES = {
@@ -47,7 +55,12 @@ _FILES = {
     False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _IDX_TYPES: dict[int, str] = {
-    0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8",
+    0x08: ">u1",
+    0x09: ">i1",
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
 }
 
 
@@ -201,8 +214,10 @@ def image_view(images: Tensor, view: str, *, permutation: Tensor | None = None) 
     flat = images.reshape(n, h * w)  # (N, H W), row-major
     if view == "permuted":
         if permutation is None or permutation.shape != (h * w,):
-            raise ValueError(f"permutation: expected ({h * w},) indices for the 'permuted' view, "
-                             f"got {None if permutation is None else tuple(permutation.shape)}")
+            raise ValueError(
+                f"permutation: expected ({h * w},) indices for the 'permuted' view, "
+                f"got {None if permutation is None else tuple(permutation.shape)}"
+            )
         flat = flat[:, permutation]
     return flat.unsqueeze(-1)  # (N, H W, 1)
 
@@ -242,8 +257,10 @@ class ImageClassification(Dataset[dict[str, Tensor]]):
             raise ValueError(f"labels: expected a tensor ({images.shape[0]},), got {got}")
         n_classes = check_int(n_classes, "n_classes", low=1)
         if labels.numel() and (labels.min() < 0 or labels.max() >= n_classes):
-            raise ValueError(f"labels: expected values in 0..{n_classes - 1}, "
-                             f"got {int(labels.min())}..{int(labels.max())}")
+            raise ValueError(
+                f"labels: expected values in 0..{n_classes - 1}, "
+                f"got {int(labels.min())}..{int(labels.max())}"
+            )
         self.images, self.labels = images, labels.long()
         self.scale = float(scale)
         self.n_classes = n_classes
@@ -251,7 +268,9 @@ class ImageClassification(Dataset[dict[str, Tensor]]):
         self.permutation = fixed_permutation(h * w, permutation_seed)
         self.case = 2 if view == "image" else 3
         self.params: dict[str, Any] = {
-            **(params or {}), "view": view, "permutation_seed": permutation_seed,
+            **(params or {}),
+            "view": view,
+            "permutation_seed": permutation_seed,
         }
 
     def __len__(self) -> int:
@@ -312,6 +331,12 @@ class FashionMNIST(ImageClassification):
     ) -> None:
         check_choice(view, "view", VIEWS)
         images, labels = load_fashion_mnist(root, train=train)
-        super().__init__(images, labels, view=view, scale=255.0,
-                         permutation_seed=permutation_seed, n_classes=10,
-                         params={"dataset": "fashion-mnist", "train": train})
+        super().__init__(
+            images,
+            labels,
+            view=view,
+            scale=255.0,
+            permutation_seed=permutation_seed,
+            n_classes=10,
+            params={"dataset": "fashion-mnist", "train": train},
+        )

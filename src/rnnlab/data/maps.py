@@ -90,8 +90,10 @@ def iterate_map(f: Map, h0: Tensor, steps: int, *, argument: str = "f") -> Tenso
         h = f(h)
         if not isinstance(h, Tensor) or h.shape != h0.shape:
             got = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
-            raise ValueError(f"{argument}: expected to map (B, D) = {tuple(h0.shape)} to the "
-                             f"same shape, got {got}")
+            raise ValueError(
+                f"{argument}: expected to map (B, D) = {tuple(h0.shape)} to the "
+                f"same shape, got {got}"
+            )
         if not torch.isfinite(h).all():
             raise ValueError(
                 f"{argument}: the orbit left the floating-point range at step {k + 1}; "
@@ -179,8 +181,9 @@ class MapSequences(SequenceTask):
             x[:, 0] = self.orbits[:, 0]
         else:
             x = self.orbits[:, :-1]
-        params.update(task="map_sequences", n=n, length=length, mode=mode, dim=d,
-                      seed=seed_value(seed))
+        params.update(
+            task="map_sequences", n=n, length=length, mode=mode, dim=d, seed=seed_value(seed)
+        )
         super().__init__(x.float(), self.orbits[:, 1:].float(), params)
         self.mode = mode
         # an instance attribute: the class-level default is case 1

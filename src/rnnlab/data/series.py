@@ -70,18 +70,27 @@ class Series:
 
         Both parts keep ``params`` plus ``"part"`` and ``"start"`` (the first sample's index).
         """
-        f = check_float(val_fraction, "val_fraction", low=0.0, high=1.0, low_open=True,
-                        high_open=True)
+        f = check_float(
+            val_fraction, "val_fraction", low=0.0, high=1.0, low_open=True, high_open=True
+        )
         cut = len(self) - int(round(f * len(self)))
         if cut < 1 or cut >= len(self):
             raise ValueError(
                 f"val_fraction: expected both parts of the {len(self)} samples to be non-empty, "
                 f"got {f} (a {cut}/{len(self) - cut} split)"
             )
-        train = Series(self.values[:cut], self.name, self.interval,
-                       {**self.params, "part": "train", "start": 0, "val_fraction": f})
-        val = Series(self.values[cut:], self.name, self.interval,
-                     {**self.params, "part": "val", "start": cut, "val_fraction": f})
+        train = Series(
+            self.values[:cut],
+            self.name,
+            self.interval,
+            {**self.params, "part": "train", "start": 0, "val_fraction": f},
+        )
+        val = Series(
+            self.values[cut:],
+            self.name,
+            self.interval,
+            {**self.params, "part": "val", "start": cut, "val_fraction": f},
+        )
         return train, val
 
 
@@ -108,8 +117,9 @@ def sine_series(
     interval = check_float(interval, "interval", low=0.0, low_open=True)
     t = np.arange(n_steps) * interval
     values = amplitude * np.sin(2 * math.pi * t / period + phase)
-    return _series(values, "sine", interval, n_steps=n_steps, period=period,
-                   amplitude=amplitude, phase=phase)
+    return _series(
+        values, "sine", interval, n_steps=n_steps, period=period, amplitude=amplitude, phase=phase
+    )
 
 
 def damped_oscillator_series(
@@ -139,21 +149,36 @@ def damped_oscillator_series(
     for k in range(1, n_steps):
         states[k] = step @ states[k - 1]
     values = states if full_state else states[:, :1]
-    return _series(values, "damped_oscillator", interval, n_steps=n_steps, omega=omega,
-                   zeta=zeta, x0=x0, v0=v0, full_state=bool(full_state))
+    return _series(
+        values,
+        "damped_oscillator",
+        interval,
+        n_steps=n_steps,
+        omega=omega,
+        zeta=zeta,
+        x0=x0,
+        v0=v0,
+        full_state=bool(full_state),
+    )
 
 
-def logistic_series(
-    n_steps: int, *, r: float = 3.9, x0: float = 0.2, transient: int = 0
-) -> Series:
+def logistic_series(n_steps: int, *, r: float = 3.9, x0: float = 0.2, transient: int = 0) -> Series:
     """The logistic map x(k+1) = r x(k)(1 - x(k)) from x0, after ``transient`` iterations."""
     n_steps = check_int(n_steps, "n_steps", low=1)
     transient = check_int(transient, "transient", low=0)
     x0 = check_float(x0, "x0", low=0.0, high=1.0)
-    orbit = iterate_map(logistic_map(r), torch.tensor([[x0]], dtype=torch.float64),
-                        transient + n_steps - 1)
-    return _series(orbit[0, transient:], "logistic", 1.0, n_steps=n_steps, r=float(r), x0=x0,
-                   transient=transient)
+    orbit = iterate_map(
+        logistic_map(r), torch.tensor([[x0]], dtype=torch.float64), transient + n_steps - 1
+    )
+    return _series(
+        orbit[0, transient:],
+        "logistic",
+        1.0,
+        n_steps=n_steps,
+        r=float(r),
+        x0=x0,
+        transient=transient,
+    )
 
 
 def henon_series(
@@ -170,8 +195,17 @@ def henon_series(
     transient = check_int(transient, "transient", low=0)
     h0 = torch.tensor([[check_float(x0, "x0"), check_float(y0, "y0")]], dtype=torch.float64)
     orbit = iterate_map(henon_map(a, b), h0, transient + n_steps - 1)
-    return _series(orbit[0, transient:], "henon", 1.0, n_steps=n_steps, a=float(a),
-                   b=float(b), x0=x0, y0=y0, transient=transient)
+    return _series(
+        orbit[0, transient:],
+        "henon",
+        1.0,
+        n_steps=n_steps,
+        a=float(a),
+        b=float(b),
+        x0=x0,
+        y0=y0,
+        transient=transient,
+    )
 
 
 def _substeps(step: float, interval: float, what: str = "interval") -> int:
@@ -200,8 +234,9 @@ def lorenz_series(
     x' = σ (y - x), y' = x (ρ - z) - y, z' = x y - β z. ``transient`` time units are dropped.
     """
     n_steps = check_int(n_steps, "n_steps", low=1)
-    sigma, rho, beta = (check_float(v, n) for v, n in ((sigma, "sigma"), (rho, "rho"),
-                                                       (beta, "beta")))
+    sigma, rho, beta = (
+        check_float(v, n) for v, n in ((sigma, "sigma"), (rho, "rho"), (beta, "beta"))
+    )
     step = check_float(step, "step", low=0.0, low_open=True)
     interval = check_float(interval, "interval", low=0.0, low_open=True)
     transient = check_float(transient, "transient", low=0.0)
@@ -220,9 +255,11 @@ def lorenz_series(
         a2, b2, c2 = f(x + h / 2 * a1, y + h / 2 * b1, z + h / 2 * c1)
         a3, b3, c3 = f(x + h / 2 * a2, y + h / 2 * b2, z + h / 2 * c2)
         a4, b4, c4 = f(x + h * a3, y + h * b3, z + h * c3)
-        return (x + h / 6 * (a1 + 2 * a2 + 2 * a3 + a4),
-                y + h / 6 * (b1 + 2 * b2 + 2 * b3 + b4),
-                z + h / 6 * (c1 + 2 * c2 + 2 * c3 + c4))
+        return (
+            x + h / 6 * (a1 + 2 * a2 + 2 * a3 + a4),
+            y + h / 6 * (b1 + 2 * b2 + 2 * b3 + b4),
+            z + h / 6 * (c1 + 2 * c2 + 2 * c3 + c4),
+        )
 
     for _ in range(skip):
         x, y, z = rk4(x, y, z)
@@ -231,9 +268,19 @@ def lorenz_series(
         out[k] = (x, y, z)
         for _ in range(per_sample):
             x, y, z = rk4(x, y, z)
-    return _series(out, "lorenz", interval, n_steps=n_steps, sigma=sigma, rho=rho, beta=beta,
-                   initial=[float(v) for v in initial], step=step, transient=transient,
-                   method="rk4")
+    return _series(
+        out,
+        "lorenz",
+        interval,
+        n_steps=n_steps,
+        sigma=sigma,
+        rho=rho,
+        beta=beta,
+        initial=[float(v) for v in initial],
+        step=step,
+        transient=transient,
+        method="rk4",
+    )
 
 
 def mackey_glass_series(
@@ -292,9 +339,20 @@ def mackey_glass_series(
         k4 = f(x + h * k3, d1)
         xs[k + 1] = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
     values = xs[skip::per_sample][:n_steps]
-    return _series(values, "mackey_glass", interval, n_steps=n_steps, tau=tau, beta=beta,
-                   gamma=gamma, n=n, history=history, step=step, transient=transient,
-                   method="rk4+hermite")
+    return _series(
+        values,
+        "mackey_glass",
+        interval,
+        n_steps=n_steps,
+        tau=tau,
+        beta=beta,
+        gamma=gamma,
+        n=n,
+        history=history,
+        step=step,
+        transient=transient,
+        method="rk4+hermite",
+    )
 
 
 SERIES: dict[str, Callable[..., Series]] = {

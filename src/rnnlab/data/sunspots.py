@@ -30,11 +30,18 @@ def sunspots_series() -> Series:
     frame = sunspots.load_pandas().data
     years = np.asarray(frame["YEAR"], dtype=np.float64)
     values = torch.from_numpy(np.array(frame["SUNACTIVITY"], dtype=np.float64))[:, None]
-    return Series(values, "sunspots", 1.0, {
-        "system": "sunspots", "source": "statsmodels.datasets.sunspots",
-        "years": [int(years[0]), int(years[-1])], "unit": "yearly mean sunspot number",
-        "interval": 1.0,
-    })
+    return Series(
+        values,
+        "sunspots",
+        1.0,
+        {
+            "system": "sunspots",
+            "source": "statsmodels.datasets.sunspots",
+            "years": [int(years[0]), int(years[-1])],
+            "unit": "yearly mean sunspot number",
+            "interval": 1.0,
+        },
+    )
 
 
 def sunspots_forecasting(
@@ -49,5 +56,11 @@ def sunspots_forecasting(
     Returns:
         ``(train, val)`` with x (N, input_length, 1) and y (N, horizon, 1) (``target="last"``).
     """
-    return forecasting_split(sunspots_series(), input_length, horizon,
-                             val_fraction=val_fraction, target=target, normalise=True)
+    return forecasting_split(
+        sunspots_series(),
+        input_length,
+        horizon,
+        val_fraction=val_fraction,
+        target=target,
+        normalise=True,
+    )

@@ -43,8 +43,9 @@ def read_text(path: str | os.PathLike[str]) -> str:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"path: expected a UTF-8 text file, got {str(path)!r} "
-                                "(no such file)")
+        raise FileNotFoundError(
+            f"path: expected a UTF-8 text file, got {str(path)!r} (no such file)"
+        )
     raw = path.read_bytes()
     if not raw:
         raise ValueError(f"path: expected a non-empty text file, got {str(path)!r} (0 bytes)")
@@ -120,9 +121,7 @@ class CharVocab:
         if arr.ndim != 1:
             raise ValueError(f"ids: expected a 1-D sequence, got shape {arr.shape}")
         if arr.size and (arr.min() < 0 or arr.max() >= len(self)):
-            raise ValueError(
-                f"ids: expected 0 <= id < {len(self)}, got {arr.min()}..{arr.max()}"
-            )
+            raise ValueError(f"ids: expected 0 <= id < {len(self)}, got {arr.min()}..{arr.max()}")
         return self._points[arr].astype("<u4").tobytes().decode("utf-32-le")
 
     def __repr__(self) -> str:
@@ -131,8 +130,7 @@ class CharVocab:
 
 def split_by_position(ids: Tensor, val_fraction: float = 0.1) -> tuple[Tensor, Tensor]:
     """(L,) -> the first ``1 - val_fraction`` and the rest, both non-empty."""
-    f = check_float(val_fraction, "val_fraction", low=0.0, high=1.0, low_open=True,
-                    high_open=True)
+    f = check_float(val_fraction, "val_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
     cut = len(ids) - int(round(f * len(ids)))
     if cut < 1 or cut >= len(ids):
         raise ValueError(
@@ -155,7 +153,11 @@ class CharCorpus:
     """
 
     def __init__(
-        self, text: str, *, val_fraction: float = 0.1, vocab: CharVocab | None = None,
+        self,
+        text: str,
+        *,
+        val_fraction: float = 0.1,
+        vocab: CharVocab | None = None,
         source: str | None = None,
     ) -> None:
         if not isinstance(text, str):
@@ -166,14 +168,15 @@ class CharCorpus:
         self.ids = self.vocab.encode(text)  # (L,)
         self.train, self.val = split_by_position(self.ids, val_fraction)
         self.params: dict[str, Any] = {
-            "source": source, "characters": len(text), "vocab_size": len(self.vocab),
-            "val_fraction": float(val_fraction), "split": "by position",
+            "source": source,
+            "characters": len(text),
+            "vocab_size": len(self.vocab),
+            "val_fraction": float(val_fraction),
+            "split": "by position",
         }
 
     @classmethod
-    def from_file(
-        cls, path: str | os.PathLike[str], *, val_fraction: float = 0.1
-    ) -> CharCorpus:
+    def from_file(cls, path: str | os.PathLike[str], *, val_fraction: float = 0.1) -> CharCorpus:
         """Read a UTF-8 file (:func:`read_text`) and build the corpus."""
         return cls(read_text(path), val_fraction=val_fraction, source=str(path))
 
@@ -306,10 +309,17 @@ class CharSequences(SequenceTask):
             x = F.one_hot(x, vocab_size).float()  # (N, T, V)
         self.log_probs = unigram_log_probs(ids, vocab_size) if log_probs is None else log_probs
         if self.log_probs.shape != (vocab_size,):
-            raise ValueError(f"log_probs: expected shape ({vocab_size},), "
-                             f"got {tuple(self.log_probs.shape)}")
-        params = {"task": "char_sequences", "length": length, "vocab_size": vocab_size,
-                  "stride": stride, "one_hot": bool(one_hot), "characters": len(ids)}
+            raise ValueError(
+                f"log_probs: expected shape ({vocab_size},), got {tuple(self.log_probs.shape)}"
+            )
+        params = {
+            "task": "char_sequences",
+            "length": length,
+            "vocab_size": vocab_size,
+            "stride": stride,
+            "one_hot": bool(one_hot),
+            "characters": len(ids),
+        }
         super().__init__(x.contiguous(), windows[:, 1:].contiguous(), params)
 
     def baseline_prediction(self) -> Tensor:
