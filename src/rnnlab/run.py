@@ -1,4 +1,4 @@
-"""``rnnlab run NAME``: run one registered experiment and write its claims."""
+"""``rnnlab run NAME``: run one registered experiment (or the tour) and write its report."""
 
 from __future__ import annotations
 
@@ -6,48 +6,112 @@ import argparse
 import json
 import shutil
 import time
+import traceback
 from pathlib import Path
 
 from .cli import command
-from .experiments.registry import load_all
+from .experiments.registry import EXPERIMENTS, Experiment, RunContext, load_all
+from .experiments.report import Section, load_full_claims, write_report
 
 
 def _add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", nargs="?", help="experiment name (see --list)")
+    p.add_argument("name", nargs="?", help="experiment name, or 'tour' for all (see --list)")
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
-    p.add_argument("--full", action="store_true", help="run the longer (GPU-sized) version")
+    p.add_argument("--full", action="store_true", help="run the longer (GPU-sized) versions")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument(
         "--out",
         type=Path,
         default=Path("runs"),
-        help="parent folder; the experiment REPLACES its own folder OUT/NAME",
+        help="parent folder; a run REPLACES its own folder OUT/NAME (OUT/tour for the tour)",
     )
 
 
-@command("run", "Run a registered experiment; it replaces its own folder runs/NAME.")(_add)
-def run(args: argparse.Namespace) -> int:
-    from .experiments.registry import RunContext
-
-    exps = load_all()
-    if args.list or not args.name:
-        for name, e in sorted(exps.items()):
-            print(f"{name:16s} {e.description}")
-        return 0
-    if args.name not in exps:
-        raise SystemExit(f"name: expected one of {sorted(exps)}, got {args.name!r}")
-    out = args.out / args.name
+def _run_one(exp: Experiment, out: Path, args: argparse.Namespace, prefix: str = "") -> Section:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    ctx = RunContext(
+        name=exp.name,
+        out_dir=out,
+        full=args.full,
+        seed=args.seed,
+        progress=lambda msg: print(f"{prefix}{exp.name}: {msg}", flush=True),
+    )
     t0 = time.perf_counter()
-    ctx = RunContext(name=args.name, out_dir=out, full=args.full, seed=args.seed)
-    claims = exps[args.name].run(ctx)
-    rows = [c.to_dict() for c in claims]
+    error = None
+    try:
+        rows = [c.to_dict() for c in exp.run(ctx)]
+    except Exception as exc:  # noqa: BLE001 - a failing experiment is reported, not hidden
+        error = f"{type(exc).__name__}: {exc}"
+        (out / "error.txt").write_text(traceback.format_exc())
+        rows = [
+            {
+                "experiment": exp.name,
+                "claim": "the experiment runs to the end",
+                "measured": error,
+                "expected": "no error",
+                "source": "rnnlab",
+                "status": "fail",
+                "seconds": time.perf_counter() - t0,
+            }
+        ]
+    seconds = time.perf_counter() - t0
     (out / "claims.json").write_text(json.dumps(rows, indent=2, default=str))
+    (out / "config.json").write_text(
+        json.dumps({"experiment": exp.name, "full": args.full, "seed": args.seed}, indent=2)
+    )
+    figs = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    sec = Section(exp.name, exp.description, rows, figs, load_full_claims(exp.name), seconds, error)
+    write_report(out, f"rnnlab: {exp.name}", [sec])
+    return sec
+
+
+@command("run", "Run an experiment or the lecture tour; it replaces its own folder runs/NAME.")(
+    _add
+)
+def run(args: argparse.Namespace) -> int:
+    exps = load_all()
+    if args.list or not args.name:
+        for name, e in sorted(exps.items(), key=lambda kv: (kv[1].order, kv[0])):
+            print(f"{name:18s} {e.description}")
+        print(f"{'tour':18s} the quick version of every experiment above, one report")
+        return 0
+    if args.name == "tour":
+        order = sorted((e for e in exps.values() if e.tour), key=lambda e: (e.order, e.name))
+        root = args.out / "tour"
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        sections = []
+        t0 = time.perf_counter()
+        for k, e in enumerate(order, 1):
+            print(f"[{k}/{len(order)}] {e.name}: {e.description}", flush=True)
+            sec = _run_one(e, root / e.name, args, prefix="    ")
+            # figures are referenced from the tour page, one folder up
+            sec.figures = [f"{e.name}/{f}" for f in sec.figures]
+            sections.append(sec)
+            print(f"    done in {sec.seconds:.0f} s (total {time.perf_counter() - t0:.0f} s)")
+        rows = [r for s in sections for r in s.claims]
+        (root / "claims.json").write_text(json.dumps(rows, indent=2, default=str))
+        page = write_report(root, "rnnlab: the lecture tour", sections)
+        _summary(rows)
+        print(f"report: {page.resolve()}")
+        return 0 if all(r["status"] != "fail" for r in rows) else 1
+    if args.name not in exps:
+        raise SystemExit(f"name: expected 'tour' or one of {sorted(exps)}, got {args.name!r}")
+    sec = _run_one(exps[args.name], args.out / args.name, args)
+    _summary(sec.claims)
+    print(f"report: {(args.out / args.name / 'report.html').resolve()}")
+    return 0 if all(r["status"] != "fail" for r in sec.claims) else 1
+
+
+def _summary(rows: list[dict]) -> None:
     for r in rows:
         print(
-            f"[{r['status']:4s}] {r['claim']}: measured {r['measured']} (expected {r['expected']})"
+            f"[{r['status']:4s}] {r['experiment']}: {r['claim']}: {r['measured']} "
+            f"(expected {r['expected']})"
         )
-    print(f"{args.name}: {len(rows)} claims in {time.perf_counter() - t0:.1f} s -> {out}")
-    return 0 if all(r["status"] != "fail" for r in rows) else 1
+
+
+_ = EXPERIMENTS

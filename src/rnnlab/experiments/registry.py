@@ -53,12 +53,14 @@ class Experiment:
     name: str
     description: str
     run: Callable[[RunContext], list[Claim]]
+    order: int = 100  # position in the tour
+    tour: bool = True  # part of `rnnlab run tour`
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
 
 # Modules whose import registers experiments; one per experiment family.
-_MODULES: list[str] = []
+_MODULES: list[str] = ["rnnlab.experiments.rcnn"]
 
 
 def experiment(
