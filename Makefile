@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/rnnlab demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check $(wildcard src tests benchmarks scripts examples)
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)

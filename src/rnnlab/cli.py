@@ -33,8 +33,8 @@ def command(name: str, help: str) -> Callable[[AddArgs], Callable[[Run], Run]]:
 
 def _load_commands() -> None:
     # Importing these modules registers their commands.
-    from . import demo  # noqa: F401
     from . import bench as _bench  # noqa: F401
+    from . import demo  # noqa: F401
     from . import run as _run  # noqa: F401
 
 
