@@ -60,16 +60,16 @@ class Experiment:
 EXPERIMENTS: dict[str, Experiment] = {}
 
 # Modules whose import registers experiments; one per experiment family.
-_MODULES: list[str] = ["rnnlab.experiments.rcnn"]
+_MODULES: list[str] = ["rnnlab.experiments.lecture", "rnnlab.experiments.rcnn"]
 
 
 def experiment(
-    name: str, description: str
+    name: str, description: str, *, order: int = 100, tour: bool = True
 ) -> Callable[[Callable[[RunContext], list[Claim]]], Callable[[RunContext], list[Claim]]]:
-    """Register ``run(ctx) -> list[Claim]`` as ``rnnlab run NAME``."""
+    """Register ``run(ctx) -> list[Claim]`` as ``rnnlab run NAME`` (and in the tour)."""
 
     def deco(fn: Callable[[RunContext], list[Claim]]) -> Callable[[RunContext], list[Claim]]:
-        EXPERIMENTS[name] = Experiment(name, description, fn)
+        EXPERIMENTS[name] = Experiment(name, description, fn, order, tour)
         return fn
 
     return deco

@@ -1,0 +1,490 @@
+"""The lecture's claims about simple RNNs, measured: vanishing/exploding, Elman's temporal XOR,
+bidirectional vs unidirectional, deep variants, long-term memory (Elman, LSTM, GRU, Greff)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import init
+from ..cells import DeepOutput, DeepTransition, ElmanCell, GRUCell, JordanCell, LSTMCell
+from ..layers import Bidirectional, Recurrent, Stacked
+from ._common import Timer, claim, count_params, figure, fit, save
+from .registry import Claim, RunContext, experiment
+
+LECTURE = "lecture, 'Challenges'"
+
+
+# ----------------------------------------------------------------------------- vanishing ----
+def _slope(values: list[float], t0: int) -> float:
+    y = np.log(np.asarray(values[t0:]))
+    t = np.arange(len(y))
+    return float(np.polyfit(t, y, 1)[0])
+
+
+@experiment(
+    "vanishing", "States and gradients vanish or explode at the rate of U's eigenvalues", order=20
+)
+def vanishing(ctx: RunContext) -> list[Claim]:
+    """Elman network with identity σ_h, b = 0, input only at t = 0 and a symmetric U with
+    spectral radius ρ: h(t) = U^t h(0) and ∂L/∂h(T-k) = (Uᵀ)^k δ(T) (the lecture's equations);
+    the measured log-norms fall or grow with slope log ρ."""
+    tm = Timer()
+    H, T = (128, 200) if ctx.full else (32, 60)
+    g = torch.Generator().manual_seed(ctx.seed)
+    Q = init.orthogonal_(torch.empty(H, H, dtype=torch.float64), generator=g)
+    rows: list[Claim] = []
+    fig = figure(ctx.out_dir / "vanishing_exploding.png")
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    h0 = torch.randn(1, H, generator=g, dtype=torch.float64)
+    v = torch.randn(1, H, generator=g, dtype=torch.float64)
+    for rho, act in [(0.9, "identity"), (1.0, "identity"), (1.1, "identity"), (1.5, "tanh")]:
+        lam = torch.empty(H, dtype=torch.float64).uniform_(-0.8, 0.8, generator=g) * rho
+        lam[0] = rho
+        U = Q @ torch.diag(lam) @ Q.T  # symmetric, spectral radius rho
+        cell = ElmanCell(H, H, activation=act, bias=False).double()
+        with torch.no_grad():
+            cell.weight_hh.copy_(U)
+            cell.weight_ih.copy_(torch.eye(H, dtype=torch.float64))
+        hs, state = [], cell.initial_state(1, dtype=torch.float64)
+        for t in range(T):
+            x = h0 if t == 0 else torch.zeros_like(h0)
+            _, state = cell(x, state)
+            hs.append(state.h)
+        loss = (v * hs[-1]).sum()
+        grads = torch.autograd.grad(loss, hs)
+        hn = [float(h.norm()) for h in hs]
+        gn = [float(d.norm()) for d in grads]
+        label = f"ρ={rho} ({act})"
+        ax1.semilogy(range(1, T + 1), hn, label=label)
+        ax2.semilogy(range(1, T + 1), gn, label=label)
+        if act == "identity":
+            # the lecture's prediction from the eigen-decomposition U = V diag(λ) V^-1
+            Ut = [torch.linalg.matrix_power(U, t) for t in range(T)]
+            pred_h = [float((Ut[t] @ h0[0]).norm()) for t in range(T)]
+            pred_g = [float((Ut[T - 1 - t].T @ v[0]).norm()) for t in range(T)]
+            err = max(abs(a - b) / b for a, b in zip(hn + gn, pred_h + pred_g))
+            s_h = _slope(hn, T // 3)
+            s_g = _slope(gn[::-1], T // 3)  # growth of the gradient going back in time
+            rows.append(
+                claim(
+                    "vanishing",
+                    f"ρ={rho}: ‖h(t)‖ = ‖U^t h(0)‖ (prediction)",
+                    f"max rel. err {err:.1e}",
+                    "< 1e-8",
+                    LECTURE,
+                    err < 1e-8,
+                )
+            )
+            rows.append(
+                claim(
+                    "vanishing",
+                    f"ρ={rho}: slope of log‖h(t)‖",
+                    round(s_h, 4),
+                    round(math.log(rho), 4),
+                    LECTURE,
+                    abs(s_h - math.log(rho)) < 0.01,
+                )
+            )
+            rows.append(
+                claim(
+                    "vanishing",
+                    f"ρ={rho}: slope of log‖∂L/∂h(T-k)‖ in k",
+                    round(s_g, 4),
+                    round(math.log(rho), 4),
+                    LECTURE,
+                    abs(s_g - math.log(rho)) < 0.01,
+                )
+            )
+        else:
+            bound = math.sqrt(H)
+            rows.append(
+                claim(
+                    "vanishing",
+                    f"tanh, ρ={rho}: the state saturates instead of exploding",
+                    f"max ‖h‖ = {max(hn):.2f}",
+                    f"≤ √H = {bound:.2f}",
+                    LECTURE,
+                    max(hn) <= bound,
+                )
+            )
+            rows.append(
+                claim(
+                    "vanishing",
+                    f"tanh, ρ={rho}: gradient slope (saturated units pass little)",
+                    round(_slope(gn[::-1], T // 3), 4),
+                    f"< log ρ = {math.log(rho):.3f}",
+                    LECTURE,
+                    _slope(gn[::-1], T // 3) < math.log(rho),
+                )
+            )
+    ax1.set(xlabel="t", ylabel="‖h(t)‖", title="forward: h(t) = U^t h(0)")
+    ax2.set(xlabel="t", ylabel="‖∂L/∂h(t)‖", title="backward: (Uᵀ)^(T-t) δ(T)")
+    ax1.legend(fontsize=7)
+    save(fig)
+    for r in rows:
+        r.seconds = round(tm.lap(), 2) if r is rows[-1] else 0.0
+    return rows
+
+
+# ------------------------------------------------------------------------ temporal XOR ----
+def _xor_net(kind: str, hidden: int) -> nn.Module:
+    if kind == "elman":
+        cell: nn.Module = ElmanCell(1, hidden, 1, activation="sigmoid", output_activation="sigmoid")
+    else:
+        cell = JordanCell(1, hidden, 1, activation="sigmoid", output_activation="sigmoid")
+    return Recurrent(cell)  # type: ignore[arg-type]
+
+
+@experiment("xor", "Elman's temporal XOR: low error on every third bit; Jordan vs Elman", order=30)
+def xor(ctx: RunContext) -> list[Claim]:
+    """Elman (1990): a 1-2-1 network with 2 context units reads a 3,000-bit stream of triples
+    (a, b, a XOR b) and predicts the next bit; only every third bit is predictable."""
+    from ..data import TemporalXOR
+
+    tm = Timer()
+    passes = 600
+    train = TemporalXOR(100, 30, seed=ctx.seed)  # 3,000 bits as 100 chunks of 30
+    test = TemporalXOR(50, 30, seed=ctx.seed + 1)
+    pred_mask = test.predictable  # (T,)
+    rows: list[Claim] = []
+    fig = figure(ctx.out_dir / "xor_error_by_phase.png")
+    ax = fig.add_subplot(1, 1, 1)
+    results = {}
+    for kind, hidden in [("elman", 2), ("jordan", 2), ("elman", 8)]:
+        torch.manual_seed(ctx.seed)
+        net = _xor_net(kind, hidden)
+        losses = fit(
+            net,
+            lambda k: (train.x, train.y),
+            lambda m, b: F.mse_loss(m(b[0])[0], b[1]),
+            passes,
+            lr=0.05,
+            clip=None,
+        )
+        with torch.no_grad():
+            err = (net(test.x)[0] - test.y).pow(2).mean(dim=(0, 2))  # (T,)
+        e_pred, e_other = float(err[pred_mask].mean()), float(err[~pred_mask].mean())
+        results[(kind, hidden)] = (e_pred, e_other, losses[-1])
+        phase = [float(err[p::3].mean()) for p in range(3)]
+        ax.plot(range(3), phase, "o-", label=f"{kind} 1-{hidden}-1")
+    e_pred, e_other, _ = results[("elman", 2)]
+    rows.append(
+        claim(
+            "xor",
+            "Elman 1-2-1: squared error on the predictable (XOR) bits",
+            round(e_pred, 4),
+            f"well below the other bits' {e_other:.3f}",
+            "Elman 1990, Fig. 3",
+            e_pred < 0.5 * e_other,
+        )
+    )
+    rows.append(
+        claim(
+            "xor",
+            "unpredictable bits stay at chance (MSE of guessing 0.5 is 0.25)",
+            round(e_other, 4),
+            "≈ 0.25",
+            "Elman 1990",
+            abs(e_other - 0.25) < 0.05,
+        )
+    )
+    j_pred, j_other, _ = results[("jordan", 2)]
+    rows.append(
+        claim(
+            "xor",
+            "Jordan 1-2-1 (state = its 1-d output): error on the XOR bits",
+            round(j_pred, 4),
+            f"Elman's {e_pred:.4f}",
+            "lecture: Jordan is less powerful",
+            None,
+        )
+    )
+    b_pred, _, _ = results[("elman", 8)]
+    rows.append(
+        claim(
+            "xor",
+            "Elman with 8 hidden units: error on the XOR bits",
+            round(b_pred, 4),
+            "near 0",
+            "Elman 1990",
+            None,
+        )
+    )
+    ax.set(
+        xticks=[0, 1, 2],
+        xticklabels=["bit 1", "bit 2", "bit 3 (a XOR b)"],
+        ylabel="test MSE of the next-bit prediction",
+        title=f"temporal XOR after {passes} passes",
+    )
+    ax.legend()
+    save(fig)
+    rows[-1].seconds = round(tm.lap(), 2)
+    return rows
+
+
+# ------------------------------------------------------------------------ bidirectional ----
+class _Tagger(nn.Module):
+    def __init__(self, rnn: nn.Module, width: int, classes: int) -> None:
+        super().__init__()
+        self.rnn, self.out = rnn, nn.Linear(width, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.rnn(x)[0])
+
+
+@experiment(
+    "bidirectional", "Bidirectional vs unidirectional RNN on a task that needs the future", order=60
+)
+def bidirectional(ctx: RunContext) -> list[Claim]:
+    """The lecture's "bank" example: the sense of BANK is given by a later word. A forward RNN
+    cannot beat the baseline (fraction of BANK steps · ln 2); a bidirectional one can reach 0."""
+    from ..data import FutureContext
+
+    tm = Timer()
+    steps = 1500 if ctx.full else 300
+    train = FutureContext(4000, 30, seed=ctx.seed)
+    test = FutureContext(1000, 30, seed=ctx.seed + 1)
+    A = train.x.shape[-1]
+    base = test.baseline_loss()
+    nets = {
+        "unidirectional GRU": _Tagger(Recurrent(GRUCell(A, 32)), 32, 3),
+        "bidirectional GRU": _Tagger(Bidirectional(Recurrent(GRUCell(A, 22))), 44, 3),
+    }
+    g = torch.Generator().manual_seed(ctx.seed)
+    res = {}
+    fig = figure(ctx.out_dir / "bidirectional_loss.png")
+    ax = fig.add_subplot(1, 1, 1)
+    for name, net in nets.items():
+        torch.manual_seed(ctx.seed)
+
+        def batch(k: int) -> tuple[Tensor, Tensor]:
+            idx = torch.randint(0, train.x.shape[0], (64,), generator=g)
+            return train.x[idx], train.y[idx]
+
+        losses = fit(net, batch, lambda m, b: F.cross_entropy(m(b[0]).transpose(1, 2), b[1]), steps)
+        with torch.no_grad():
+            res[name] = float(F.cross_entropy(net(test.x).transpose(1, 2), test.y))
+        ax.plot(losses, label=f"{name} ({count_params(net)} params)")
+    ax.axhline(base, color="k", ls="--", label="best causal (baseline)")
+    ax.set(xlabel="step", ylabel="cross-entropy", yscale="log")
+    ax.legend()
+    save(fig)
+    bi, uni = res["bidirectional GRU"], res["unidirectional GRU"]
+    src = "lecture, 'Bidirectional RNN'"
+    return [
+        claim(
+            "bidirectional",
+            "bidirectional GRU test cross-entropy",
+            round(bi, 4),
+            f"< 0.2 × baseline {base:.4f}",
+            src,
+            bi < 0.2 * base,
+        ),
+        claim(
+            "bidirectional",
+            "unidirectional GRU cannot beat the causal baseline",
+            round(uni, 4),
+            f"≥ 0.8 × baseline {base:.4f}",
+            src,
+            uni >= 0.8 * base,
+            tm.lap(),
+        ),
+    ]
+
+
+# ------------------------------------------------------------------------------- deep ----
+class _Forecaster(nn.Module):
+    def __init__(self, rnn: nn.Module, width: int) -> None:
+        super().__init__()
+        self.rnn, self.out = rnn, nn.Linear(width, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.rnn(x)[0])
+
+
+@experiment(
+    "deep",
+    "Deep RNN variants (stacked, deep transition, deep output, skip) at equal parameters",
+    order=70,
+)
+def deep(ctx: RunContext) -> list[Claim]:
+    """One-step forecasting of the chaotic Mackey-Glass series with ~equal parameter counts."""
+    from ..data import make_series
+
+    tm = Timer()
+    steps = 1500 if ctx.full else 250
+    s = make_series("mackey_glass", 3000).values.float()  # type: ignore[attr-defined]
+    s = (s - s.mean()) / s.std()
+    T = 50
+    windows = s[: (len(s) // (T + 1)) * (T + 1)].view(-1, T + 1)
+    n_test = windows.shape[0] // 5
+    tr, te = windows[n_test:], windows[:n_test]
+    variants = {
+        "shallow GRU (H=40)": _Forecaster(Recurrent(GRUCell(1, 40)), 40),
+        "stacked 2 x GRU (H=26)": _Forecaster(
+            Stacked([Recurrent(GRUCell(1, 26)), Recurrent(GRUCell(26, 26))]), 26
+        ),
+        "deep transition (H=32, MLP 32)": _Forecaster(
+            Recurrent(DeepTransition(GRUCell(1, 32), [32])), 32
+        ),
+        "deep output (H=34, MLP 34)": _Forecaster(
+            Recurrent(DeepOutput(GRUCell(1, 34), [34], output_size=34)), 34
+        ),
+        "stacked + skip (H=24)": _Forecaster(
+            Stacked(
+                [Recurrent(GRUCell(1, 24)), Recurrent(GRUCell(25, 24))],
+                input_skip=True,
+                output_skip=True,
+            ),
+            48,
+        ),
+    }
+    persistence = float(F.mse_loss(te[:, :-1], te[:, 1:]))
+    g = torch.Generator().manual_seed(ctx.seed)
+    rows = []
+    for name, net in variants.items():
+        torch.manual_seed(ctx.seed)
+
+        def batch(k: int) -> tuple[Tensor]:
+            return (tr[torch.randint(0, tr.shape[0], (32,), generator=g)],)
+
+        fit(net, batch, lambda m, b: F.mse_loss(m(b[0][:, :-1, None])[..., 0], b[0][:, 1:]), steps)
+        with torch.no_grad():
+            mse = float(F.mse_loss(net(te[:, :-1, None])[..., 0], te[:, 1:]))
+        rows.append(
+            claim(
+                "deep",
+                f"{name}, {count_params(net)} params: test MSE",
+                round(mse, 5),
+                f"< persistence {persistence:.4f}",
+                "Pascanu et al. 2014",
+                mse < persistence,
+            )
+        )
+    rows[-1].seconds = round(tm.lap(), 2)
+    return rows
+
+
+# ----------------------------------------------------------------------- long memory ----
+class _LastStep(nn.Module):
+    def __init__(self, cell: nn.Module) -> None:
+        super().__init__()
+        self.rnn = Recurrent(cell)  # type: ignore[arg-type]
+        self.out = nn.Linear(cell.output_size, 1)  # type: ignore[arg-type]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.rnn(x)[0][:, -1])
+
+
+@experiment(
+    "memory",
+    "Long-term memory: Elman, LSTM, GRU (both resets) on the adding problem; Greff's variants",
+    order=80,
+)
+def memory(ctx: RunContext) -> list[Claim]:
+    """Le et al.'s adding problem (predicting 1 always: MSE 1/6) at several lengths T."""
+    from ..data import AddingProblem
+
+    tm = Timer()
+    lengths = [50, 100, 200, 400] if ctx.full else [10, 30, 60]
+    steps = 3000 if ctx.full else 400
+    H = 64 if ctx.full else 24
+    models = {
+        "Elman": lambda: ElmanCell(2, H),
+        "LSTM": lambda: LSTMCell(2, H, forget_bias=1.0),
+        "GRU (reset after)": lambda: GRUCell(2, H),
+        "GRU (reset before)": lambda: GRUCell(2, H, reset="before"),
+    }
+    table: dict[str, list[float]] = {}
+    g = torch.Generator().manual_seed(ctx.seed)
+    for T in lengths:
+        train = AddingProblem(6000, T, seed=ctx.seed)
+        test = AddingProblem(1000, T, seed=ctx.seed + 1)
+        for name, make in models.items():
+            torch.manual_seed(ctx.seed)
+            net = _LastStep(make())
+
+            def batch(k: int, train: AddingProblem = train) -> tuple[Tensor, Tensor]:
+                idx = torch.randint(0, 6000, (64,), generator=g)
+                return train.x[idx], train.y[idx]
+
+            fit(net, batch, lambda m, b: F.mse_loss(m(b[0]), b[1]), steps)
+            with torch.no_grad():
+                table.setdefault(name, []).append(float(F.mse_loss(net(test.x), test.y)))
+        ctx.progress(f"T={T}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in table.items()))
+    fig = figure(ctx.out_dir / "adding_problem.png")
+    ax = fig.add_subplot(1, 1, 1)
+    for name, v in table.items():
+        ax.plot(lengths, v, "o-", label=name)
+    ax.axhline(1 / 6, color="k", ls="--", label="baseline 1/6")
+    ax.set(xlabel="T", ylabel="test MSE", yscale="log", title=f"adding problem, {steps} steps")
+    ax.legend()
+    save(fig)
+    rows = [
+        claim(
+            "memory",
+            f"{name}: test MSE at T = {lengths}",
+            [round(v, 4) for v in vals],
+            "baseline 1/6 = 0.1667",
+            "Le et al. 2015",
+            None,
+        )
+        for name, vals in table.items()
+    ]
+    best_gated = min(
+        table["LSTM"][-1], table["GRU (reset after)"][-1], table["GRU (reset before)"][-1]
+    )
+    rows.append(
+        claim(
+            "memory",
+            f"at T = {lengths[-1]} a gated cell beats the Elman network",
+            round(best_gated, 4),
+            f"< Elman {table['Elman'][-1]:.4f}",
+            "lecture, 'Gated RNNs'",
+            best_gated < table["Elman"][-1],
+        )
+    )
+    rows.append(
+        claim(
+            "memory",
+            f"at T = {lengths[0]} the gated cells beat the 1/6 baseline 10x",
+            round(best_gated, 4),
+            "< 0.0167",
+            "Le et al. 2015",
+            max(table["LSTM"][0], table["GRU (reset after)"][0]) < 1 / 60,
+        )
+    )
+    # Greff et al.: which gates matter (one length, every variant)
+    T = lengths[1]
+    train = AddingProblem(6000, T, seed=ctx.seed)
+    test = AddingProblem(1000, T, seed=ctx.seed + 1)
+    greff = {}
+    for v in ["NP", "V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "CIFG", "FGR"]:
+        torch.manual_seed(ctx.seed)
+        net = _LastStep(LSTMCell(2, H, variant=v))
+
+        def batch2(k: int) -> tuple[Tensor, Tensor]:
+            idx = torch.randint(0, 6000, (64,), generator=g)
+            return train.x[idx], train.y[idx]
+
+        fit(net, batch2, lambda m, b: F.mse_loss(m(b[0]), b[1]), steps)
+        with torch.no_grad():
+            greff[v] = float(F.mse_loss(net(test.x), test.y))
+    ranking = sorted(greff, key=greff.__getitem__)
+    rows.append(
+        claim(
+            "memory",
+            f"Greff et al.'s variants on the adding problem, T = {T} (test MSE)",
+            {k: round(greff[k], 4) for k in ranking},
+            "NFG and NOAF hurt most (Greff)",
+            "Greff et al. 2015",
+            None,
+        )
+    )
+    rows[-1].seconds = round(tm.lap(), 2)
+    return rows
