@@ -37,6 +37,18 @@ from .layers import (
     TeacherForcing,
 )
 
+_SUBMODULES = ("data", "training", "dynamics", "experiments", "engine", "plots")
+
+
+def __getattr__(name: str) -> object:
+    # Heavier sub-packages load on first use: ``rnnlab.training``, ``rnnlab.dynamics``, ...
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'rnnlab' has no attribute {name!r}")
+
+
 __all__ = [
     "Alternating",
     "Bidirectional",

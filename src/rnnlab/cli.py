@@ -36,6 +36,7 @@ def _load_commands() -> None:
     from . import bench as _bench  # noqa: F401
     from . import demo  # noqa: F401
     from . import run as _run  # noqa: F401
+    from . import train_cli as _train  # noqa: F401
 
 
 def build_parser() -> argparse.ArgumentParser:

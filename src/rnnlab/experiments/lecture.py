@@ -464,9 +464,9 @@ def memory(ctx: RunContext) -> list[Claim]:
     train = AddingProblem(6000, T, seed=ctx.seed)
     test = AddingProblem(1000, T, seed=ctx.seed + 1)
     greff = {}
-    for v in ["NP", "V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "CIFG", "FGR"]:
+    for variant in ["NP", "V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "CIFG", "FGR"]:
         torch.manual_seed(ctx.seed)
-        net = _LastStep(LSTMCell(2, H, variant=v))
+        net = _LastStep(LSTMCell(2, H, variant=variant))
 
         def batch2(k: int) -> tuple[Tensor, Tensor]:
             idx = torch.randint(0, 6000, (64,), generator=g)
@@ -474,7 +474,7 @@ def memory(ctx: RunContext) -> list[Claim]:
 
         fit(net, batch2, lambda m, b: F.mse_loss(m(b[0]), b[1]), steps)
         with torch.no_grad():
-            greff[v] = float(F.mse_loss(net(test.x), test.y))
+            greff[variant] = float(F.mse_loss(net(test.x), test.y))
     ranking = sorted(greff, key=greff.__getitem__)
     rows.append(
         claim(

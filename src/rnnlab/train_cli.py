@@ -1,0 +1,427 @@
+"""``rnnlab train``, ``rnnlab eval`` and ``rnnlab generate``.
+
+``rnnlab train`` takes a YAML config (``--config``) and/or flags; a flag overrides the file.
+Every option of :data:`rnnlab.training.config.OPTIONS` has a flag, documented with its default
+in ``--help``. Multi-process: ``torchrun --nproc_per_node=N -m rnnlab train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .cli import command
+
+_EXAMPLES = """\
+examples:
+  rnnlab train --task series --cell GRUCell --steps 300 --run-dir runs/sine
+  rnnlab train --config examples/train_sine.yaml --run-dir runs/sine --overwrite
+  rnnlab train --run-dir runs/sine --resume --steps 600      # continue to 600 updates
+  rnnlab train --task text --task-option path=../shared/data/shakespeare/tragedies.txt \\
+      --length 64 --hidden-size 128 --forcing scheduled --decay inverse_sigmoid --decay-k 200
+  rnnlab train --task flipflop --cell JordanCell --forcing alternating --teacher-steps 5 \\
+      --free-steps 5 --k1 10 --k2 20
+  torchrun --nproc_per_node=2 -m rnnlab train --task adding --batch-size 64 --run-dir runs/ddp
+
+A run directory holds config.yaml, metrics.jsonl, metrics.csv, grad_norms.jsonl, loss.png,
+grad_norms.png and checkpoints/ (step-*.safetensors, best.safetensors). It is never overwritten
+unless --resume or --overwrite is given.
+"""
+
+
+def _default_text(o: Any) -> str:
+    v = o.default
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, dict):
+        return "{}" if not v else json.dumps(v)
+    return str(v)
+
+
+def _tasks_text() -> str:
+    from .training.tasks import TASKS
+
+    lines = ["tasks (task.options with their defaults):"]
+    for name, spec in sorted(TASKS.items()):
+        opts = ", ".join(f"{k}={'none' if v is None else v}" for k, v in spec.options.items())
+        need = f" [needs {spec.needs}]" if spec.needs else ""
+        lines.append(f"  {name:14s} {spec.description}{need}")
+        if opts:
+            lines.append(f"  {'':14s}   options: {opts}")
+    return "\n".join(lines)
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    from .training.config import OPTIONS
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = _tasks_text() + "\n\n" + _EXAMPLES
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML file with sections task, model, supervision, forcing, bptt, "
+        "optim, clip, train (default: none; flags override it)",
+    )
+    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/TASK)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its latest checkpoint (default: off)",
+    )
+    g.add_argument(
+        "--overwrite", action="store_true", help="delete an existing --run-dir first (default: off)"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the config, the data and the model, print the resolved config, "
+        "write nothing (default: off)",
+    )
+    for section in dict.fromkeys(o.section for o in OPTIONS):
+        grp = p.add_argument_group(f"{section} (config section '{section}')")
+        for o in (o for o in OPTIONS if o.section == section):
+            text = f"{o.help} (default: {_default_text(o)})"
+            if o.choices is not None:
+                text += f"; one of {', '.join(map(str, o.choices))}"
+            dest = f"opt__{o.section}__{o.key}"
+            if o.kind == "bool":
+                grp.add_argument(
+                    o.flag,
+                    dest=dest,
+                    action=argparse.BooleanOptionalAction,
+                    default=argparse.SUPPRESS,
+                    help=text,
+                )
+            elif o.kind == "dict":
+                grp.add_argument(
+                    o.flag,
+                    dest=dest,
+                    action="append",
+                    metavar="KEY=VALUE",
+                    default=argparse.SUPPRESS,
+                    help=text,
+                )
+            else:
+                grp.add_argument(
+                    o.flag,
+                    dest=dest,
+                    default=argparse.SUPPRESS,
+                    metavar=o.kind.upper() if o.choices is None else "CHOICE",
+                    help=text,
+                )
+
+
+def _parse_value(o: Any, raw: Any) -> Any:
+    import yaml
+
+    from .training.config import ConfigError
+
+    if o.kind == "bool":
+        return raw
+    if o.kind == "dict":
+        out: dict[str, Any] = {}
+        for item in raw:
+            if "=" not in item:
+                raise ConfigError(f"{o.name}: expected KEY=VALUE, got {item!r}")
+            k, v = item.split("=", 1)
+            try:
+                out[k.strip()] = yaml.safe_load(v) if v.strip() else None
+            except yaml.YAMLError:
+                out[k.strip()] = v
+        return out
+    if o.nullable and raw.lower() in ("none", "null"):
+        return None
+    if o.kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{o.name} ({o.flag}): expected an int, got {raw!r}") from None
+    if o.kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{o.name} ({o.flag}): expected a number, got {raw!r}") from None
+    if o.kind == "case":
+        return int(raw) if raw.isdigit() else raw
+    return raw
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The config a ``rnnlab train`` command line asks for: the file, then the flags."""
+    from .training.config import OPTIONS, load_config_file, merge
+
+    base = load_config_file(args.config) if args.config is not None else {}
+    flags: dict[str, dict[str, Any]] = {}
+    for o in OPTIONS:
+        dest = f"opt__{o.section}__{o.key}"
+        if hasattr(args, dest):
+            value = _parse_value(o, getattr(args, dest))
+            if o.kind == "dict":
+                prev = base.get(o.section, {}) or {}
+                value = {**(prev.get(o.key) or {}), **value} if isinstance(prev, dict) else value
+            flags.setdefault(o.section, {})[o.key] = value
+    return merge(base, flags)
+
+
+def _fail(cmd: str, err: BaseException) -> int:
+    print(f"rnnlab {cmd}: error: {err}", file=sys.stderr)
+    return 2
+
+
+@command(
+    "train", "Train a model on a task; a run directory gets config, metrics, checkpoints and plots."
+)(_add_train)
+def run_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .training.config import ConfigError, check_config
+    from .training.trainer import RunDirError, Trainer, TrainingDiverged
+
+    try:
+        if args.resume and args.run_dir is None:
+            raise ValueError("--run-dir: expected the run directory to resume, got none")
+        config = config_from_args(args)
+        name = check_config(config)["task"]["name"]
+        run_dir = args.run_dir if args.run_dir is not None else Path("runs") / name
+        if args.dry_run:
+            trainer = Trainer(config, None)
+            print(yaml.safe_dump(trainer.config, sort_keys=False), end="")
+            n = sum(p.numel() for p in trainer.model.parameters())
+            print(
+                f"# ok: {len(trainer.task.train)} training / {len(trainer.task.val)} "
+                f"validation sequences, {n} parameters; nothing written"
+            )
+            return 0
+        trainer = Trainer(config, run_dir, resume=args.resume, overwrite=args.overwrite)
+    except (ConfigError, RunDirError, ValueError, TypeError, FileNotFoundError, ImportError) as err:
+        return _fail("train", err)
+    main = trainer.is_main
+    if main:
+        n = sum(p.numel() for p in trainer.model.parameters())
+        W = trainer.dist.world_size
+        name = trainer.config["task"]["name"]
+        print(
+            f"rnnlab train: task {name} (case {trainer.supervision.case}, "
+            f"{trainer.supervision.loss}), {trainer.spec['cell']} x{trainer.spec['num_layers']}"
+            f", {n} parameters, {len(trainer.task.train)} training sequences, device "
+            f"{trainer.device}{f', {W} processes' if W > 1 else ''}"
+            f"{f', resuming at step {trainer.step}' if args.resume else ''}",
+            flush=True,
+        )
+    try:
+        result = trainer.fit()
+    except TrainingDiverged as err:
+        if main:
+            print(f"rnnlab train: {err}", file=sys.stderr)
+        return 1
+    finally:
+        from .training.distributed import shutdown
+
+        shutdown(trainer.dist)
+    if main:
+        val = result.last_val
+        base = trainer.task.baseline
+        print(
+            f"step {result.step} (epoch {result.epoch}), stopped by {result.stopped}: "
+            f"val loss {val.get('loss', float('nan')):.5g}"
+            + (
+                f", teacher-forced {val['forced_loss']:.5g}"
+                if trainer.model.feedback != "none"
+                else ""
+            )
+            + (f"; trivial baseline {base:.5g}" if base is not None else "")
+        )
+        print(
+            f"best val {result.best:.5g} at step {result.best_step}; run directory {result.run_dir}"
+            if result.best is not None
+            else f"run directory {result.run_dir}"
+        )
+    return 0
+
+
+# --- eval --------------------------------------------------------------------------------------
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run directory or a checkpoint file")
+    p.add_argument(
+        "--which",
+        choices=("latest", "best"),
+        default="best",
+        help="which checkpoint of a run directory (best falls back to latest)",
+    )
+    p.add_argument("--split", choices=("val", "train"), default="val", help="which data")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+
+
+@command(
+    "eval",
+    "Evaluate a run's checkpoint on its task (free-running for feedback models); print JSON.",
+)(_add_eval)
+def run_eval(args: argparse.Namespace) -> int:
+    from .training.config import ConfigError
+    from .training.trainer import trainer_from_checkpoint
+
+    try:
+        t = trainer_from_checkpoint(args.run, which=args.which, device=args.device)
+    except (ConfigError, ValueError, TypeError, FileNotFoundError, ImportError) as err:
+        return _fail("eval", err)
+    res = t.evaluate(args.split)
+    out: dict[str, Any] = {
+        "checkpoint": str(t.checkpoint),
+        "step": t.step,
+        "split": args.split,
+        "task": t.config["task"]["name"],
+        "case": t.supervision.case,
+        "loss_kind": t.supervision.loss,
+        "loss": res["loss"],
+    }
+    if t.model.feedback != "none":
+        out["loss_mode"] = "free running"
+        out["forced_loss"] = res["forced_loss"]
+    out["baseline"] = t.task.baseline if args.split == "val" else None
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+# --- generate ----------------------------------------------------------------------------------
+def _add_generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run directory or a checkpoint file")
+    p.add_argument(
+        "--which",
+        choices=("latest", "best"),
+        default="best",
+        help="which checkpoint of a run directory (best falls back to latest)",
+    )
+    p.add_argument("--steps", type=int, default=200, help="outputs to generate")
+    p.add_argument(
+        "--prime",
+        default=None,
+        help="text models: the text read first (default: a newline, or the first "
+        "character of the vocabulary)",
+    )
+    p.add_argument(
+        "--prime-steps",
+        type=int,
+        default=10,
+        help="real-valued models: validation inputs read first",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="token models: sample from softmax(y / temperature); 0 = argmax",
+    )
+    p.add_argument("--num", type=int, default=1, help="sequences to generate")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+
+
+@command(
+    "generate",
+    "Free-running generation from a run's checkpoint (text, series, sequence-to-sequence).",
+)(_add_generate)
+def run_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .training.config import ConfigError
+    from .training.trainer import load_run, trainer_from_checkpoint
+
+    if args.steps < 1 or args.num < 1 or args.prime_steps < 1:
+        return _fail(
+            "generate",
+            ValueError(
+                f"--steps, --num, --prime-steps: expected positive ints, got {args.steps}, "
+                f"{args.num}, {args.prime_steps}"
+            ),
+        )
+    try:
+        model, meta = load_run(args.run, which=args.which, device=args.device)
+        g = torch.Generator().manual_seed(args.seed)
+        sample = args.temperature > 0
+        vocab = (meta.get("task") or {}).get("vocab")
+        if model.feedback == "none":
+            raise ValueError(
+                "model: generation feeds outputs back, but this model has no output feedback "
+                "(model.feedback 'none'); use rnnlab eval"
+            )
+        if vocab is not None and model.feedback == "input":  # text: no data file needed
+            prime = args.prime if args.prime is not None else ("\n" if "\n" in vocab else vocab[0])
+            bad = sorted({ch for ch in prime if ch not in vocab})
+            if bad:
+                raise ValueError(f"--prime: expected characters of the vocabulary, got {bad!r}")
+            ids = torch.tensor([[vocab.index(ch) for ch in prime]] * args.num)
+            x = torch.nn.functional.one_hot(ids, len(vocab)).float().to(args.device)
+            out = model.generate(
+                args.steps, prime=x, sample=sample, temperature=args.temperature, generator=g
+            )
+            assert out.tokens is not None
+            for row in out.tokens.tolist():
+                print(prime + "".join(vocab[i] for i in row))
+                print("-" * 40)
+            return 0
+        t = trainer_from_checkpoint(args.run, which=args.which, device=args.device)
+    except (ConfigError, ValueError, TypeError, FileNotFoundError, ImportError) as err:
+        return _fail("generate", err)
+    n = min(args.num, len(t.task.val))
+    p = t._prepare(t.task.batch("val", torch.arange(n)))
+    dev = t.device
+    if t.model.feedback == "state":
+        with torch.no_grad():
+            x = p["x"].to(dev)
+            fm = torch.zeros(x.shape[:2], dtype=torch.bool, device=dev)
+            y = t.model(x, feed_mask=fm, reference=p["reference"].to(dev)).output
+        print("# free-running outputs on validation inputs: t, output..., reference...")
+        for b in range(n):
+            for k in range(min(args.steps, y.shape[1])):
+                vals = y[b, k].tolist() + p["target"][b, k].tolist()
+                print(f"{k}," + ",".join(f"{v:.5g}" for v in vals))
+        return 0
+    if t.model.seq2seq:
+        out = t.model.generate(
+            args.steps,
+            source=p["source"].to(dev),
+            sample=sample,
+            temperature=args.temperature,
+            generator=g,
+        )
+        for b in range(n):
+            src = p["source"][b].argmax(-1).tolist()
+            L = int(p["lengths"][b]) if p["lengths"] is not None else len(src)
+            print(f"source    {src[:L]}")
+            print(f"target    {p['target'][b][:L].tolist()}")
+            assert out.tokens is not None
+            print(f"generated {out.tokens[b][: max(L, 1)].tolist()}")
+        return 0
+    x = p["x"][:, : args.prime_steps].to(dev)
+    out = t.model.generate(
+        args.steps, prime=x, sample=sample, temperature=args.temperature, generator=g
+    )
+    if out.tokens is not None:
+        for row in out.tokens.tolist():
+            print(" ".join(map(str, row)))
+        return 0
+    print(
+        f"# {args.prime_steps} validation inputs read, then {args.steps} free-running "
+        "outputs: t, value..."
+    )
+    for b in range(n):
+        for k in range(args.steps):
+            print(f"{k}," + ",".join(f"{v:.5g}" for v in out.values[b, k].tolist()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rnnlab.train_cli ...``: the rnnlab CLI with these commands registered."""
+    from .cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,620 @@
+"""Sequence models built from a JSON-able spec, so that a checkpoint can rebuild its model.
+
+Shapes: B batch, T time, S source time (encoder-decoder), I input, H hidden, O output (classes
+C for token models).
+
+A spec names a registered cell, its options and the sizes::
+
+    {"cell": "LSTMCell", "cell_options": {"variant": "V"}, "input_size": 2, "hidden_size": 32,
+     "output_size": 1, "num_layers": 2, "bidirectional": false, "dropout": 0.0,
+     "readout": "linear", "feedback": "none", "tokens": false, "seq2seq": false}
+
+and :class:`SequenceModel` builds ``Recurrent(cell)`` layers (wrapped in ``Bidirectional`` and
+``Stacked`` as asked) and a readout: ``"linear"`` (y = W h + b on the last layer's output) or
+``"none"`` (the cell's output is the model's output; a Jordan cell's y, an Elman cell's W_y h).
+
+Output feedback (docs/design/0001-output-feedback.md):
+
+* ``"none"``: the plain recursion; no reference is ever fed.
+* ``"state"``: the cell's state holds y(t-1) (Jordan; LSTM/GRU/Elman-without-output-layer, whose
+  output is their state h); teacher forcing puts r(t-1) in its place. Needs one causal layer and
+  ``readout="none"``, so that the fed-back quantity *is* the model's output.
+* ``"input"``: autoregressive: y(t-1) becomes the next input (real values: itself; tokens: the
+  one-hot of its argmax or of a sample), so I = O. The given input x is the reference (x(t) =
+  r(t-1), a next-step task). Works at any depth; :meth:`SequenceModel.generate` runs free.
+
+With ``seq2seq`` an encoder of the same structure reads the source and hands its final state to
+an autoregressive decoder whose reference input is the shifted target.
+
+Why a model-level loop for ``"input"`` rather than ``Recurrent(cell, input_feedback=fn)``: that
+layer feeds back the *cell's* output, while here the output is the readout of the last of
+several layers. The loop below steps the whole model one time step at a time, and
+``tests/test_training_forcing.py`` checks it against ``Recurrent(..., input_feedback=...)`` on a
+one-layer model.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..cells.base import Cell
+from ..layers import Bidirectional, Recurrent, Stacked
+from ..layers.feedback import FeedbackSchedule
+from ._state import where_state
+from .supervision import valid_steps
+
+FEEDBACKS = ("none", "state", "input")
+READOUTS = ("linear", "none")
+
+MODEL_DEFAULTS: dict[str, Any] = {
+    "cell": "LSTMCell",
+    "cell_options": {},
+    "input_size": None,
+    "hidden_size": 32,
+    "output_size": None,
+    "num_layers": 1,
+    "bidirectional": False,
+    "dropout": 0.0,
+    "readout": "linear",
+    "feedback": "none",
+    "tokens": False,
+    "seq2seq": False,
+}
+
+_RESERVED = {"self", "input_size", "hidden_size", "output_size", "device", "dtype"}
+
+
+class ModelOutput(NamedTuple):
+    """What :meth:`SequenceModel.forward` returns.
+
+    Attributes:
+        output: y (B, T, O) (logits for token models).
+        state: the final state.
+        split_state: with ``split=s``, the state after the first s steps; else None.
+    """
+
+    output: Tensor
+    state: Any
+    split_state: Any | None
+
+
+class Generated(NamedTuple):
+    """What :meth:`SequenceModel.generate` returns.
+
+    Attributes:
+        values: (B, steps, O): values[0] is the prediction after the prime (or the decoder's
+            start), values[k] the output after feeding back the choice made from values[k-1].
+        tokens: (B, steps) the chosen tokens (token models), else None.
+    """
+
+    values: Tensor
+    tokens: Tensor | None
+
+
+@dataclass(frozen=True, eq=False)
+class _GivenMask(FeedbackSchedule):
+    """A schedule whose mask was drawn already (over the whole sequence, then sliced)."""
+
+    given: Tensor = torch.ones(0, 0, dtype=torch.bool)
+
+    def mask(self, batch_size, steps, *, device=None, generator=None):  # type: ignore[no-untyped-def]
+        return self.given
+
+
+def buildable_cells() -> dict[str, type[Cell]]:
+    """Registered cells whose constructor starts ``(input_size, hidden_size, ...)``."""
+    from ..cells import CELL_TYPES
+
+    out = {}
+    for name, cls in CELL_TYPES.items():
+        params = list(inspect.signature(cls.__init__).parameters)[1:3]
+        if params == ["input_size", "hidden_size"]:
+            out[name] = cls
+    return out
+
+
+def _check_int(value: Any, argument: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{argument}: expected an int >= {low}, got {value!r}")
+    return value
+
+
+def _check_bool(value: Any, argument: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{argument}: expected true or false, got {value!r}")
+    return value
+
+
+def check_model_spec(spec: Mapping[str, Any], prefix: str = "model.") -> dict[str, Any]:
+    """The spec with defaults filled in; errors name the key, the expected and the given value."""
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"{prefix.rstrip('.')}: expected a mapping, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - set(MODEL_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"{prefix}{unknown[0]}: unknown model key; expected one of {sorted(MODEL_DEFAULTS)}"
+        )
+    s = {**copy.deepcopy(MODEL_DEFAULTS), **copy.deepcopy(dict(spec))}
+    cells = buildable_cells()
+    if s["cell"] not in cells:
+        raise ValueError(f"{prefix}cell: expected one of {sorted(cells)}, got {s['cell']!r}")
+    if not isinstance(s["cell_options"], Mapping):
+        raise ValueError(
+            f"{prefix}cell_options: expected a mapping, got {type(s['cell_options']).__name__}"
+        )
+    allowed = set(inspect.signature(cells[s["cell"]].__init__).parameters) - _RESERVED
+    for key in s["cell_options"]:
+        if key not in allowed:
+            raise ValueError(
+                f"{prefix}cell_options.{key}: {s['cell']} has no such option; "
+                f"expected one of {sorted(allowed)}"
+            )
+    for key in ("input_size", "output_size", "hidden_size", "num_layers"):
+        _check_int(s[key], prefix + key, 1)
+    for key in ("bidirectional", "tokens", "seq2seq"):
+        _check_bool(s[key], prefix + key)
+    d = s["dropout"]
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d < 1.0:
+        raise ValueError(f"{prefix}dropout: expected a number in [0, 1), got {d!r}")
+    if d > 0 and s["num_layers"] < 2:
+        raise ValueError(
+            f"{prefix}dropout: acts between layers, so it needs num_layers >= 2; "
+            f"got dropout={d} with num_layers={s['num_layers']}"
+        )
+    if s["readout"] not in READOUTS:
+        raise ValueError(f"{prefix}readout: expected one of {list(READOUTS)}, got {s['readout']!r}")
+    if s["feedback"] not in FEEDBACKS:
+        raise ValueError(
+            f"{prefix}feedback: expected one of {list(FEEDBACKS)}, got {s['feedback']!r}"
+        )
+    if s["seq2seq"] and s["feedback"] != "input":
+        raise ValueError(
+            f"{prefix}feedback: an encoder-decoder's decoder is autoregressive, so it needs "
+            f"'input', got {s['feedback']!r}"
+        )
+    if s["bidirectional"] and s["feedback"] != "none":
+        raise ValueError(
+            f"{prefix}feedback: a bidirectional model reads the future, so it cannot feed its "
+            f"outputs back; expected 'none', got {s['feedback']!r}"
+        )
+    if s["feedback"] == "input" and not s["seq2seq"] and s["input_size"] != s["output_size"]:
+        raise ValueError(
+            f"{prefix}feedback: 'input' feeds y(t-1) back as x(t), so input_size must equal "
+            f"output_size; got {s['input_size']} and {s['output_size']}"
+        )
+    if s["feedback"] == "state":
+        if s["num_layers"] != 1:
+            raise ValueError(
+                f"{prefix}feedback: 'state' feeds the reference into the cell's state, which "
+                f"needs num_layers=1; got {s['num_layers']}"
+            )
+        if s["readout"] != "none":
+            raise ValueError(
+                f"{prefix}readout: feedback 'state' needs the cell's output to be the model's "
+                f"output, so readout must be 'none'; got {s['readout']!r}"
+            )
+    return s
+
+
+def _make_cell(cls: type[Cell], I: int, H: int, out: int | None, opts: Mapping[str, Any]) -> Cell:
+    params = inspect.signature(cls.__init__).parameters
+    kw = dict(opts)
+    if "output_size" in params:
+        if out is not None:
+            kw["output_size"] = out
+        elif params["output_size"].default is inspect.Parameter.empty:
+            kw["output_size"] = H  # Jordan below a readout or another layer: y has H units
+    try:
+        return cls(I, H, **kw)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"model.cell_options: {cls.__name__}: {err}") from None
+
+
+def _make_core(
+    s: Mapping[str, Any], input_size: int, last_out: int | None
+) -> Recurrent | Bidirectional | Stacked:
+    cls = buildable_cells()[s["cell"]]
+    layers: list[nn.Module] = []
+    n_in = input_size
+    L = s["num_layers"]
+    for k in range(L):
+        cell = _make_cell(
+            cls, n_in, s["hidden_size"], last_out if k == L - 1 else None, s["cell_options"]
+        )
+        rec = Recurrent(cell)
+        layer: Recurrent | Bidirectional = Bidirectional(rec) if s["bidirectional"] else rec
+        layers.append(layer)
+        n_in = int(layer.output_size)
+    if L == 1:
+        return layers[0]  # type: ignore[return-value]
+    return Stacked(layers, dropout=float(s["dropout"]))
+
+
+def initial_state(core: nn.Module, batch_size: int, device: Any, dtype: Any) -> Any:
+    """The zero (or learned) initial state of a layer, a bidirectional pair or a stack."""
+    if isinstance(core, Recurrent):
+        return core.initial_state(batch_size, device=device, dtype=dtype)
+    if isinstance(core, Bidirectional):
+        from ..layers.bidirectional import BidirectionalState
+
+        return BidirectionalState(
+            initial_state(core.forward_layer, batch_size, device, dtype),
+            initial_state(core.backward_layer, batch_size, device, dtype),
+        )
+    if isinstance(core, Stacked):
+        return tuple(initial_state(m, batch_size, device, dtype) for m in core.layers)
+    raise TypeError(f"core: expected Recurrent, Bidirectional or Stacked, got {type(core)}")
+
+
+class SequenceModel(nn.Module):
+    """An RNN built from a spec (module docstring): recurrent layers, readout, feedback.
+
+    Example:
+        >>> model = SequenceModel({"cell": "GRUCell", "input_size": 2, "hidden_size": 8,
+        ...                        "output_size": 1, "num_layers": 2})
+        >>> model(torch.randn(4, 10, 2)).output.shape
+        torch.Size([4, 10, 1])
+        >>> rebuilt = SequenceModel(model.config())
+        >>> _ = rebuilt.load_state_dict(model.state_dict())
+    """
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        super().__init__()
+        s = check_model_spec(spec)
+        self.spec = s
+        O = s["output_size"]
+        last_out = O if s["readout"] == "none" else None
+        dec_in = O if s["seq2seq"] else s["input_size"]
+        self.encoder = _make_core(s, s["input_size"], last_out) if s["seq2seq"] else None
+        self.core = _make_core(s, dec_in, last_out)
+        core_out = int(self.core.output_size)
+        self.readout = nn.Linear(core_out, O) if s["readout"] == "linear" else None
+        if self.readout is None and core_out != O:
+            raise ValueError(
+                f"model.readout: 'none' makes the last layer's output ({core_out} units from "
+                f"{s['cell']}{' x2 directions' if s['bidirectional'] else ''}) the model's "
+                f"output, but output_size is {O}; use readout 'linear' or matching sizes"
+            )
+        if s["feedback"] == "state":
+            assert isinstance(self.core, Recurrent)
+            cell = self.core.cell
+            field = cell.feedback_field
+            if field is None:
+                raise ValueError(
+                    f"model.feedback: {s['cell']} with these options has no output feedback "
+                    "(its state does not hold y(t-1)); use feedback 'none' or 'input', or a "
+                    "cell such as JordanCell"
+                )
+            if cell.state_sizes()[field] != O:
+                raise ValueError(
+                    f"model.feedback: the state field {field!r} of {s['cell']} has "
+                    f"{cell.state_sizes()[field]} units, the output {O}"
+                )
+
+    # --- properties -------------------------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        return int(self.spec["input_size"])
+
+    @property
+    def output_size(self) -> int:
+        return int(self.spec["output_size"])
+
+    @property
+    def feedback(self) -> str:
+        return str(self.spec["feedback"])
+
+    @property
+    def tokens(self) -> bool:
+        return bool(self.spec["tokens"])
+
+    @property
+    def seq2seq(self) -> bool:
+        return bool(self.spec["seq2seq"])
+
+    @property
+    def causal(self) -> bool:
+        """Whether y(t) depends on x(≤ t) only (no bidirectional layer)."""
+        return not self.spec["bidirectional"]
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-able spec that rebuilds this model (``SequenceModel(model.config())``)."""
+        return copy.deepcopy(self.spec)
+
+    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> Any:
+        p = next(self.parameters())
+        return initial_state(self.core, batch_size, device or p.device, dtype or p.dtype)
+
+    # --- running ----------------------------------------------------------------------------
+    def encode(self, source: Tensor, lengths: Tensor | None = None) -> Any:
+        """The encoder's final state for ``source`` (B, S, I) (encoder-decoder models)."""
+        if self.encoder is None:
+            raise ValueError("source: this model has no encoder (spec seq2seq is false)")
+        _check_x(source, self.input_size, "source")
+        _, state = self.encoder(source, lengths=lengths)
+        return state
+
+    def forward(
+        self,
+        x: Tensor,
+        state: Any = None,
+        *,
+        lengths: Tensor | None = None,
+        feed_mask: Tensor | None = None,
+        detach: bool = True,
+        reference: Tensor | None = None,
+        prev_reference: Tensor | None = None,
+        prev_output: Tensor | None = None,
+        split: int | None = None,
+        source: Tensor | None = None,
+        source_lengths: Tensor | None = None,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> ModelOutput:
+        """Run the model over ``x`` (B, T, I).
+
+        Args:
+            x: the inputs; for ``feedback="input"`` also the reference (x(t) = r(t-1)); for an
+                encoder-decoder the decoder's inputs (the shifted target, start at t=0).
+            state: initial state (default: zeros, or the encoder's final state for ``source``).
+            lengths: (B,) valid steps per sequence, 0 <= length <= T (0: the sequence ended
+                before this chunk; its state passes through unchanged).
+            feed_mask: (B, T) bool, True where the reference is fed (see
+                :func:`rnnlab.training.feed_mask`); None: no substitution.
+            detach: fed-back model outputs carry no gradient.
+            reference: r (B, T, O) for ``feedback="state"``: r(t-1) replaces y(t-1) at step t.
+            prev_reference: r at the step before this chunk (B, O) (``"state"``; a chunk that
+                continues a sequence substitutes at its step 0 too).
+            prev_output: y at the step before this chunk (B, O) (``"input"``; same purpose).
+            split: also return the state after this many steps (truncated BPTT's carry).
+            source, source_lengths: the encoder's input (encoder-decoder models).
+            sample: token feedback by sampling from softmax(y) instead of argmax.
+            generator: random generator for sampling.
+        """
+        _check_x(x, self.input_size if not self.seq2seq else self.output_size, "x")
+        B, T = x.shape[0], x.shape[1]
+        if feed_mask is not None:
+            if self.feedback == "none":
+                raise ValueError(
+                    "feed_mask: this model has no output feedback (spec feedback 'none'), so "
+                    "there is nothing to teacher-force; build it with feedback 'state' or 'input'"
+                )
+            if feed_mask.shape != (B, T) or feed_mask.dtype != torch.bool:
+                raise ValueError(
+                    f"feed_mask: expected a bool tensor ({B}, {T}), got "
+                    f"{feed_mask.dtype} {tuple(feed_mask.shape)}"
+                )
+            feed_mask = feed_mask.to(x.device)
+        if self.feedback == "state" and feed_mask is not None:
+            want = (B, T, self.output_size)
+            if reference is None or tuple(reference.shape) != want:
+                got = None if reference is None else tuple(reference.shape)
+                raise ValueError(f"reference: expected {want} with feed_mask, got {got}")
+        if state is None and self.seq2seq:
+            if source is None:
+                raise ValueError("source: an encoder-decoder needs the source sequence")
+            state = self.encode(source, source_lengths)
+        if split is not None and not (0 <= split <= T):
+            raise ValueError(f"split: expected 0 <= split <= T={T}, got {split}")
+
+        def part(a: int, b: int, st: Any, prev_r: Tensor | None, prev_y: Tensor | None) -> Any:
+            L = None if lengths is None else (lengths - a).clamp(0, b - a)
+            return self._run(
+                x[:, a:b],
+                st,
+                L,
+                None if feed_mask is None else feed_mask[:, a:b],
+                detach,
+                None if reference is None else reference[:, a:b],
+                prev_r,
+                prev_y,
+                sample,
+                generator,
+            )
+
+        if split is None or split in (0, T):
+            y, new = part(0, T, state, prev_reference, prev_output)
+            split_state = None
+            if split == 0:
+                split_state = state if state is not None else self.initial_state(B)
+            elif split == T:
+                split_state = new
+            return ModelOutput(y, new, split_state)
+        y1, mid = part(0, split, state, prev_reference, prev_output)
+        prev_r = None if reference is None else reference[:, split - 1]
+        y2, new = part(split, T, mid, prev_r, y1[:, -1])
+        return ModelOutput(torch.cat([y1, y2], 1), new, mid)
+
+    def _read(self, h: Tensor) -> Tensor:
+        return h if self.readout is None else self.readout(h)
+
+    def _core(self, x: Tensor, state: Any, lengths: Tensor | None, **kw: Any) -> tuple[Tensor, Any]:
+        """The core over x, accepting zero lengths (those sequences' states pass through)."""
+        if lengths is None or bool((lengths >= 1).all()):
+            h, new = self.core(x, state, lengths=lengths, **kw)
+            return h, new
+        if state is None:
+            state = self.initial_state(x.shape[0], device=x.device, dtype=x.dtype)
+        h, new = self.core(x, state, lengths=lengths.clamp(min=1), **kw)
+        return h, where_state(lengths >= 1, new, state)
+
+    def _run(
+        self,
+        x: Tensor,
+        state: Any,
+        lengths: Tensor | None,
+        mask: Tensor | None,
+        detach: bool,
+        reference: Tensor | None,
+        prev_reference: Tensor | None,
+        prev_output: Tensor | None,
+        sample: bool,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Any]:
+        if mask is None or self.feedback == "none":
+            h, new = self._core(x, state, lengths)
+            return self._read(h), new
+        if self.feedback == "state":
+            assert isinstance(self.core, Recurrent) and reference is not None
+            field = self.core.cell.feedback_field
+            assert field is not None
+            if state is not None and prev_reference is not None:
+                # this chunk continues a sequence: its step 0 has a previous output too
+                own = getattr(state, field)
+                own = own.detach() if detach else own
+                fed = torch.where(mask[:, :1], prev_reference.to(own.dtype), own)
+                state = state._replace(**{field: fed})
+            h, new = self._core(
+                x,
+                state,
+                lengths,
+                feedback=_GivenMask(given=mask, detach=detach),
+                reference=reference,
+            )
+            return h, new
+        return self._autoregressive(x, state, lengths, mask, detach, prev_output, sample, generator)
+
+    def _autoregressive(
+        self,
+        x: Tensor,
+        state: Any,
+        lengths: Tensor | None,
+        mask: Tensor,
+        detach: bool,
+        prev_output: Tensor | None,
+        sample: bool,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Any]:
+        B, T = x.shape[0], x.shape[1]
+        if bool(mask[:, 1:].all()) and (prev_output is None or bool(mask[:, 0].all())):
+            h, new = self._core(x, state, lengths)  # the reference everywhere: one parallel run
+            return self._read(h), new
+        if state is None:
+            state = self.initial_state(B, device=x.device, dtype=x.dtype)
+        valid = None if lengths is None else valid_steps(lengths, B, T, x.device)
+        ys: list[Tensor] = []
+        y_prev = prev_output
+        for t in range(T):
+            x_t = x[:, t]  # (B, I)
+            if y_prev is not None:
+                own = self.feed_output(
+                    y_prev.detach() if detach else y_prev, sample=sample, generator=generator
+                )
+                x_t = torch.where(mask[:, t : t + 1], x_t, own.to(x_t.dtype))
+            h, new = self.core(x_t.unsqueeze(1), state)  # (B, 1, H)
+            y_t = self._read(h)[:, 0]  # (B, O)
+            if valid is not None:
+                new = where_state(valid[:, t], new, state)
+            state, y_prev = new, y_t
+            ys.append(y_t)
+        return torch.stack(ys, 1), state  # (B, T, O)
+
+    def choose(
+        self,
+        y: Tensor,
+        *,
+        sample: bool = False,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The token chosen from logits y (B, C): argmax, or a sample of softmax(y / T)."""
+        if not sample or temperature <= 0:
+            return y.argmax(-1)
+        p = torch.softmax(y.detach().float() / temperature, -1)
+        return torch.multinomial(p.cpu(), 1, generator=generator).squeeze(1).to(y.device)
+
+    def feed_output(
+        self,
+        y: Tensor,
+        *,
+        sample: bool = False,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """What y(t-1) (B, O) becomes as the next input: itself, or a token's one-hot."""
+        if not self.tokens:
+            return y
+        tok = self.choose(y, sample=sample, temperature=temperature, generator=generator)
+        return F.one_hot(tok, self.output_size).to(y.dtype)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        steps: int,
+        *,
+        prime: Tensor | None = None,
+        source: Tensor | None = None,
+        source_lengths: Tensor | None = None,
+        sample: bool = False,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Generated:
+        """Free-running generation of an autoregressive model (feedback ``"input"``).
+
+        Args:
+            steps: how many outputs to generate.
+            prime: (B, P, I) inputs read first (teacher-forced), e.g. the start of a text or a
+                series; required unless the model is an encoder-decoder.
+            source: (B, S, I) the encoder's input (encoder-decoder models); the decoder starts
+                from a zero input.
+            sample, temperature: token models sample from softmax(y / temperature) instead of
+                taking the argmax.
+        """
+        if self.feedback != "input":
+            raise ValueError(
+                f"model: generation feeds outputs back as inputs, which needs feedback 'input'; "
+                f"this model has feedback {self.feedback!r} (run it on inputs instead)"
+            )
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps: expected a positive int, got {steps!r}")
+        p = next(self.parameters())
+        state: Any = None
+        if self.seq2seq:
+            if source is None:
+                raise ValueError("source: an encoder-decoder generates from a source sequence")
+            state = self.encode(source, source_lengths)
+            x_t = source.new_zeros(source.shape[0], 1, self.output_size)
+        else:
+            if prime is None:
+                raise ValueError(f"prime: expected the first inputs (B, P, {self.input_size})")
+            _check_x(prime, self.input_size, "prime")
+            h, state = self.core(prime, None)
+            x_t = None
+            y_last = self._read(h)[:, -1]
+        values: list[Tensor] = []
+        tokens: list[Tensor] = []
+        for _ in range(steps):
+            if x_t is not None:
+                h, state = self.core(x_t.to(p.dtype), state)
+                y_last = self._read(h)[:, -1]
+            values.append(y_last)
+            if self.tokens:
+                tok = self.choose(
+                    y_last, sample=sample, temperature=temperature, generator=generator
+                )
+                tokens.append(tok)
+                x_t = F.one_hot(tok, self.output_size).to(p.dtype).unsqueeze(1)
+            else:
+                x_t = y_last.unsqueeze(1)
+        return Generated(torch.stack(values, 1), torch.stack(tokens, 1) if tokens else None)
+
+
+def _check_x(x: Any, features: int, argument: str) -> None:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        got = f"dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"{argument}: expected a floating-point tensor (B, T, {features}), {got}")
+    if x.dim() != 3 or x.shape[-1] != features:
+        raise ValueError(f"{argument}: expected (B, T, {features}), got {tuple(x.shape)}")
+
+
+def build_model(spec: Mapping[str, Any]) -> SequenceModel:
+    """Build a :class:`SequenceModel` from its spec (the same as ``SequenceModel(spec)``)."""
+    return SequenceModel(spec)
