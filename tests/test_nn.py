@@ -54,7 +54,7 @@ def flat(out, hn):
 def close(actual, expected, tol, msg=None):
     # tol relative to the tensor's scale: float32 sums of a few dozen terms of size ~5 differ in
     # the last bits whatever the summation order (torch's own loops disagree by ~1e-6 too).
-    scale = max(1.0, float(expected.abs().max()))
+    scale = max(1.0, float(expected.detach().abs().max()))
     torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * scale, msg=msg)
 
 
