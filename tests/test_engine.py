@@ -227,3 +227,31 @@ def test_kernels_decline_non_cpu_tensors():
     cell = GRUCell(3, 4, reset="before").to("meta")
     y, s = Recurrent(cell)(torch.empty(2, 5, 3, device="meta"))
     assert y.device.type == "meta" and y.shape == (2, 5, 4) and s.h.shape == (2, 4)
+
+
+def test_compiled_user_cell_equals_reference():
+    # The opt-in compiled path for user-defined cells: torch.compile of one step.
+    from rnnlab import GeneralCell
+    from rnnlab.engine import CompiledCell
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4 + 3, 4)
+
+    class F(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, h, x):
+            return 0.5 * torch.tanh(self.lin(torch.cat([h, x], 1))) + 0.5 * h
+
+    cell = GeneralCell(F(), input_size=3, state_size=4)
+    x = torch.randn(2, 5, 3, requires_grad=True)
+    y1, s1 = Recurrent(cell)(x)
+    y2, s2 = Recurrent(CompiledCell(cell))(x)
+    torch.testing.assert_close(y2, y1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s2.h, s1.h, rtol=1e-5, atol=1e-5)
+    g1 = torch.autograd.grad(y1.sum(), [x, lin.weight])
+    g2 = torch.autograd.grad(y2.sum(), [x, lin.weight])
+    for a, b in zip(g2, g1):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cells import ElmanCell, GRUCell, JordanCell, LSTMCell
+from .cells import Cell, ElmanCell, ElmanState, GRUCell, JordanCell, LSTMCell
 from .cli import command
 from .layers import Recurrent
 
@@ -91,6 +91,125 @@ for _v, _g in [
     CASES[f"lstm_{_v.lower()}"] = Case(f"lstm_{_v.lower()}", _g, _lstm(_v), None)
 
 QUICK = ["lstm", "gru", "rnn_tanh", "lstm_peephole", "gru_reset_before", "jordan"]
+
+
+class MinimalGatedUnit(Cell):
+    """A user-defined cell the engine has no kernel for (Zhou et al. 2016's MGU):
+    f = σ(W_f x + U_f h + b_f), h̃ = tanh(W x + U (f ⊙ h) + b), h' = (1 - f) ⊙ h + f ⊙ h̃."""
+
+    State = ElmanState
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
+        self.wx = nn.Linear(input_size, 2 * hidden_size)
+        self.uf = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.uh = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def state_sizes(self) -> dict[str, int]:
+        return {"h": self.hidden_size}
+
+    def step(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        a, b = self.wx(x).chunk(2, dim=1)
+        f = torch.sigmoid(a + self.uf(state.h))
+        h = (1 - f) * state.h + f * torch.tanh(b + self.uh(f * state.h))
+        return h, ElmanState(h)
+
+    def config(self) -> dict[str, Any]:
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size}
+
+
+def bench_user_cell(
+    shape: str, repeats: int, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """A user-defined cell on the reference loop vs the opt-in compiled step (CompiledCell),
+    training mode; the compile time is the first call's extra time."""
+    from .engine import CompiledCell
+
+    T, B, I, H = SHAPES[shape]
+    torch.manual_seed(0)
+    cell = MinimalGatedUnit(I, H)
+    x = torch.randn(B, T, I, requires_grad=True)
+    w = torch.randn(B, T, H)
+    ref = _Ours(cell, reference=True)
+    comp = _Ours(CompiledCell(cell), reference=True)
+    t_first = _run_once(comp, x, w, "train")
+    times: dict[str, list[float]] = {"reference": [], "compiled": []}
+    _run_once(ref, x, w, "train")
+    for _ in range(repeats):
+        times["reference"].append(_run_once(ref, x, w, "train"))
+        times["compiled"].append(_run_once(comp, x, w, "train"))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    log(
+        f"{shape} user cell (MGU) train: reference {1e3 * med['reference']:.1f} ms, compiled "
+        f"{1e3 * med['compiled']:.1f} ms ({med['reference'] / med['compiled']:.2f}x); "
+        f"first call incl. compile {t_first:.1f} s"
+    )
+    return [
+        {
+            "cell": "user_mgu",
+            "shape": shape,
+            "mode": "train",
+            "impl": k,
+            "median_ms": 1e3 * med[k],
+            "flop": 6.0 * T * B * 2 * H * (I + H),
+            "peak_mem_mb": None,
+            "repeats": repeats,
+            **({"compile_s": t_first} if k == "compiled" else {}),
+        }
+        for k in med
+    ]
+
+
+def bench_teacher_forced(repeats: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Jordan, T=200, B=32, I=H=O=128, training: the parallel teacher-forced path vs rnnlab's
+    compiled sequential path (the same cell run free) — the lecture's "training can be
+    parallelized"."""
+    from .layers import TeacherForcing
+
+    T, B, I = 200, 32, 128
+    torch.manual_seed(0)
+    cell = JordanCell(I, I, I)
+    layer = Recurrent(cell)
+    x = torch.randn(B, T, I, requires_grad=True)
+    r = torch.randn(B, T, I)
+    w = torch.randn(B, T, I)
+
+    def seq() -> float:
+        t0 = time.perf_counter()
+        (layer(x)[0] * w).sum().backward()  # type: ignore[operator]
+        return time.perf_counter() - t0
+
+    def par() -> float:
+        t0 = time.perf_counter()
+        y = layer(x, feedback=TeacherForcing(), reference=r)[0]
+        (y * w).sum().backward()  # type: ignore[operator]
+        return time.perf_counter() - t0
+
+    seq(), par()
+    ts: dict[str, list[float]] = {"sequential": [], "teacher_forced_parallel": []}
+    for _ in range(repeats):
+        ts["sequential"].append(seq())
+        ts["teacher_forced_parallel"].append(par())
+    med = {k: 1e3 * statistics.median(v) for k, v in ts.items()}
+    log(
+        f"jordan T=200 train: sequential {med['sequential']:.1f} ms, teacher-forced parallel "
+        f"{med['teacher_forced_parallel']:.1f} ms "
+        f"({med['sequential'] / med['teacher_forced_parallel']:.1f}x)"
+    )
+    return [
+        {
+            "cell": "jordan",
+            "shape": "T200_B32_128",
+            "mode": "train",
+            "impl": k,
+            "median_ms": v,
+            "flop": 6.0 * T * B * 2 * I * I,
+            "peak_mem_mb": None,
+            "repeats": repeats,
+        }
+        for k, v in med.items()
+    ]
 
 
 def flop(case: Case, shape: str, mode: str) -> float:
@@ -267,6 +386,12 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (median)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--json", type=Path, help="write the records (with the machine) to this file")
+    p.add_argument(
+        "--extras",
+        action="store_true",
+        help="also: a user-defined cell compiled vs reference, and Jordan's "
+        "teacher-forced parallel path vs its sequential path",
+    )
 
 
 @command("bench", "Time rnnlab's recurrences against torch.nn and the reference loop.")(_add)
@@ -279,6 +404,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"# {info['cpu']}, {info['cores']} threads, torch {info['torch']}, {info['date']}")
     records = bench(cells, shapes, args.modes, args.repeats, memory=not args.no_memory)
     print(table(records))
+    if args.extras:
+        records += bench_user_cell("S1", args.repeats)
+        records += bench_teacher_forced(args.repeats)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": info, "records": records}, indent=1))

@@ -4,6 +4,7 @@ asks :func:`lookup` before falling back to its reference loop. Never a second AP
 """
 
 from .build import status
+from .compiled import CompiledCell
 from .registry import (
     Kernel,
     clear,
@@ -15,6 +16,7 @@ from .registry import (
 )
 
 __all__ = [
+    "CompiledCell",
     "Kernel",
     "clear",
     "disabled",
