@@ -13,6 +13,7 @@ from rnnlab.cells import (
     GRUCell,
     JordanCell,
     LSTMCell,
+    RecurrentMLPCell,
 )
 
 I, H, O = 3, 5, 2
@@ -33,6 +34,7 @@ ZOO: dict[str, Callable[[], Cell]] = {
     "lstm_peephole_proj": lambda: LSTMCell(I, H, proj_size=O, peephole=True),
     "deep_transition": lambda: DeepTransition(GRUCell(I, H), [4]),
     "deep_output": lambda: DeepOutput(ElmanCell(I, H), [4], output_size=O),
+    "recurrent_mlp": lambda: RecurrentMLPCell(I, H),
 }
 for _v in LSTM_VARIANTS:
     ZOO[f"lstm_{_v.lower()}"] = (lambda v: lambda: LSTMCell(I, H, variant=v))(_v)

@@ -21,17 +21,22 @@ from .cells import (
     LSTMCell,
     LSTMFGRState,
     LSTMState,
+    RCLCell,
+    RecurrentMLPCell,
     cell_from_config,
     cell_to_config,
     register_cell,
 )
 from .layers import (
+    RCL,
+    RCNN,
     Alternating,
     Bidirectional,
     BidirectionalOutput,
     FreeRunning,
     Mixed,
     Recurrent,
+    RecurrentMLP,
     RecurrentResult,
     Stacked,
     TeacherForcing,
@@ -50,6 +55,11 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "RCL",
+    "RCLCell",
+    "RCNN",
+    "RecurrentMLP",
+    "RecurrentMLPCell",
     "Alternating",
     "Bidirectional",
     "BidirectionalOutput",

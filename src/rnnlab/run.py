@@ -27,7 +27,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _run_one(exp: Experiment, out: Path, args: argparse.Namespace, prefix: str = "") -> Section:
+def _run_one(
+    exp: Experiment, out: Path, args: argparse.Namespace, prefix: str = "", tour: bool = False
+) -> Section:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -36,6 +38,7 @@ def _run_one(exp: Experiment, out: Path, args: argparse.Namespace, prefix: str =
         out_dir=out,
         full=args.full,
         seed=args.seed,
+        tour=tour,
         progress=lambda msg: print(f"{prefix}{exp.name}: {msg}", flush=True),
     )
     t0 = time.perf_counter()
@@ -59,7 +62,9 @@ def _run_one(exp: Experiment, out: Path, args: argparse.Namespace, prefix: str =
     seconds = time.perf_counter() - t0
     (out / "claims.json").write_text(json.dumps(rows, indent=2, default=str))
     (out / "config.json").write_text(
-        json.dumps({"experiment": exp.name, "full": args.full, "seed": args.seed}, indent=2)
+        json.dumps(
+            {"experiment": exp.name, "full": args.full, "seed": args.seed, "tour": tour}, indent=2
+        )
     )
     figs = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
     sec = Section(exp.name, exp.description, rows, figs, load_full_claims(exp.name), seconds, error)
@@ -87,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         for k, e in enumerate(order, 1):
             print(f"[{k}/{len(order)}] {e.name}: {e.description}", flush=True)
-            sec = _run_one(e, root / e.name, args, prefix="    ")
+            sec = _run_one(e, root / e.name, args, prefix="    ", tour=True)
             # figures are referenced from the tour page, one folder up
             sec.figures = [f"{e.name}/{f}" for f in sec.figures]
             sections.append(sec)

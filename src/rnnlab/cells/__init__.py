@@ -2,6 +2,7 @@
 
 from .activations import ACTIVATIONS, resolve_activation
 from .base import Cell
+from .conv import RCLCell, RCLState, RecurrentMLPCell, RecurrentMLPState, paper_lrn_size
 from .general import DeepOutput, DeepTransition, GeneralCell, GeneralState
 from .gru import GRUCell, GRUState
 from .lstm import VARIANTS as LSTM_VARIANTS
@@ -9,7 +10,16 @@ from .lstm import LSTMCell, LSTMFGRState, LSTMState
 from .registry import CELL_TYPES, cell_from_config, cell_to_config, register_cell
 from .simple import ElmanCell, ElmanState, JordanCell, JordanState
 
-for _cls in (ElmanCell, JordanCell, LSTMCell, GRUCell, DeepTransition, DeepOutput):
+for _cls in (
+    ElmanCell,
+    JordanCell,
+    LSTMCell,
+    GRUCell,
+    DeepTransition,
+    DeepOutput,
+    RCLCell,
+    RecurrentMLPCell,
+):
     register_cell(_cls)
 
 __all__ = [
@@ -30,6 +40,11 @@ __all__ = [
     "LSTMFGRState",
     "LSTMState",
     "LSTM_VARIANTS",
+    "RCLCell",
+    "RCLState",
+    "RecurrentMLPCell",
+    "RecurrentMLPState",
+    "paper_lrn_size",
     "cell_from_config",
     "cell_to_config",
     "register_cell",

@@ -134,6 +134,19 @@ def elman_kernel(cell: ElmanCell, x: Tensor, state: ElmanState, lengths: Tensor 
     return y, ElmanState(h_final)
 
 
+def recurrent_mlp_kernel(cell: Any, x: Tensor, state: Any, lengths: Tensor | None) -> Any:
+    """The recurrent MLP layer's cell is Elman's maths with one bias: the same kernel."""
+    from ..cells.conv import RecurrentMLPState
+
+    act = ACT_CODES.get(cell.activation_name or "")
+    if act is None or _cpu_ops(x) is None:
+        return None
+    gx = _time_major_projection(x, cell.weight_ih, cell.bias)
+    hs = _ElmanFn.apply(gx, cell.weight_hh, state.h, _lengths_arg(lengths), act)
+    h_seq, h_final = _read_out(hs, lengths)
+    return h_seq, RecurrentMLPState(h_final)
+
+
 # ------------------------------------------------------------------------------ Jordan ----
 class _JordanFn(torch.autograd.Function):
     @staticmethod
@@ -364,6 +377,9 @@ def jordan_teacher_forced(
 
 
 def register_all() -> None:
+    from ..cells.conv import RecurrentMLPCell
+
+    register(RecurrentMLPCell, recurrent_mlp_kernel)
     register_teacher_forced(JordanCell, jordan_teacher_forced)
     register(ElmanCell, elman_kernel)
     register(JordanCell, jordan_kernel)

@@ -165,6 +165,18 @@ FULL_CONFIG = RCNNExperimentConfig(
     curve_test_size=10000,
 )
 
+# The quick version inside `rnnlab run tour` (about a minute on 2 cores): one seed, a small
+# subset; the committed CPU run (results/rcnn/) is shown beside it in the report.
+TOUR_CONFIG = RCNNExperimentConfig(
+    models=("RCNN", "FF", "WCNN"),
+    train_size=2000,
+    test_size=2000,
+    epochs=1,
+    seeds=(0,),
+    evals_per_epoch=1,
+    curve_test_size=500,
+)
+
 
 # --- data -------------------------------------------------------------------------------------
 def _fashion_mnist() -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -483,7 +495,7 @@ def _claims(summary: dict[str, Any], seconds: float) -> list[Claim]:
 @experiment("rcnn", "RCNN-K vs FF, WCNN and rCNN at equal parameters on Fashion-MNIST")
 def run(ctx: RunContext) -> list[Claim]:
     """Train the paper's comparison (CPU preset, or ``ctx.full`` for a GPU) and check the claim."""
-    cfg = FULL_CONFIG if ctx.full else CPU_CONFIG
+    cfg = FULL_CONFIG if ctx.full else (TOUR_CONFIG if ctx.tour else CPU_CONFIG)
     if ctx.seed:
         cfg = replace(cfg, seeds=tuple(ctx.seed + s for s in cfg.seeds))
     xtr, ytr, xte, yte = _fashion_mnist()

@@ -41,6 +41,7 @@ class RunContext:
     out_dir: Path
     full: bool = False
     seed: int = 0
+    tour: bool = False  # run as part of the tour: experiments may choose a shorter version
     progress: Callable[[str], None] = print
     started: float = field(default_factory=time.perf_counter)
 

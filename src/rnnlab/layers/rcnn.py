@@ -98,12 +98,13 @@ class _ReLULRN(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         y, r, band_t = ctx.saved_tensors
-        d = _rsqrt_pow(r, ctx.beta)  # q^(-β)
         t = (g * y).mul_(r).mul_(r)  # g y / q
         s = F.conv2d(t, band_t)  # 2 c B^T (-β g y / q)
-        s.mul_(y).div_(d)  # ... times a = y / d (zero where a = 0)
-        d.mul_(g).mul_(torch.sign(y, out=t))  # g d [a > 0]
-        return s.add_(d), None, None, None, None, None
+        d = _rsqrt_pow(r, ctx.beta, out=t)  # q^(-β), in t's memory
+        s.mul_(y).div_(d).addcmul_(g, d)  # times a = y / d, plus g d
+        # [a > 0] = [y > 0]: ReLU's own backward kernel applies the mask, in place.
+        torch.ops.aten.threshold_backward.grad_input(s, y, 0.0, grad_input=s)
+        return s, None, None, None, None, None
 
 
 class _Normalization(nn.Module):
