@@ -1,0 +1,70 @@
+"""Engine benchmark: rnnlab vs torch.nn vs the reference loop (see rnnlab/bench.py).
+
+Run on a quiet machine:
+
+    .venv/bin/python benchmarks/bench_engine.py            # every cell, S1-S3, ~15 min
+    .venv/bin/python benchmarks/bench_engine.py --quick    # S1, six cells, < 2 min
+
+Writes benchmarks/results/engine[-quick].json (records + machine) and .md (the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rnnlab.bench import (
+    CASES,
+    QUICK,
+    SHAPES,
+    bench,
+    bench_teacher_forced,
+    bench_user_cell,
+    machine,
+    table,
+)
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--cells", nargs="+", choices=sorted(CASES))
+    args = p.parse_args()
+    cells = args.cells or (QUICK if args.quick else list(CASES))
+    shapes = ["S1"] if args.quick else list(SHAPES)
+    info = machine()
+    records = bench(cells, shapes, ["forward", "train"], args.repeats, memory=True)
+    if not args.quick:
+        records += bench_user_cell("S1", args.repeats)
+        records += bench_teacher_forced(args.repeats)
+    name = "engine-quick" if args.quick else "engine"
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"machine": info, "records": records}, indent=1))
+    main_records = [r for r in records if r["impl"] in ("rnnlab", "torch", "reference")]
+    extra = [r for r in records if r not in main_records]
+    md = [
+        f"# Engine benchmark ({info['date']})",
+        "",
+        f"{info['cpu']}, {info['cores']} threads, torch {info['torch']}, Python {info['python']}.",
+        f"Medians of {args.repeats} interleaved runs after warm-up; see rnnlab/bench.py.",
+        "",
+        table(main_records),
+        "",
+    ]
+    if extra:
+        md += ["| cell | shape | impl | median ms | note |", "|---|---|---|---|---|"]
+        for r in extra:
+            note = f"first call incl. compile {r['compile_s']:.1f} s" if "compile_s" in r else ""
+            cells = [r["cell"], r["shape"], r["impl"], f"{r['median_ms']:.1f}", note]
+            md.append("| " + " | ".join(cells) + " |")
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
