@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,19 @@ def save(fig: Any) -> None:
 
 def count_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads, then restore the previous setting.
+
+    Small recurrent models step through time one small matrix product at a time; there, extra
+    threads cost more in synchronisation than they gain (3x slower with 2 threads on a busy
+    2-core machine), so the tour's small experiments run on one.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .. import init
 from ..cells import DeepOutput, DeepTransition, ElmanCell, GRUCell, JordanCell, LSTMCell
 from ..layers import Bidirectional, Recurrent, Stacked
-from ._common import Timer, claim, count_params, figure, fit, save
+from ._common import Timer, claim, count_params, figure, fit, save, threads
 from .registry import Claim, RunContext, experiment
 
 LECTURE = "lecture, 'Challenges'"
@@ -142,6 +142,11 @@ def _xor_net(kind: str, hidden: int) -> nn.Module:
 
 @experiment("xor", "Elman's temporal XOR: low error on every third bit; Jordan vs Elman", order=30)
 def xor(ctx: RunContext) -> list[Claim]:
+    with threads(1):  # small models: one thread beats two on a shared 2-core machine
+        return _xor(ctx)
+
+
+def _xor(ctx: RunContext) -> list[Claim]:
     """Elman (1990): a 1-2-1 network with 2 context units reads a 3,000-bit stream of triples
     (a, b, a XOR b) and predicts the next bit; only every third bit is predictable."""
     from ..data import TemporalXOR
@@ -241,6 +246,11 @@ class _Tagger(nn.Module):
     "bidirectional", "Bidirectional vs unidirectional RNN on a task that needs the future", order=60
 )
 def bidirectional(ctx: RunContext) -> list[Claim]:
+    with threads(1):  # small models: one thread beats two on a shared 2-core machine
+        return _bidirectional(ctx)
+
+
+def _bidirectional(ctx: RunContext) -> list[Claim]:
     """The lecture's "bank" example: the sense of BANK is given by a later word. A forward RNN
     cannot beat the baseline (fraction of BANK steps · ln 2); a bidirectional one can reach 0."""
     from ..data import FutureContext
@@ -313,6 +323,11 @@ class _Forecaster(nn.Module):
     order=70,
 )
 def deep(ctx: RunContext) -> list[Claim]:
+    with threads(1):  # small models: one thread beats two on a shared 2-core machine
+        return _deep(ctx)
+
+
+def _deep(ctx: RunContext) -> list[Claim]:
     """One-step forecasting of the chaotic Mackey-Glass series with ~equal parameter counts."""
     from ..data import make_series
 
@@ -387,6 +402,11 @@ class _LastStep(nn.Module):
     order=80,
 )
 def memory(ctx: RunContext) -> list[Claim]:
+    with threads(1):  # small models: one thread beats two on a shared 2-core machine
+        return _memory(ctx)
+
+
+def _memory(ctx: RunContext) -> list[Claim]:
     """Le et al.'s adding problem (predicting 1 always: MSE 1/6) at several lengths T."""
     from ..data import AddingProblem
 

@@ -492,7 +492,7 @@ def _claims(summary: dict[str, Any], seconds: float) -> list[Claim]:
     return claims
 
 
-@experiment("rcnn", "RCNN-K vs FF, WCNN and rCNN at equal parameters on Fashion-MNIST")
+@experiment("rcnn", "RCNN-K vs FF, WCNN and rCNN at equal parameters on Fashion-MNIST", order=110)
 def run(ctx: RunContext) -> list[Claim]:
     """Train the paper's comparison (CPU preset, or ``ctx.full`` for a GPU) and check the claim."""
     cfg = FULL_CONFIG if ctx.full else (TOUR_CONFIG if ctx.tour else CPU_CONFIG)

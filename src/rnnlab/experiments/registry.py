@@ -61,7 +61,16 @@ class Experiment:
 EXPERIMENTS: dict[str, Experiment] = {}
 
 # Modules whose import registers experiments; one per experiment family.
-_MODULES: list[str] = ["rnnlab.experiments.lecture", "rnnlab.experiments.rcnn"]
+_MODULES: list[str] = [
+    "rnnlab.experiments.maps",
+    "rnnlab.experiments.lecture",
+    "rnnlab.experiments.cases",
+    "rnnlab.experiments.forcing",
+    "rnnlab.experiments.flipflop",
+    "rnnlab.experiments.henon",
+    "rnnlab.experiments.rcnn",
+    "rnnlab.experiments.speed",
+]
 
 
 def experiment(

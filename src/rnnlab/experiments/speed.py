@@ -1,0 +1,113 @@
+"""Engine speed: rnnlab's recurrences against torch.nn and the reference loop (``rnnlab bench``).
+
+The quick settings of ``rnnlab bench --quick`` (shape S1: T=100, B=32, I=128, H=256; the cells
+lstm, gru, rnn_tanh, lstm_peephole, gru_reset_before, jordan; forward and train), 3 interleaved
+repeats, medians, no memory profile. Ratios are what a benchmark can say on a shared machine:
+rnnlab / torch.nn (target ≤ 1.05 where torch.nn computes the same maths) and reference loop /
+rnnlab (what the engine gains over the readable loop). The full version uses every shape and
+5 repeats.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import bench as B
+from ._common import Timer, claim, figure, save
+from .registry import Claim, RunContext, experiment
+
+TARGET = 1.05
+
+
+@experiment("speed", "Engine speed: rnnlab against torch.nn and the reference loop", order=120)
+def speed(ctx: RunContext) -> list[Claim]:
+    tm = Timer()
+    shapes = list(B.SHAPES) if ctx.full else ["S1"]
+    repeats = 5 if ctx.full else 3
+    modes = ["forward", "train"]
+    info = B.machine()
+    ctx.progress(f"{info['cpu']}, {info['cores']} threads, torch {info['torch']}")
+    records = B.bench(B.QUICK, shapes, modes, repeats=repeats, memory=False, log=ctx.progress)
+    (ctx.out_dir / "bench.md").write_text(
+        f"# {info['cpu']}, {info['cores']} threads, torch {info['torch']}, {info['date']}\n\n"
+        + B.table(records)
+        + "\n"
+    )
+    keyed: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        keyed.setdefault((r["cell"], r["shape"], r["mode"]), {})[r["impl"]] = r
+
+    rows: list[Claim] = []
+    vs_torch: dict[str, float] = {}
+    vs_ref: dict[str, float] = {}
+    for (cell, shape, mode), d in keyed.items():
+        ours = d["rnnlab"]["median_ms"]
+        label = f"{cell} {shape} {mode}"
+        vs_ref[label] = d["reference"]["median_ms"] / ours
+        if "torch" in d:
+            ratio = ours / d["torch"]["median_ms"]
+            vs_torch[label] = ratio
+            rows.append(
+                claim(
+                    "speed",
+                    f"{label}: rnnlab / torch.nn time ({ours:.1f} vs "
+                    f"{d['torch']['median_ms']:.1f} ms)",
+                    round(ratio, 3),
+                    f"≤ {TARGET}",
+                    "issue 8 / engine target",
+                    ratio <= TARGET,
+                )
+            )
+    rows.append(
+        claim(
+            "speed",
+            "reference loop / rnnlab time, per cell and mode (engine speed-up)",
+            {k: round(v, 2) for k, v in vs_ref.items()},
+            "> 1 (the engine beats the readable loop)",
+            "rnnlab bench",
+            None,
+        )
+    )
+    slowest = min(vs_ref, key=vs_ref.__getitem__)
+    rows.append(
+        claim(
+            "speed",
+            f"the engine is never slower than the reference loop (worst: {slowest})",
+            round(vs_ref[slowest], 2),
+            "≥ 1",
+            "rnnlab bench",
+            vs_ref[slowest] >= 1.0,
+        )
+    )
+    rows.append(
+        claim(
+            "speed",
+            "machine",
+            f"{info['cpu']}, {torch.get_num_threads()} threads, torch {info['torch']}, "
+            f"{repeats} repeats (medians)",
+            "-",
+            "rnnlab bench",
+            None,
+        )
+    )
+
+    fig = figure(ctx.out_dir / "speed_ratios.png")
+    fig.set_size_inches(9.0, 4.2)
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    names = list(vs_torch)
+    ax1.barh(names, [vs_torch[n] for n in names], color="tab:blue")
+    ax1.axvline(1.0, color="k", lw=0.8)
+    ax1.axvline(TARGET, color="r", ls="--", lw=0.8, label=f"target {TARGET}")
+    ax1.set(xlabel="rnnlab / torch.nn time (lower is better)")
+    ax1.legend(fontsize=7)
+    names = list(vs_ref)
+    ax2.barh(names, [vs_ref[n] for n in names], color="tab:green")
+    ax2.axvline(1.0, color="k", lw=0.8)
+    ax2.set(xlabel="reference loop / rnnlab time (higher is better)", xscale="log")
+    for ax in (ax1, ax2):
+        ax.tick_params(axis="y", labelsize=7)
+    save(fig)
+    rows[-1].seconds = round(tm.lap(), 2)
+    return rows
