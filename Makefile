@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: the lecture tour (one measured experiment per lecture claim), then the path of
+# its HTML report. Replaces runs/tour/.
 demo: $(STAMP)
-	$(VENV)/bin/rnnlab demo
+	$(VENV)/bin/rnnlab run tour --out runs
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(wildcard src tests benchmarks scripts examples)
