@@ -33,6 +33,7 @@ def command(name: str, help: str) -> Callable[[AddArgs], Callable[[Run], Run]]:
 
 def _load_commands() -> None:
     # Importing these modules registers their commands.
+    from . import analyze as _analyze  # noqa: F401
     from . import bench as _bench  # noqa: F401
     from . import demo  # noqa: F401
     from . import run as _run  # noqa: F401
