@@ -33,7 +33,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--cells", nargs="+", choices=sorted(CASES))
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
     args = p.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     cells = args.cells or (QUICK if args.quick else list(CASES))
     shapes = ["S1"] if args.quick else list(SHAPES)
     info = machine()
@@ -41,17 +46,24 @@ def main() -> None:
     if not args.quick:
         records += bench_user_cell("S1", args.repeats)
         records += bench_teacher_forced(args.repeats)
-    name = "engine-quick" if args.quick else "engine"
+    name = ("engine-quick" if args.quick else "engine") + (
+        f"-{args.threads}t" if args.threads else ""
+    )
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"machine": info, "records": records}, indent=1))
-    main_records = [r for r in records if r["impl"] in ("rnnlab", "torch", "reference")]
+    write_markdown(out / f"{name}.md", info, records, args.repeats)
+
+
+def write_markdown(path: Path, info: dict, records: list[dict], repeats: int) -> None:
+    """The results table (and the extras) as markdown, from the records."""
+    main_records = [r for r in records if r["shape"] in SHAPES and r["cell"] in CASES]
     extra = [r for r in records if r not in main_records]
     md = [
         f"# Engine benchmark ({info['date']})",
         "",
         f"{info['cpu']}, {info['cores']} threads, torch {info['torch']}, Python {info['python']}.",
-        f"Medians of {args.repeats} interleaved runs after warm-up; see rnnlab/bench.py.",
+        f"Medians of {repeats} interleaved runs after warm-up; see rnnlab/bench.py.",
         "",
         table(main_records),
         "",
@@ -62,7 +74,7 @@ def main() -> None:
             note = f"first call incl. compile {r['compile_s']:.1f} s" if "compile_s" in r else ""
             cells = [r["cell"], r["shape"], r["impl"], f"{r['median_ms']:.1f}", note]
             md.append("| " + " | ".join(cells) + " |")
-    (out / f"{name}.md").write_text("\n".join(md) + "\n")
+    path.write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
