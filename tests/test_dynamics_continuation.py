@@ -67,6 +67,17 @@ def test_cells_can_be_swept_along_an_input_direction() -> None:
     assert xs == pytest.approx([-xf, xf], abs=1e-6)
 
 
+def test_neimark_sacker_where_a_complex_pair_leaves_the_unit_circle() -> None:
+    th = 0.7
+    R = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=D)
+    spiral = Map.from_function(lambda h, x: x * (h @ R.T), 2, 1)  # J = x R, |λ| = x
+    sweep = continue_fixed_points(spiral, [0.5], [1.5], states=torch.zeros(4, 2, dtype=D))
+    ns = sweep.events("neimark_sacker")
+    assert len(ns) == 1 and ns[0].input.item() == pytest.approx(1.0, abs=1e-9)
+    assert abs(ns[0].eigenvalue) == pytest.approx(1.0, abs=1e-9)
+    assert sweep.events("fold") == [] and sweep.events("period_doubling") == []
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="f: expected an input-driven map"):
         continue_fixed_points(Map.from_function(lambda h: h, 1), [0.0], [1.0])

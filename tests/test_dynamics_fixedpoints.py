@@ -273,3 +273,20 @@ def test_bad_arguments_name_the_argument() -> None:
         find_fixed_points(f, tolerance=1e-3)
     with pytest.raises(ValueError, match="n_seeds: expected an int >= 1, got 0"):
         find_fixed_points(f, torch.zeros(4, 2), n_seeds=0)
+
+
+def test_batched_solve_is_correct_with_several_threads() -> None:
+    # this torch build's batched LU is wrong for n > ~150 with more than one thread
+    from rnnlab.dynamics._linalg import solve_ex
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        A = torch.randn(3, 192, 192, dtype=D, generator=g)
+        b = torch.randn(3, 192, 1, dtype=D, generator=g)
+        x, info = solve_ex(A, b)
+    finally:
+        torch.set_num_threads(before)
+    assert info.tolist() == [0, 0, 0]
+    assert float((A @ x - b).abs().max()) < 1e-10

@@ -412,7 +412,7 @@ def _detect(
                     tau,
                     dist,
                     tol,
-                    lambda t, J: _n_complex_out(J) - tests[3] - 0.5,
+                    lambda t, J: abs(_n_complex_out(J) - tests[3]) - 0.5,
                     -0.5,
                     target=None,
                 ),

@@ -7,15 +7,17 @@ trajectories plus noise, and points on segments between them, where saddles lie)
    Adam in the model's dtype, one learning rate per seed (halved when q rises), each seed
    stopping on its own when q is below ``descent_tol``. It is short by default (30 steps): it
    pulls seeds off the noise, but long descent drives them into *slow points*, minima of q
-   that are not zeros (measured on the flip-flop GRU: 4 of 512 seeds failed without descent,
-   7 after 30 steps, 100+ after 100 or 300);
+   that are not zeros (measured on the trained flip-flop GRU fixture: of 512 seeds, 4 failed
+   without descent, 6-7 after 30 steps, 74-103 after 100 and about 165 after 300);
 2. seeds that landed within ``merge_tol`` of each other are merged (one candidate each);
 3. **polishing** in float64: Newton steps on F(h) = f(h) - h with backtracking, and a
    Levenberg–Marquardt step where the Newton direction does not reduce ‖F‖, per seed until ‖F‖
    <= ``residual_tol``; a seed whose residual does not halve in 5 iterations is stopped (a
-   slow point). Large maps are polished in batches: after each batch, chord iterations with a
-   known point's factorised Jacobian assign the remaining candidates that it attracts, so
-   that only candidates leading somewhere new pay for Jacobians of their own;
+   slow point). Jacobians are reused while a seed moves less than 1% of the state scale, and
+   come from the model's own dtype (float32) when ``fast_jacobians``. Large maps are polished
+   in batches: after each batch, chord iterations with a known point's factorised Jacobian
+   assign the remaining candidates that it attracts, so that only candidates leading
+   somewhere new pay for Jacobians of their own;
 4. a seed converged when its residual ‖f(h*) - h*‖ <= ``residual_tol`` *and* the Newton step
    from h* (the estimated distance to the exact zero) is <= ``step_tol``·max(1, ‖h*‖); the
    pair is the point's certificate. The step test rejects non-isolated zeros, where J - I is
@@ -47,6 +49,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_finite, check_fraction, check_int, check_states, check_tolerance
+from ._linalg import solve_ex
 from .maps import LinearMap, Map, as_map, autonomous, check_output, simulate
 from .stability import DEFAULT_STABILITY_TOL, classify, sorted_eig, time_constants
 
@@ -238,10 +241,19 @@ class FixedPointSolver:
         check_tolerance(self.stability_tol, "stability_tol", high=1.0)
         check_tolerance(self.max_norm, "max_norm", inclusive_low=False)
 
-    def solve(self, f: Map, seeds: Tensor) -> FixedPoints:
-        """Search from ``seeds`` (S, N) on an autonomous map."""
-        raw = search_zeros(f, seeds, self)
-        return _assemble(f, raw, self)
+    def solve(self, f: Any, seeds: Any, *, input: Any = None) -> FixedPoints:
+        """Search from exactly these ``seeds`` (S, N) (no sampling, no noise).
+
+        ``f`` is anything :func:`rnnlab.dynamics.as_map` accepts; an input-driven map is
+        studied at ``input`` (default: absent, zeros).
+        """
+        m = autonomous(as_map(f), input)
+        t = check_states(seeds, m.state_size, "seeds")
+        if t.dim() != 2:
+            raise ValueError(f"seeds: expected (S, {m.state_size}), got {tuple(t.shape)}")
+        t = t.detach().to(m.dtype or torch.float64)
+        raw = search_zeros(m, t, self)
+        return _assemble(m, raw, self)
 
 
 # --- the search --------------------------------------------------------------------------------
@@ -323,9 +335,11 @@ class _Progress:
 
 # chord iterations per capture attempt, and how many known points each candidate tries
 _CHORD_ITERS = 50
+_CAPTURE_TRIES = 3
 # step lengths tried along the Newton direction
 _BACKTRACK = (1.0, 0.5, 0.25, 0.125)
-_CAPTURE_TRIES = 3
+# relative distance within which a polishing Jacobian is reused
+_JAC_REUSE = 1e-2
 # iterations over which a polished seed must halve its residual
 _STALL_WINDOW = 5
 # Jacobian entries polished per batch (N = 16: all candidates at once; N = 256: 32 per batch).
@@ -534,12 +548,13 @@ def _polish(
         F = m.step(h) - h
     r = F.norm(dim=1)
     J = _jac(jm, h, ld)  # of f, (M, N, N)
+    J_at = h.clone()  # where each Jacobian was computed
     mu = torch.full((M,), 1e-3, dtype=torch.float64)
     # rounding level of ‖F‖: no step can do better
     floor = 4 * torch.finfo(torch.float64).eps * math.sqrt(N) * h.norm(dim=1).clamp_min(1.0)
     done = r <= floor
     dead = ~torch.isfinite(r)
-    # residuals of the last _STALL_WINDOW iterations: a seed that did not cut its residual by 10%
+    # residuals of the last _STALL_WINDOW iterations: a seed that did not halve its residual
     # over that window is creeping along a slow region (a minimum of q above zero), not
     # converging; it stops and is reported as not converged
     hist = r[:, None].repeat(1, _STALL_WINDOW)
@@ -551,7 +566,7 @@ def _polish(
         ha, Fa, ra, Ja = h[act], F[act], r[act], J[act] - eye
         Fs = Fa.to(ld)
         # Newton step first
-        dn, info = torch.linalg.solve_ex(Ja, -Fs[..., None])
+        dn, info = solve_ex(Ja, -Fs[..., None])
         dn = dn[..., 0].to(torch.float64)
         dn = torch.where((info == 0)[:, None] & torch.isfinite(dn), dn, torch.zeros_like(dn))
         # ... with backtracking: the Newton direction descends on q wherever J - I is regular
@@ -571,15 +586,18 @@ def _polish(
         h_new = torch.where(use_n[:, None], hn, ha)
         F_new = torch.where(use_n[:, None], Fn, Fa)
         r_new = torch.where(use_n, rn, ra)
-        # Levenberg–Marquardt (scaled damping) only where Newton did not reduce ‖F‖
-        lm = torch.nonzero(~use_n).flatten()
+        # where Newton did not reduce ‖F‖: refresh a reused Jacobian first, else
+        # Levenberg–Marquardt (scaled damping)
+        stale = (ha != J_at[act]).any(dim=1)
+        retry = ~use_n & stale
+        lm = torch.nonzero(~use_n & ~stale).flatten()
         use_l = torch.zeros_like(use_n)
         if lm.numel():
             Jl = Ja[lm]
             JtJ = Jl.transpose(1, 2) @ Jl
             scale = torch.diagonal(JtJ, dim1=1, dim2=2).mean(dim=1).clamp_min(1e-30)
             A = JtJ + (mu[act[lm]].to(ld) * scale)[:, None, None] * eye
-            dl = torch.linalg.solve_ex(A, -(Jl.transpose(1, 2) @ Fs[lm][..., None]))[0][..., 0]
+            dl = solve_ex(A, -(Jl.transpose(1, 2) @ Fs[lm][..., None]))[0][..., 0]
             dl = dl.to(torch.float64)
             dl = torch.where(torch.isfinite(dl), dl, torch.zeros_like(dl))
             with torch.no_grad():
@@ -594,11 +612,17 @@ def _polish(
             r_new[lm] = torch.where(good, rl, r_new[lm])
         moved = use_n | use_l
         mu_a = mu[act]
-        mu_a = torch.where(moved, (mu_a * 0.3).clamp_min(1e-12), mu_a * 10.0)
+        mu_a = torch.where(
+            moved, (mu_a * 0.3).clamp_min(1e-12), torch.where(retry, mu_a, mu_a * 10)
+        )
         h[act], F[act], r[act], mu[act] = h_new, F_new, r_new, mu_a
-        mv = act[moved]
+        # a Jacobian is reused while the state stays within _JAC_REUSE of where it was taken
+        # (then Newton's last steps cost no Jacobian), and refreshed after a failed step
+        far = (h[act] - J_at[act]).norm(dim=1) > _JAC_REUSE * h[act].norm(dim=1).clamp_min(1.0)
+        mv = act[(moved & far) | retry]
         if mv.numel():
             J[mv] = _jac(jm, h[mv], ld)
+            J_at[mv] = h[mv]
         # below the threshold, stop once Newton no longer gains much (quadratic phase over)
         settled = (r_new <= s.residual_tol) & (r_new > 0.1 * ra)
         done[act] |= settled | (r_new <= floor[act])
@@ -607,13 +631,16 @@ def _polish(
         if it + 1 >= _STALL_WINDOW:
             dead |= ~done & (r > s.residual_tol) & (r > 0.5 * hist[:, -1])
     ok = r <= s.residual_tol
-    if ld != torch.float64 and M:
-        J = _jac(m, h)  # float64 at the final points: certificate and eigenvalues
+    J = J.to(torch.float64)
+    # exact float64 Jacobians at the converged points: certificate and eigenvalues
+    fresh = torch.nonzero(ok & ((J_at != h).any(dim=1) | (ld != torch.float64))).flatten()
+    if fresh.numel():
+        J[fresh] = _jac(m, h[fresh])
     eye = torch.eye(N, dtype=torch.float64)
     # certificate: the Newton step from the returned point
     step = torch.full((M,), math.inf, dtype=torch.float64)
     if M:
-        d, info = torch.linalg.solve_ex(J - eye, -F[..., None])
+        d, info = solve_ex(J - eye, -F[..., None])
         norms = d[..., 0].norm(dim=1)
         step = torch.where((info == 0) & torch.isfinite(norms), norms, step)
     ok = ok & (step <= s.step_tol * h.norm(dim=1).clamp_min(1.0))
