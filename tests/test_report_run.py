@@ -110,9 +110,9 @@ def test_run_one_writes_claims_config_and_report(probes: dict, tmp_path: Path) -
     stale = tmp_path / PROBE / "stale.txt"
     stale.parent.mkdir(parents=True)
     stale.write_text("from an earlier run")
-    rc = main(["run", PROBE, "--out", str(tmp_path), "--seed", "3"])
+    rc = main(["run", PROBE, "--out", str(tmp_path), "--seed", "3", "--strict"])
     out = tmp_path / PROBE
-    assert rc == 1, "a failing claim must make the run fail"
+    assert rc == 1, "with --strict a failing claim makes the run fail"
     assert not stale.exists(), "rnnlab run replaces its own folder"
     rows = json.loads((out / "claims.json").read_text())
     check_claims(rows, {PROBE})
@@ -132,7 +132,7 @@ def test_run_one_writes_claims_config_and_report(probes: dict, tmp_path: Path) -
 def test_tour_combines_experiments(probes: dict, tmp_path: Path) -> None:
     rc = main(["run", "tour", "--out", str(tmp_path)])
     out = tmp_path / "tour"
-    assert rc == 1
+    assert rc == 0, "a failing claim is a result: the tour (make demo) still succeeds"
     rows = json.loads((out / "claims.json").read_text())
     check_claims(rows, {PROBE, "_probe2"})
     assert [r["experiment"] for r in rows] == [PROBE] * 3 + ["_probe2"] * 3  # by order
