@@ -117,7 +117,7 @@ def check_in_browser(out: Path, title: str, work: Path) -> int:
 def test_report_loads_in_chromium(tmp_path: Path) -> None:
     if chromium() is None:  # skip before running anything
         open_in_browser(tmp_path / "none.html", tmp_path)
-    assert main(["run", PROBE, "--out", str(tmp_path / "runs")]) == 1  # it has a failing claim
+    assert main(["run", PROBE, "--out", str(tmp_path / "runs"), "--strict"]) == 1  # a failing claim
     shown = check_in_browser(tmp_path / "runs" / PROBE, f"rnnlab: {PROBE}", tmp_path / "browser1")
     assert shown == 3  # no committed full run for a throwaway experiment: nothing else
 
