@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .cells.base import Cell
 
@@ -134,6 +134,3 @@ def chrono_(cell: Cell, t_max: float, generator: torch.Generator | None = None) 
         z_ih.copy_(b)
         z_hh.zero_()
     return cell
-
-
-_ = nn  # re-exported for type checkers in docs

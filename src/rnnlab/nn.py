@@ -23,9 +23,9 @@ from torch import nn as tnn
 from torch.nn.utils.rnn import PackedSequence
 
 from .cells.base import Cell, check_positive_int
-from .cells.gru import GRUCell, GRUState
+from .cells.gru import GRUCell
 from .cells.lstm import LSTMCell, LSTMFGRState, LSTMState
-from .cells.simple import ElmanCell, ElmanState
+from .cells.simple import ElmanCell
 from .layers._utils import check_against_parameters, check_lengths, repack, unpack
 from .layers.recurrent import unroll
 
@@ -388,6 +388,3 @@ class LSTM(_RNNBase):
 
     def _final(self, states: list[Any]) -> Any:
         return torch.stack([s.h for s in states], 0), torch.stack([s.c for s in states], 0)
-
-
-_ = (ElmanState, GRUState)

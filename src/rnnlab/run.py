@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 
 from .cli import command
-from .experiments.registry import EXPERIMENTS, Experiment, RunContext, load_all
+from .experiments.registry import Experiment, RunContext, load_all
 from .experiments.report import Section, load_full_claims, write_report
 
 
@@ -131,6 +131,3 @@ def _summary(rows: list[dict]) -> None:
             f"[{r['status']:4s}] {r['experiment']}: {r['claim']}: {r['measured']} "
             f"(expected {r['expected']})"
         )
-
-
-_ = EXPERIMENTS

@@ -71,24 +71,25 @@ def _time_major_projection(x: Tensor, weight: Tensor, bias: Tensor | None) -> Te
     return F.linear(x.transpose(0, 1), weight, bias).contiguous()
 
 
-def _read_out(seq: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
-    """From a state sequence s[0..T] (T+1, B, n): outputs s[1..T] as (B, T, n) zeroed past each
-    length, and the final states s[length] (B, n)."""
-    out = seq[1:].transpose(0, 1)  # (B, T, n)
+def _zero_past(y: Tensor, lengths: Tensor | None) -> Tensor:
+    """Batch-first outputs (B, T, n) with the steps past each sequence's length zeroed."""
     if lengths is None:
-        return out, seq[-1]
-    T = out.shape[1]
-    valid = torch.arange(T, device=out.device).unsqueeze(0) < lengths.to(out.device).unsqueeze(1)
-    out = out * valid.unsqueeze(-1).to(out.dtype)
-    idx = lengths.to(seq.device)
-    final = seq[idx, torch.arange(seq.shape[1], device=seq.device)]
-    return out, final
+        return y
+    valid = torch.arange(y.shape[1], device=y.device) < lengths.to(y.device).unsqueeze(1)
+    return y * valid.unsqueeze(-1).to(y.dtype)
 
 
 def _final(seq: Tensor, lengths: Tensor | None) -> Tensor:
+    """The state after each sequence's last valid step: s[length] of s[0..T] (T+1, B, n)."""
     if lengths is None:
         return seq[-1]
     return seq[lengths.to(seq.device), torch.arange(seq.shape[1], device=seq.device)]
+
+
+def _read_out(seq: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+    """From a state sequence s[0..T] (T+1, B, n): outputs s[1..T] as (B, T, n) zeroed past each
+    length, and the final states s[length] (B, n)."""
+    return _zero_past(seq[1:].transpose(0, 1), lengths), _final(seq, lengths)
 
 
 # ------------------------------------------------------------------------------- Elman ----
@@ -128,10 +129,7 @@ def elman_kernel(cell: ElmanCell, x: Tensor, state: ElmanState, lengths: Tensor 
     if cell.weight_ho is None:
         return h_seq, ElmanState(h_final)
     y = cell.readout(h_seq)  # the output layer, hoisted out of the loop: one GEMM
-    if lengths is not None:
-        valid = torch.arange(y.shape[1], device=y.device) < lengths.to(y.device).unsqueeze(1)
-        y = y * valid.unsqueeze(-1).to(y.dtype)
-    return y, ElmanState(h_final)
+    return _zero_past(y, lengths), ElmanState(h_final)
 
 
 def recurrent_mlp_kernel(cell: Any, x: Tensor, state: Any, lengths: Tensor | None) -> Any:
@@ -367,13 +365,9 @@ def jordan_teacher_forced(
     r(t-1), so all T steps are one batched computation (two large GEMMs), no time loop."""
     y_prev = torch.cat([state.y.unsqueeze(1), reference[:, :-1]], dim=1)  # (B, T, O)
     y = cell.readout(cell.hidden(x, y_prev))  # (B, T, O)
-    if lengths is None:
-        return y, JordanState(y[:, -1])
-    B, T = y.shape[0], y.shape[1]
-    idx = lengths.to(y.device)
-    valid = torch.arange(T, device=y.device) < idx.unsqueeze(1)  # (B, T)
-    final = y[torch.arange(B, device=y.device), idx - 1]
-    return y * valid.unsqueeze(-1).to(y.dtype), JordanState(final)
+    # y(t) is the state after step t: the final state is y at each sequence's last valid step
+    final = _final(torch.cat([state.y.unsqueeze(0), y.transpose(0, 1)]), lengths)
+    return _zero_past(y, lengths), JordanState(final)
 
 
 def register_all() -> None:

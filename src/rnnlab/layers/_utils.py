@@ -112,6 +112,36 @@ def repack(y: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
     )
 
 
+def sequence_input(
+    x: Any, lengths: Any, features: int, batch_first: bool
+) -> tuple[Tensor, Tensor | None, PackedSequence | None]:
+    """A layer's input as given: a tensor (with optional ``lengths``) or a PackedSequence.
+
+    Returns the padded input in the layer's layout, the validated lengths (or None) and the
+    original PackedSequence (or None), for :func:`sequence_output`.
+    """
+    packed = x if isinstance(x, PackedSequence) else None
+    if packed is not None:
+        if lengths is not None:
+            raise ValueError("lengths: a PackedSequence carries its own lengths; got both")
+        xb, lengths = unpack(packed)
+        x = xb if batch_first else xb.transpose(0, 1)
+    check_sequence(x, features, batch_first=batch_first)
+    b_dim = 0 if batch_first else 1
+    lengths = check_lengths(lengths, x.shape[b_dim], x.shape[1 - b_dim], x.device)
+    return x, lengths, packed
+
+
+def sequence_output(
+    y: Tensor, lengths: Tensor | None, packed: PackedSequence | None, batch_first: bool
+) -> Tensor | PackedSequence:
+    """Pack ``y`` like the input when the input was a PackedSequence; else return it."""
+    if packed is None:
+        return y
+    assert lengths is not None
+    return repack(y if batch_first else y.transpose(0, 1), lengths, packed)
+
+
 def zero_padding(y: Tensor, lengths: Tensor | None, batch_first: bool) -> Tensor:
     """Zero the outputs past each sequence's end."""
     if lengths is None:

@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from ..cells.activations import ActivationSpec, resolve_activation
 from ..cells.base import check_positive_int
-from ._utils import check_lengths, check_sequence, repack, unpack
+from ._utils import sequence_input, sequence_output
 from .recurrent import Recurrent
 
 
@@ -146,19 +146,7 @@ class Bidirectional(nn.Module):
         lengths: Tensor | None = None,
     ) -> tuple[Tensor | PackedSequence, BidirectionalState]:
         """Return ``(merge(h, g), BidirectionalState(forward, backward))``."""
-        packed = x if isinstance(x, PackedSequence) else None
-        if packed is not None:
-            if lengths is not None:
-                raise ValueError("lengths: a PackedSequence carries its own lengths; got both")
-            xb, lengths = unpack(packed)
-            check_sequence(xb, self.input_size, batch_first=True)
-            inp: Tensor = xb if self.batch_first else xb.transpose(0, 1)
-        else:
-            check_sequence(x, self.input_size, batch_first=self.batch_first)
-            assert isinstance(x, Tensor)
-            inp = x
-            b_dim = 0 if self.batch_first else 1
-            lengths = check_lengths(lengths, x.shape[b_dim], x.shape[1 - b_dim], x.device)
+        inp, lengths, packed = sequence_input(x, lengths, self.input_size, self.batch_first)
         if state is None:
             s_f = s_b = None
         elif isinstance(state, tuple) and len(state) == 2:
@@ -169,8 +157,4 @@ class Bidirectional(nn.Module):
         g, s_b = self.backward_layer(inp, s_b, lengths=lengths, reverse=True)
         fn = self.merge if isinstance(self.merge, nn.Module) else _MERGES[self.merge]
         y = fn(h, g)
-        if packed is not None:
-            assert lengths is not None
-            yb = y if self.batch_first else y.transpose(0, 1)
-            return repack(yb, lengths, packed), BidirectionalState(s_f, s_b)
-        return y, BidirectionalState(s_f, s_b)
+        return sequence_output(y, lengths, packed, self.batch_first), BidirectionalState(s_f, s_b)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from ._utils import check_lengths, check_sequence, repack, unpack, zero_padding
+from ._utils import sequence_input, sequence_output, zero_padding
 
 
 class Stacked(nn.Module):
@@ -101,18 +101,7 @@ class Stacked(nn.Module):
         lengths: Tensor | None = None,
     ) -> tuple[Tensor | PackedSequence, tuple[Any, ...]]:
         """Return ``(y, (state_0, ..., state_{L-1}))``."""
-        packed = x if isinstance(x, PackedSequence) else None
-        if packed is not None:
-            if lengths is not None:
-                raise ValueError("lengths: a PackedSequence carries its own lengths; got both")
-            xb, lengths = unpack(packed)
-            inp: Tensor = xb if self.batch_first else xb.transpose(0, 1)
-        else:
-            assert isinstance(x, Tensor)
-            inp = x
-        check_sequence(inp, self.input_size, batch_first=self.batch_first)
-        b_dim = 0 if self.batch_first else 1
-        lengths = check_lengths(lengths, inp.shape[b_dim], inp.shape[1 - b_dim], inp.device)
+        inp, lengths, packed = sequence_input(x, lengths, self.input_size, self.batch_first)
         n = len(self.layers)
         if state is None:
             states: list[Any] = [None] * n
@@ -137,8 +126,4 @@ class Stacked(nn.Module):
             h = y
         out = torch.cat(outputs, dim=-1) if self.output_skip else outputs[-1]
         out = zero_padding(out, lengths, self.batch_first)
-        if packed is not None:
-            assert lengths is not None
-            ob = out if self.batch_first else out.transpose(0, 1)
-            return repack(ob, lengths, packed), tuple(new_states)
-        return out, tuple(new_states)
+        return sequence_output(out, lengths, packed, self.batch_first), tuple(new_states)
