@@ -26,6 +26,7 @@ ZOO: dict[str, Callable[[], Cell]] = {
     ),
     "elman_identity_nobias": lambda: ElmanCell(I, H, activation="identity", bias=False),
     "jordan": lambda: JordanCell(I, H, O),
+    "jordan_nobias": lambda: JordanCell(I, H, O, activation="relu", bias=False),
     "jordan_sigmoid": lambda: JordanCell(I, H, O, activation="sigmoid", output_activation="tanh"),
     "gru_after": lambda: GRUCell(I, H),
     "gru_before": lambda: GRUCell(I, H, reset="before"),

@@ -82,6 +82,26 @@ def test_kernel_is_actually_used(monkeypatch):
     assert calls == ["gru_forward", "gru_backward"]
 
 
+def test_jordan_with_linear_output_runs_one_gemm_per_step_on_elmans_kernel(monkeypatch):
+    # y = W_y h + b_y is linear, so the Jordan recurrence is Elman's in h with U W_y
+    calls = []
+    real = build.ops()
+
+    class Spy:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(real, name)
+
+    monkeypatch.setitem(build._state, "ops", Spy())
+    y, _ = Recurrent(JordanCell(3, 4, 2))(torch.randn(2, 5, 3))
+    y.sum().backward()
+    assert calls == ["elman_forward", "elman_backward"]
+    calls.clear()
+    y, _ = Recurrent(JordanCell(3, 4, 2, output_activation="tanh"))(torch.randn(2, 5, 3))
+    y.sum().backward()
+    assert calls == ["jordan_forward", "jordan_backward"]
+
+
 @pytest.mark.parametrize(
     "make",
     [
@@ -90,6 +110,7 @@ def test_kernel_is_actually_used(monkeypatch):
         lambda: GRUCell(2, 3, reset="before"),
         lambda: GRUCell(2, 3),
         lambda: JordanCell(2, 3, 2, activation="relu", output_activation="sigmoid"),
+        lambda: JordanCell(2, 3, 2),
         lambda: rnnlab.ElmanCell(2, 3, 2, activation="softsign"),
     ],
 )

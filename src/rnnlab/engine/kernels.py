@@ -181,6 +181,8 @@ def jordan_kernel(cell: JordanCell, x: Tensor, state: JordanState, lengths: Tens
     if act is None or oact is None or _cpu_ops(x) is None:
         return None
     b = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh  # type: ignore[operator]
+    if oact == ACT_CODES["identity"]:
+        return _jordan_linear_output(cell, x, state, lengths, b, act)
     gx = _time_major_projection(x, cell.weight_ih, b)
     by = cell.bias_ho if cell.bias_ho is not None else _empty(x)
     ys = _JordanFn.apply(
@@ -188,6 +190,27 @@ def jordan_kernel(cell: JordanCell, x: Tensor, state: JordanState, lengths: Tens
     )
     y, y_final = _read_out(ys, lengths)
     return y, JordanState(y_final)
+
+
+def _jordan_linear_output(
+    cell: JordanCell, x: Tensor, state: JordanState, lengths: Tensor | None,
+    b: Tensor | None, act: int,
+) -> Any:
+    """Jordan with a linear output layer is Elman's recurrence in h: U y(t-1) = (U W_y) h(t-1)
+    + U b_y. One GEMM per step with M = U W_y (H x H) instead of two dependent ones, and the
+    output layer hoisted out of the loop as for Elman. Step 1 feeds back y(0) instead of
+    W_y h(0) + b_y, so it gets U (y(0) - b_y) added and starts from h(0) = 0."""
+    u, wy, by = cell.weight_hh, cell.weight_ho, cell.bias_ho
+    if by is not None:
+        ub = F.linear(by, u)
+        b = ub if b is None else b + ub
+    gx = _time_major_projection(x, cell.weight_ih, b)
+    y0 = state.y if by is None else state.y - by
+    gx[0] += F.linear(y0, u)
+    h0 = torch.zeros(x.shape[0], cell.hidden_size, dtype=x.dtype, device=x.device)
+    hs = _ElmanFn.apply(gx, u @ wy, h0, _lengths_arg(lengths), act)
+    h_seq, h_final = _read_out(hs, lengths)
+    return _zero_past(cell.readout(h_seq), lengths), JordanState(cell.readout(h_final))
 
 
 # --------------------------------------------------------------------------------- GRU ----
