@@ -193,8 +193,12 @@ def jordan_kernel(cell: JordanCell, x: Tensor, state: JordanState, lengths: Tens
 
 
 def _jordan_linear_output(
-    cell: JordanCell, x: Tensor, state: JordanState, lengths: Tensor | None,
-    b: Tensor | None, act: int,
+    cell: JordanCell,
+    x: Tensor,
+    state: JordanState,
+    lengths: Tensor | None,
+    b: Tensor | None,
+    act: int,
 ) -> Any:
     """Jordan with a linear output layer is Elman's recurrence in h: U y(t-1) = (U W_y) h(t-1)
     + U b_y. One GEMM per step with M = U W_y (H x H) instead of two dependent ones, and the
