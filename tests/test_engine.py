@@ -276,3 +276,42 @@ def test_compiled_user_cell_equals_reference():
     g2 = torch.autograd.grad(y2.sum(), [x, lin.weight])
     for a, b in zip(g2, g1):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GRUCell(3, 5),
+        lambda: GRUCell(3, 5, reset="before"),
+        lambda: LSTMCell(3, 5, peephole=True, proj_size=2),
+        lambda: LSTMCell(3, 5, variant="FGR"),
+        lambda: LSTMCell(3, 5, variant="CIFG"),
+    ],
+)
+def test_inference_forward_without_gate_buffers_equals_reference(make, monkeypatch):
+    # under no_grad the kernels keep one step of gates instead of T (store=False)
+    stores = []
+    real = build.ops()
+
+    class Spy:
+        def __getattr__(self, name):
+            op = getattr(real, name)
+            return lambda *a: (stores.append(a[-1]), op(*a))[1]
+
+    monkeypatch.setitem(build._state, "ops", Spy())
+    torch.manual_seed(0)
+    cell = make().double()
+    x = torch.randn(4, 7, 3, dtype=torch.float64)
+    s0 = cell.State(*(torch.randn(4, n, dtype=torch.float64) for n in cell.state_sizes().values()))
+    lengths = torch.tensor([7, 2, 5, 1])
+    with torch.no_grad():
+        y, s = Recurrent(cell)(x, s0, lengths=lengths)
+    assert stores == [False]
+    Recurrent(cell)(x, s0, lengths=lengths)
+    assert stores == [False, True]
+    with torch.no_grad():
+        with engine.disabled():
+            y2, s2 = Recurrent(cell)(x, s0, lengths=lengths)
+    torch.testing.assert_close(y, y2, rtol=1e-10, atol=1e-10)
+    for a, b in zip(s, s2):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -61,6 +61,12 @@ def _zeros_if_none(g: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if g is None else g
 
 
+def _needs_backward(*tensors: Tensor) -> bool:
+    """Whether autograd will call the kernel's backward (inside Function.forward grad mode is
+    off and ctx.needs_input_grad ignores torch.no_grad, so this is asked before apply)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def _check_first_order() -> None:
     if torch.is_grad_enabled():
         raise RuntimeError(_SECOND_ORDER)
@@ -229,8 +235,11 @@ class _GRUFn(torch.autograd.Function):
         lengths: Tensor,
         before: bool,
         act: int,
+        store: bool,
     ) -> Tensor:
-        hs, gates, aux = build.ops().gru_forward(gx, w_hh, b_hh, h0, lengths, before, act)  # type: ignore[union-attr]
+        hs, gates, aux = build.ops().gru_forward(  # type: ignore[union-attr]
+            gx, w_hh, b_hh, h0, lengths, before, act, store
+        )
         ctx.save_for_backward(hs, gates, aux, w_hh, lengths)
         ctx.cfg = (before, act)
         ctx.has_bias = b_hh.numel() > 0
@@ -243,7 +252,7 @@ class _GRUFn(torch.autograd.Function):
         dgx, dw, db, dh0 = build.ops().gru_backward(  # type: ignore[union-attr]
             _zeros_if_none(grad_hs, hs), hs, gates, aux, w_hh, lengths, *ctx.cfg
         )
-        return dgx, dw, db if ctx.has_bias else None, dh0, None, None, None
+        return dgx, dw, db if ctx.has_bias else None, dh0, None, None, None, None
 
 
 def gru_kernel(cell: GRUCell, x: Tensor, state: GRUState, lengths: Tensor | None) -> Any:
@@ -259,7 +268,9 @@ def gru_kernel(cell: GRUCell, x: Tensor, state: GRUState, lengths: Tensor | None
         b = cell.bias_ih
         b_hh = cell.bias_hh if cell.bias_hh is not None else _empty(x)
     gx = _time_major_projection(x, cell.weight_ih, b)
-    hs = _GRUFn.apply(gx, cell.weight_hh, b_hh, state.h, _lengths_arg(lengths), before, act)
+    # without a backward to feed, the kernel keeps one step of gate buffers instead of T
+    store = _needs_backward(gx, cell.weight_hh, b_hh, state.h)
+    hs = _GRUFn.apply(gx, cell.weight_hh, b_hh, state.h, _lengths_arg(lengths), before, act, store)
     h_seq, h_final = _read_out(hs, lengths)
     return h_seq, GRUState(h_final)
 
@@ -284,9 +295,25 @@ class _LSTMFn(torch.autograd.Function):
         coupled: bool,
         act: int,
         cact: int,
+        store: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
         ys, cs, gs, acts, ms = build.ops().lstm_forward(  # type: ignore[union-attr]
-            gx, w_hh, w_ci, w_cf, w_co, w_hr, w_gg, h0, c0, g0, lengths, blocks, coupled, act, cact
+            gx,
+            w_hh,
+            w_ci,
+            w_cf,
+            w_co,
+            w_hr,
+            w_gg,
+            h0,
+            c0,
+            g0,
+            lengths,
+            blocks,
+            coupled,
+            act,
+            cact,
+            store,
         )
         ctx.save_for_backward(ys, cs, gs, acts, ms, w_hh, w_ci, w_cf, w_co, w_hr, w_gg, lengths)
         ctx.cfg = (blocks, coupled, act, cact)
@@ -318,7 +345,7 @@ class _LSTMFn(torch.autograd.Function):
         dgx, dwhh, dci, dcf, dco, dwhr, dwgg, dh0, dc0, dg0 = out
         opt = [g if p else None for g, p in zip((dci, dcf, dco, dwhr, dwgg), ctx.present)]
         dg0_out = dg0 if ctx.present[4] else None
-        return (dgx, dwhh, *opt, dh0, dc0, dg0_out, None, None, None, None, None)
+        return (dgx, dwhh, *opt, dh0, dc0, dg0_out, None, None, None, None, None, None)
 
 
 def _torch_lstm_maths(cell: LSTMCell) -> bool:
@@ -361,7 +388,7 @@ def lstm_kernel(cell: LSTMCell, x: Tensor, state: Any, lengths: Tensor | None) -
     e = _empty(x)
     blocks = [cell.blocks.index(n) if n in cell.blocks else -1 for n in ("i", "f", "g", "o")]
     fgr = cell.weight_gg is not None
-    ys, cs, gs = _LSTMFn.apply(
+    tensors = (
         gx,
         cell.weight_hh,
         cell.weight_ci if cell.weight_ci is not None else e,
@@ -372,11 +399,11 @@ def lstm_kernel(cell: LSTMCell, x: Tensor, state: Any, lengths: Tensor | None) -
         state.h,
         state.c,
         state.gates if fgr else e,
-        _lengths_arg(lengths),
-        blocks,
-        cell.coupled,
-        act,
-        cact,
+    )
+    # without a backward to feed, the kernel keeps one step of gate buffers instead of T
+    store = _needs_backward(*tensors)
+    ys, cs, gs = _LSTMFn.apply(
+        *tensors, _lengths_arg(lengths), blocks, cell.coupled, act, cact, store
     )
     y, h_final = _read_out(ys, lengths)
     c_final = _final(cs, lengths)

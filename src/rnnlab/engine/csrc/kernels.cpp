@@ -215,7 +215,8 @@ std::vector<Tensor> jordan_backward(const Tensor& grad_ys, const Tensor& ys, con
 // U_n h + b_hn (after) or r ⊙ h (before).
 template <typename T>
 static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, Tensor& hs,
-                         Tensor& gates, Tensor& aux, const Lengths& L, bool before, int64_t act) {
+                         Tensor& gates, Tensor& aux, const Lengths& L, bool before, int64_t act,
+                         bool store) {
   const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2) / 3;
   const T* g = gx.data_ptr<T>();
   const T* W = w.data_ptr<T>();
@@ -224,16 +225,26 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
   T* gt_all = gates.data_ptr<T>();
   T* ax = aux.data_ptr<T>();
   std::vector<T> gh(B * 3 * H);
+  // h(t) = z ⊙ h(t-1) + (1 - z) ⊙ n, row r; frozen rows keep h(t-1)
+  auto update = [&](int64_t t, int64_t r, const T* o, const T* hp, T* hc) {
+    for (int64_t j = 0; j < H; ++j) {
+      T z = o[H + j];
+      hc[j] = z * hp[j] + (T(1) - z) * o[2 * H + j];
+    }
+    if (!L.full && !L.valid(r, t)) std::memcpy(hc, hp, sizeof(T) * H);
+  };
   for (int64_t t = 0; t < S; ++t) {
     T* prev = h + t * B * H;
     T* cur = prev + B * H;
-    T* gt = gt_all + t * B * 3 * H;
-    T* at = ax + t * B * H;
+    // without a backward to feed (store == false) the gates of one step are scratch
+    T* gt = gt_all + (store ? t : 0) * B * 3 * H;
+    T* at = ax + (store ? t : 0) * B * H;
     const T* xt = g + t * B * 3 * H;
     if (!before) {
       for (int64_t r = 0; r < B; ++r)
         for (int64_t k = 0; k < 3 * H; ++k) gh[r * 3 * H + k] = bh ? bh[k] : T(0);
       gemm(false, true, B, 3 * H, H, T(1), prev, H, W, H, T(1), gh.data(), 3 * H);
+      // one pass per row: gates, candidate and the state update
       for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const T* xr = xt + r * 3 * H;
@@ -245,38 +256,34 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
           a[j] = hr[2 * H + j];
           o[2 * H + j] = xr[2 * H + j] + o[j] * a[j];
         }
+        act_inplace(act, o + 2 * H, H);
+        update(t, r, o, prev + r * H, cur + r * H);
       }
       });
-    } else {
-      gemm(false, true, B, 2 * H, H, T(1), prev, H, W, H, T(0), gh.data(), 2 * H);
-      for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const T* xr = xt + r * 3 * H;
-        const T* hr = gh.data() + r * 2 * H;
-        const T* hp = prev + r * H;
-        T* o = gt + r * 3 * H;
-        T* a = at + r * H;
-        for (int64_t j = 0; j < 2 * H; ++j) o[j] = sigmoid(xr[j] + hr[j]);
-        for (int64_t j = 0; j < H; ++j) {
-          a[j] = o[j] * hp[j];
-          o[2 * H + j] = xr[2 * H + j];
-        }
-      }
-      });
-      // U_n (r ⊙ h) for all rows at once: gates[:, 2H:] += aux W_nᵀ (ldc = 3H)
-      gemm(false, true, B, H, H, T(1), at, H, W + 2 * H * H, H, T(1), gt + 2 * H, 3 * H);
+      continue;
     }
+    gemm(false, true, B, 2 * H, H, T(1), prev, H, W, H, T(0), gh.data(), 2 * H);
+    for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = xt + r * 3 * H;
+      const T* hr = gh.data() + r * 2 * H;
+      const T* hp = prev + r * H;
+      T* o = gt + r * 3 * H;
+      T* a = at + r * H;
+      for (int64_t j = 0; j < 2 * H; ++j) o[j] = sigmoid(xr[j] + hr[j]);
+      for (int64_t j = 0; j < H; ++j) {
+        a[j] = o[j] * hp[j];
+        o[2 * H + j] = xr[2 * H + j];
+      }
+    }
+    });
+    // U_n (r ⊙ h) for all rows at once: gates[:, 2H:] += aux W_nᵀ (ldc = 3H)
+    gemm(false, true, B, H, H, T(1), at, H, W + 2 * H * H, H, T(1), gt + 2 * H, 3 * H);
     for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       T* o = gt + r * 3 * H;
       act_inplace(act, o + 2 * H, H);
-      const T* hp = prev + r * H;
-      T* hc = cur + r * H;
-      for (int64_t j = 0; j < H; ++j) {
-        T z = o[H + j];
-        hc[j] = z * hp[j] + (T(1) - z) * o[2 * H + j];
-      }
-      if (!L.full && !L.valid(r, t)) std::memcpy(hc, hp, sizeof(T) * H);
+      update(t, r, o, prev + r * H, cur + r * H);
     }
     });
   }
@@ -284,18 +291,18 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
 
 std::vector<Tensor> gru_forward(const Tensor& gx, const Tensor& w_hh, const Tensor& b_hh,
                                 const Tensor& h0, const Tensor& lengths, bool before,
-                                int64_t act) {
+                                int64_t act, bool store) {
   auto g = gx.contiguous();
   auto w = w_hh.contiguous();
   auto b = b_hh.contiguous();
   const int64_t S = g.size(0), B = g.size(1), H = g.size(2) / 3;
   Lengths L(lengths, B, S);
   Tensor hs = empty_like_shape(g, {S + 1, B, H});
-  Tensor gates = empty_like_shape(g, {S, B, 3 * H});
-  Tensor aux = empty_like_shape(g, {S, B, H});
+  Tensor gates = empty_like_shape(g, {store ? S : 1, B, 3 * H});
+  Tensor aux = empty_like_shape(g, {store ? S : 1, B, H});
   hs[0].copy_(h0);
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "gru_forward", [&] {
-    gru_fwd_impl<scalar_t>(g, w, b, hs, gates, aux, L, before, act);
+    gru_fwd_impl<scalar_t>(g, w, b, hs, gates, aux, L, before, act, store);
   });
   return {hs, gates, aux};
 }
@@ -427,9 +434,9 @@ TORCH_LIBRARY(rnnlab_engine, m) {
   m.def("elman_backward(Tensor grad_hs, Tensor hs, Tensor w_hh, Tensor lengths, int act) -> Tensor[]");
   m.def("jordan_forward(Tensor gx, Tensor u, Tensor wy, Tensor by, Tensor y0, Tensor lengths, int act, int oact) -> Tensor[]");
   m.def("jordan_backward(Tensor grad_ys, Tensor ys, Tensor hs, Tensor u, Tensor wy, Tensor lengths, int act, int oact) -> Tensor[]");
-  m.def("gru_forward(Tensor gx, Tensor w_hh, Tensor b_hh, Tensor h0, Tensor lengths, bool before, int act) -> Tensor[]");
+  m.def("gru_forward(Tensor gx, Tensor w_hh, Tensor b_hh, Tensor h0, Tensor lengths, bool before, int act, bool store) -> Tensor[]");
   m.def("gru_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor aux, Tensor w_hh, Tensor lengths, bool before, int act) -> Tensor[]");
-  m.def("lstm_forward(Tensor gx, Tensor w_hh, Tensor w_ci, Tensor w_cf, Tensor w_co, Tensor w_hr, Tensor w_gg, Tensor h0, Tensor c0, Tensor g0, Tensor lengths, int[] blocks, bool coupled, int act, int cact) -> Tensor[]");
+  m.def("lstm_forward(Tensor gx, Tensor w_hh, Tensor w_ci, Tensor w_cf, Tensor w_co, Tensor w_hr, Tensor w_gg, Tensor h0, Tensor c0, Tensor g0, Tensor lengths, int[] blocks, bool coupled, int act, int cact, bool store) -> Tensor[]");
   m.def("lstm_backward(Tensor grad_ys, Tensor grad_cs, Tensor grad_gs, Tensor ys, Tensor cs, Tensor gs, Tensor acts, Tensor ms, Tensor w_hh, Tensor w_ci, Tensor w_cf, Tensor w_co, Tensor w_hr, Tensor w_gg, Tensor lengths, int[] blocks, bool coupled, int act, int cact) -> Tensor[]");
 }
 

@@ -30,7 +30,7 @@ template <typename T>
 static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci,
                           const Tensor& wcf, const Tensor& wco, const Tensor& whr,
                           const Tensor& wgg, Tensor& ys, Tensor& cs, Tensor& gs, Tensor& acts,
-                          Tensor& ms, const Lengths& L, const LstmCfg& k) {
+                          Tensor& ms, const Lengths& L, const LstmCfg& k, bool store) {
   const int64_t S = gx.size(0), B = gx.size(1), GH = gx.size(2), H = GH / k.G;
   const int64_t P = whh.size(1), NSH = k.NS * H;
   const bool proj = whr.numel() > 0, fgr = wgg.numel() > 0;
@@ -48,7 +48,9 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
     T* yt = yp + B * P;
     T* cp = c + t * B * H;
     T* ct = cp + B * H;
-    T* at = a + t * B * GH;
+    // without a backward to feed (store == false) the gates of one step are scratch
+    const int64_t ts = store ? t : 0;
+    T* at = a + ts * B * GH;
     std::memcpy(at, g + t * B * GH, sizeof(T) * B * GH);
     gemm(false, true, B, GH, P, T(1), yp, P, W, P, T(1), at, GH);
     if (fgr)
@@ -86,7 +88,7 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
         if (Rr) for (int64_t j = 0; j < H; ++j) O[j] += Rr[k.so * H + j];
         act_inplace(SIGMOID, O, H);
       }
-      T* mr = proj ? m + (t * B + r) * H : yt + r * P;
+      T* mr = proj ? m + (ts * B + r) * H : yt + r * P;
       std::memcpy(mr, ctr, sizeof(T) * H);
       act_inplace(k.cact, mr, H);
       if (O) for (int64_t j = 0; j < H; ++j) mr[j] *= O[j];
@@ -98,7 +100,7 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
       }
     }
     });
-    if (proj) gemm(false, true, B, P, H, T(1), m + t * B * H, H, whr.data_ptr<T>(), H, T(0), yt, P);
+    if (proj) gemm(false, true, B, P, H, T(1), m + ts * B * H, H, whr.data_ptr<T>(), H, T(0), yt, P);
     if (!L.full)
       for (int64_t r = 0; r < B; ++r)
         if (!L.valid(r, t)) {
@@ -114,7 +116,7 @@ std::vector<Tensor> lstm_forward(const Tensor& gx, const Tensor& w_hh, const Ten
                                  const Tensor& w_cf, const Tensor& w_co, const Tensor& w_hr,
                                  const Tensor& w_gg, const Tensor& h0, const Tensor& c0,
                                  const Tensor& g0, const Tensor& lengths, at::IntArrayRef blocks,
-                                 bool coupled, int64_t act, int64_t cact) {
+                                 bool coupled, int64_t act, int64_t cact, bool store) {
   LstmCfg k(blocks, coupled, act, cact);
   auto g = gx.contiguous();
   auto W = w_hh.contiguous();
@@ -124,14 +126,15 @@ std::vector<Tensor> lstm_forward(const Tensor& gx, const Tensor& w_hh, const Ten
   Lengths L(lengths, B, S);
   Tensor ys = empty_like_shape(g, {S + 1, B, P});
   Tensor cs = empty_like_shape(g, {S + 1, B, H});
-  Tensor acts = empty_like_shape(g, {S, B, k.G * H});
-  Tensor ms = hr.numel() ? empty_like_shape(g, {S, B, H}) : empty_like_shape(g, {0});
+  const int64_t SB = store ? S : 1;  // steps kept for the backward
+  Tensor acts = empty_like_shape(g, {SB, B, k.G * H});
+  Tensor ms = hr.numel() ? empty_like_shape(g, {SB, B, H}) : empty_like_shape(g, {0});
   Tensor gs = gg.numel() ? empty_like_shape(g, {S + 1, B, k.NS * H}) : empty_like_shape(g, {0});
   ys[0].copy_(h0);
   cs[0].copy_(c0);
   if (gg.numel()) gs[0].copy_(g0);
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "lstm_forward", [&] {
-    lstm_fwd_impl<scalar_t>(g, W, ci, cf, co, hr, gg, ys, cs, gs, acts, ms, L, k);
+    lstm_fwd_impl<scalar_t>(g, W, ci, cf, co, hr, gg, ys, cs, gs, acts, ms, L, k, store);
   });
   return {ys, cs, gs, acts, ms};
 }
