@@ -426,8 +426,10 @@ def jordan_teacher_forced(
 
 def register_all() -> None:
     from ..cells.conv import RecurrentMLPCell
+    from .compiled import CompiledCell, compiled_cell_kernel
 
     register(RecurrentMLPCell, recurrent_mlp_kernel)
+    register(CompiledCell, compiled_cell_kernel)
     register_teacher_forced(JordanCell, jordan_teacher_forced)
     register(ElmanCell, elman_kernel)
     register(JordanCell, jordan_kernel)
