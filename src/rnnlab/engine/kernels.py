@@ -388,14 +388,14 @@ def lstm_kernel(cell: LSTMCell, x: Tensor, state: Any, lengths: Tensor | None) -
     e = _empty(x)
     blocks = [cell.blocks.index(n) if n in cell.blocks else -1 for n in ("i", "f", "g", "o")]
     fgr = cell.weight_gg is not None
-    tensors = (
+    tensors: tuple[Tensor, ...] = (
         gx,
         cell.weight_hh,
         cell.weight_ci if cell.weight_ci is not None else e,
         cell.weight_cf if cell.weight_cf is not None else e,
         cell.weight_co if cell.weight_co is not None else e,
         cell.weight_hr if cell.weight_hr is not None else e,
-        cell.weight_gg if fgr else e,
+        cell.weight_gg if cell.weight_gg is not None else e,
         state.h,
         state.c,
         state.gates if fgr else e,
