@@ -192,9 +192,11 @@ def test_callable_activation_falls_back_to_reference():
 
 @pytest.mark.parametrize("lengths", [None, [7, 2, 5]], ids=["full", "lengths"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_jordan_teacher_forced_parallel_path_equals_sequential(lengths, reverse):
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_jordan_teacher_forced_parallel_path_equals_sequential(lengths, reverse, bias):
     torch.manual_seed(0)
-    cell = JordanCell(3, 6, 2, activation="sigmoid", output_activation="tanh").double()
+    cell = JordanCell(3, 6, 2, activation="sigmoid", output_activation="tanh", bias=bias)
+    cell = cell.double()
     assert engine.lookup_teacher_forced(cell) is not None
     L = None if lengths is None else torch.tensor(lengths)
     x = torch.randn(3, 7, 3, dtype=torch.float64, requires_grad=True)
@@ -338,3 +340,41 @@ def test_inference_forward_without_gate_buffers_equals_reference(make, monkeypat
     torch.testing.assert_close(y, y2, rtol=1e-10, atol=1e-10)
     for a, b in zip(s, s2):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.fixture
+def threads():
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("nthreads", [2, 3])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(variant="CIFG"),
+        dict(peephole=True),
+        dict(variant="NIG"),
+        dict(variant="NFG"),
+        dict(variant="NOG", activation="sigmoid"),
+    ],
+    ids=["cifg", "peephole", "nig", "nfg", "nog"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_unit_partitioned_lstm_loop_equals_reference(kw, dtype, nthreads, threads, monkeypatch):
+    # RNNLAB_ENGINE_PARTITION=1: each thread owns a slice of the H=20 units (spans of 16 and 4
+    # with two threads, 8, 8 and 4 with three), one barrier per step, forward and backward
+    threads(nthreads)
+    monkeypatch.setenv("RNNLAB_ENGINE_PARTITION", "1")
+    torch.manual_seed(0)
+    cell = LSTMCell(5, 20, **kw).to(dtype)
+    x = torch.randn(4, 9, 5, dtype=dtype, requires_grad=True)
+    s0 = tuple(torch.randn(4, 20, dtype=dtype, requires_grad=True) for _ in range(2))
+    tol = TOL[dtype]
+    for lengths, reverse in [(None, False), ([9, 3, 1, 7], True)]:
+        L = None if lengths is None else torch.tensor(lengths)
+        fast = _run(cell, x, s0, L, reverse, True)
+        ref = _run(cell, x, s0, L, reverse, False)
+        for a, b in zip([fast[0], *fast[1], *fast[2]], [ref[0], *ref[1], *ref[2]]):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)

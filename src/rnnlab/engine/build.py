@@ -26,6 +26,9 @@ _state: dict[str, Any] = {"ops": None, "tried": False, "error": None, "seconds":
 
 def _flags() -> list[str]:
     flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c++17"]
+    if sys.platform.startswith("linux"):
+        # OpenMP for the unit-partitioned loops: resolves to the libgomp torch has loaded
+        flags.append("-fopenmp")
     if platform.machine() in ("x86_64", "AMD64"):
         # Tuned for the machine that builds (the cache lives on that machine).
         flags.append("-march=native")
@@ -60,6 +63,7 @@ def ops() -> Any | None:
                 sources=[str(_SRC / "kernels.cpp")],
                 extra_include_paths=[str(_SRC)],
                 extra_cflags=_flags(),
+                extra_ldflags=["-fopenmp"] if sys.platform.startswith("linux") else [],
                 is_python_module=False,
                 verbose=os.environ.get("RNNLAB_ENGINE_VERBOSE") == "1",
             )

@@ -417,8 +417,14 @@ def jordan_teacher_forced(
 ) -> Any:
     """The lecture's remark made real: under teacher forcing y(t) depends only on x(t) and
     r(t-1), so all T steps are one batched computation (two large GEMMs), no time loop."""
+    B, T = x.shape[0], x.shape[1]
     y_prev = torch.cat([state.y.unsqueeze(1), reference[:, :-1]], dim=1)  # (B, T, O)
-    y = cell.readout(cell.hidden(x, y_prev))  # (B, T, O)
+    b = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh  # type: ignore[operator]
+    # h = act(x W_ihᵀ + y_prev W_hhᵀ + b): the second product accumulates into the first
+    # (addmm, beta = 1) instead of a separate sum over all T·B·H values
+    pre = F.linear(x.reshape(B * T, -1), cell.weight_ih, b)
+    pre = torch.addmm(pre, y_prev.reshape(B * T, -1), cell.weight_hh.t())
+    y = cell.readout(cell.activation(pre)).reshape(B, T, -1)  # (B, T, O)
     # y(t) is the state after step t: the final state is y at each sequence's last valid step
     final = _final(torch.cat([state.y.unsqueeze(0), y.transpose(0, 1)]), lengths)
     return _zero_past(y, lengths), JordanState(final)

@@ -7,7 +7,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <cstdlib>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 extern "C" {
 // Fortran BLAS, exported by libtorch_cpu (MKL, LP64).
@@ -124,6 +128,9 @@ template <typename T> inline void act_backward_inplace(int64_t a, T* g, const T*
 // Elementwise work is split across torch's intra-op threads (the same OpenMP pool the BLAS
 // calls use) once a step has enough of it; small steps stay on one thread.
 constexpr int64_t kParallelElems = 16384;
+// Per-step GEMM size (multiply-adds) up to which the unit-partitioned loop is used.
+// S2 (B=8, H=128) and S1 (B=32, H=256) are below, S3 (B=128, H=512) above; see note 0007.
+constexpr int64_t kPartitionMacs = int64_t(16) << 20;
 
 template <typename F> inline void for_rows(int64_t rows, int64_t per_row, const F& f) {
   if (rows * per_row < kParallelElems || rows < 2) {
@@ -142,6 +149,55 @@ template <typename T>
 inline void par_act_backward_inplace(int64_t a, T* g, const T* y, int64_t n) {
   if (a == IDENTITY) return;
   for_rows(n, 1, [&](int64_t b, int64_t e) { act_backward_inplace(a, g + b, y + b, e - b); });
+}
+
+// Hidden-unit partitioning. For the recurrences whose gate maths is per unit (LSTM without
+// projection or full gate recurrence), each of `team` threads owns a contiguous slice of the
+// hidden units for the whole sequence: per step one single-threaded GEMM for its slice, its
+// units' gate maths, and one barrier — instead of a threaded GEMM plus a threaded elementwise
+// pass, each with its own fork and join. Pays off when steps are small (measured in
+// benchmarks/; docs/design/0007). RNNLAB_ENGINE_PARTITION=0 / =1 turns it off / always on.
+struct Span {
+  int64_t u, w;  // first unit, number of units (0 for a thread with none)
+};
+inline Span unit_span(int tid, int nth, int64_t H) {
+  int64_t wb = (H + nth - 1) / nth;
+  wb = (wb + 7) / 8 * 8;  // whole vectors
+  int64_t u = std::min<int64_t>(H, tid * wb);
+  return {u, std::min<int64_t>(wb, H - u)};
+}
+
+inline int partition_team(int64_t B, int64_t H, int64_t GH, int64_t P, bool eligible) {
+#ifdef _OPENMP
+  if (!eligible || at::in_parallel_region()) return 1;
+  const int nt = at::get_num_threads();
+  if (nt < 2 || H < 16) return 1;
+  const char* env = std::getenv("RNNLAB_ENGINE_PARTITION");
+  if (env && env[0] == '0') return 1;
+  if (env && env[0] == '1') return nt;
+  // a step's matrix product, in multiply-adds: below this, MKL's own threading and a
+  // threaded elementwise pass cost more in synchronisation than they gain
+  return B * GH * P <= kPartitionMacs ? nt : 1;
+#else
+  (void)B; (void)H; (void)GH; (void)P; (void)eligible;
+  return 1;
+#endif
+}
+
+template <typename F> inline void parallel_team(int team, const F& f) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team)
+  f(omp_get_thread_num(), omp_get_num_threads());
+#else
+  (void)team;
+  f(0, 1);
+#endif
+}
+
+inline void team_barrier() {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
 }
 
 // Lengths helper: valid(b, t) is t < len[b]; `full` when every sequence has all T steps.

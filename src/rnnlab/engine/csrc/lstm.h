@@ -42,70 +42,115 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
   T* a = acts.data_ptr<T>();
   T* m = proj ? ms.data_ptr<T>() : nullptr;
   T* gsp = fgr ? gs.data_ptr<T>() : nullptr;
-  std::vector<T> R(fgr ? B * NSH : 0), mrow(H);
+  std::vector<T> R(fgr ? B * NSH : 0);
+  // without a backward to feed (store == false) the gates of one step are scratch
+  auto step_acts = [&](int64_t t) { return a + (store ? t : 0) * B * GH; };
+  // The gate maths of row r at step t for the hidden units [u, u + w): the pre-activations
+  // are in the step's acts; writes the gates back, c(t) and the cell output.
+  auto row = [&](int64_t t, int64_t r, int64_t u, int64_t w) {
+    T* rowp = step_acts(t) + r * GH;
+    const T* cpr = c + (t * B + r) * H + u;
+    T* ctr = c + ((t + 1) * B + r) * H + u;
+    T* I = k.oi >= 0 ? rowp + k.oi * H + u : nullptr;
+    T* F = k.of >= 0 ? rowp + k.of * H + u : nullptr;
+    T* Gg = rowp + k.og * H + u;
+    T* O = k.oo >= 0 ? rowp + k.oo * H + u : nullptr;
+    const T* Rr = fgr ? R.data() + r * NSH + u : nullptr;
+    if (I) {
+      if (pci) for (int64_t j = 0; j < w; ++j) I[j] += pci[u + j] * cpr[j];
+      if (Rr) for (int64_t j = 0; j < w; ++j) I[j] += Rr[k.si * H + j];
+      act_inplace(SIGMOID, I, w);
+    }
+    if (F) {
+      if (pcf) for (int64_t j = 0; j < w; ++j) F[j] += pcf[u + j] * cpr[j];
+      if (Rr) for (int64_t j = 0; j < w; ++j) F[j] += Rr[k.sf * H + j];
+      act_inplace(SIGMOID, F, w);
+    }
+    act_inplace(k.act, Gg, w);
+    if (F && I) for (int64_t j = 0; j < w; ++j) ctr[j] = F[j] * cpr[j] + I[j] * Gg[j];
+    else if (F) for (int64_t j = 0; j < w; ++j) ctr[j] = F[j] * cpr[j] + Gg[j];
+    else if (I && k.coupled) for (int64_t j = 0; j < w; ++j)
+      ctr[j] = (T(1) - I[j]) * cpr[j] + I[j] * Gg[j];
+    else if (I) for (int64_t j = 0; j < w; ++j) ctr[j] = cpr[j] + I[j] * Gg[j];
+    else for (int64_t j = 0; j < w; ++j) ctr[j] = cpr[j] + Gg[j];
+    if (O) {
+      if (pco) for (int64_t j = 0; j < w; ++j) O[j] += pco[u + j] * ctr[j];
+      if (Rr) for (int64_t j = 0; j < w; ++j) O[j] += Rr[k.so * H + j];
+      act_inplace(SIGMOID, O, w);
+    }
+    T* mr = proj ? m + ((store ? t : 0) * B + r) * H + u : y + ((t + 1) * B + r) * P + u;
+    std::memcpy(mr, ctr, sizeof(T) * w);
+    act_inplace(k.cact, mr, w);
+    if (O) for (int64_t j = 0; j < w; ++j) mr[j] *= O[j];
+    if (fgr) {
+      T* gr = gsp + ((t + 1) * B + r) * NSH + u;
+      if (I) std::memcpy(gr + k.si * H, I, sizeof(T) * w);
+      if (F) std::memcpy(gr + k.sf * H, F, sizeof(T) * w);
+      if (O) std::memcpy(gr + k.so * H, O, sizeof(T) * w);
+    }
+  };
+  // rows past their length keep the previous state (units [u, u + w), projection-free)
+  auto freeze = [&](int64_t t, int64_t u, int64_t w) {
+    for (int64_t r = 0; r < B; ++r)
+      if (!L.valid(r, t)) {
+        std::memcpy(y + ((t + 1) * B + r) * P + u, y + (t * B + r) * P + u, sizeof(T) * w);
+        std::memcpy(c + ((t + 1) * B + r) * H + u, c + (t * B + r) * H + u, sizeof(T) * w);
+      }
+  };
+  const int team = partition_team(B, H, GH, P, !proj && !fgr);
+  if (team > 1) {
+    // Each thread owns a slice of the hidden units for the whole sequence: per step it
+    // multiplies y(t-1) by its rows of W (one single-threaded GEMM), does its units' gate
+    // maths and meets the others at one barrier, instead of a threaded GEMM and a threaded
+    // elementwise pass with their synchronisations.
+    parallel_team(team, [&](int tid, int nth) {
+      const Span sp = unit_span(tid, nth, H);
+      const int64_t u = sp.u, w = sp.w;
+      std::vector<T> Wk(k.G * w * P), sc(B * k.G * w);
+      for (int64_t blk = 0; blk < k.G; ++blk)
+        std::memcpy(Wk.data() + blk * w * P, W + (blk * H + u) * P, sizeof(T) * w * P);
+      for (int64_t t = 0; t < S; ++t) {
+        if (w > 0) {
+          gemm(false, true, B, k.G * w, P, T(1), y + t * B * P, P, Wk.data(), P, T(0),
+               sc.data(), k.G * w);
+          T* at = step_acts(t);
+          const T* gt = g + t * B * GH;
+          for (int64_t r = 0; r < B; ++r) {
+            for (int64_t blk = 0; blk < k.G; ++blk) {
+              T* dst = at + r * GH + blk * H + u;
+              const T* src = gt + r * GH + blk * H + u;
+              const T* add = sc.data() + (r * k.G + blk) * w;
+              for (int64_t j = 0; j < w; ++j) dst[j] = src[j] + add[j];
+            }
+            row(t, r, u, w);
+          }
+          if (!L.full) freeze(t, u, w);
+        }
+        team_barrier();
+      }
+    });
+    return;
+  }
   for (int64_t t = 0; t < S; ++t) {
     T* yp = y + t * B * P;
     T* yt = yp + B * P;
-    T* cp = c + t * B * H;
-    T* ct = cp + B * H;
-    // without a backward to feed (store == false) the gates of one step are scratch
-    const int64_t ts = store ? t : 0;
-    T* at = a + ts * B * GH;
+    T* at = step_acts(t);
     std::memcpy(at, g + t * B * GH, sizeof(T) * B * GH);
     gemm(false, true, B, GH, P, T(1), yp, P, W, P, T(1), at, GH);
     if (fgr)
       gemm(false, true, B, NSH, NSH, T(1), gsp + t * B * NSH, NSH, wgg.data_ptr<T>(), NSH, T(0),
            R.data(), NSH);
     for_rows(B, GH, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      T* row = at + r * GH;
-      const T* cpr = cp + r * H;
-      T* ctr = ct + r * H;
-      T* I = k.oi >= 0 ? row + k.oi * H : nullptr;
-      T* F = k.of >= 0 ? row + k.of * H : nullptr;
-      T* Gg = row + k.og * H;
-      T* O = k.oo >= 0 ? row + k.oo * H : nullptr;
-      const T* Rr = fgr ? R.data() + r * NSH : nullptr;
-      if (I) {
-        if (pci) for (int64_t j = 0; j < H; ++j) I[j] += pci[j] * cpr[j];
-        if (Rr) for (int64_t j = 0; j < H; ++j) I[j] += Rr[k.si * H + j];
-        act_inplace(SIGMOID, I, H);
-      }
-      if (F) {
-        if (pcf) for (int64_t j = 0; j < H; ++j) F[j] += pcf[j] * cpr[j];
-        if (Rr) for (int64_t j = 0; j < H; ++j) F[j] += Rr[k.sf * H + j];
-        act_inplace(SIGMOID, F, H);
-      }
-      act_inplace(k.act, Gg, H);
-      if (F && I) for (int64_t j = 0; j < H; ++j) ctr[j] = F[j] * cpr[j] + I[j] * Gg[j];
-      else if (F) for (int64_t j = 0; j < H; ++j) ctr[j] = F[j] * cpr[j] + Gg[j];
-      else if (I && k.coupled) for (int64_t j = 0; j < H; ++j)
-        ctr[j] = (T(1) - I[j]) * cpr[j] + I[j] * Gg[j];
-      else if (I) for (int64_t j = 0; j < H; ++j) ctr[j] = cpr[j] + I[j] * Gg[j];
-      else for (int64_t j = 0; j < H; ++j) ctr[j] = cpr[j] + Gg[j];
-      if (O) {
-        if (pco) for (int64_t j = 0; j < H; ++j) O[j] += pco[j] * ctr[j];
-        if (Rr) for (int64_t j = 0; j < H; ++j) O[j] += Rr[k.so * H + j];
-        act_inplace(SIGMOID, O, H);
-      }
-      T* mr = proj ? m + (ts * B + r) * H : yt + r * P;
-      std::memcpy(mr, ctr, sizeof(T) * H);
-      act_inplace(k.cact, mr, H);
-      if (O) for (int64_t j = 0; j < H; ++j) mr[j] *= O[j];
-      if (fgr) {
-        T* gr = gsp + ((t + 1) * B + r) * NSH;
-        if (I) std::memcpy(gr + k.si * H, I, sizeof(T) * H);
-        if (F) std::memcpy(gr + k.sf * H, F, sizeof(T) * H);
-        if (O) std::memcpy(gr + k.so * H, O, sizeof(T) * H);
-      }
-    }
+      for (int64_t r = r0; r < r1; ++r) row(t, r, 0, H);
     });
-    if (proj) gemm(false, true, B, P, H, T(1), m + ts * B * H, H, whr.data_ptr<T>(), H, T(0), yt, P);
+    if (proj)
+      gemm(false, true, B, P, H, T(1), m + (store ? t : 0) * B * H, H, whr.data_ptr<T>(), H,
+           T(0), yt, P);
     if (!L.full)
       for (int64_t r = 0; r < B; ++r)
         if (!L.valid(r, t)) {
           std::memcpy(yt + r * P, yp + r * P, sizeof(T) * P);
-          std::memcpy(ct + r * H, cp + r * H, sizeof(T) * H);
+          std::memcpy(c + ((t + 1) * B + r) * H, c + (t * B + r) * H, sizeof(T) * H);
           if (fgr)
             std::memcpy(gsp + ((t + 1) * B + r) * NSH, gsp + (t * B + r) * NSH, sizeof(T) * NSH);
         }
@@ -157,91 +202,130 @@ static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& gg
   const T *pci = opt_ptr<T>(wci), *pcf = opt_ptr<T>(wcf), *pco = opt_ptr<T>(wco);
   T* da = dgx.data_ptr<T>();
   std::vector<T> dy(B * P, T(0)), dc(B * H, T(0)), dgs(fgr ? B * NSH : 0, T(0));
-  std::vector<T> dm(B * H), tmpP(B * P), tmpS(fgr ? B * NSH : 0), dS(fgr ? S * B * NSH : 0);
-  std::vector<T> dyp(proj ? S * B * P : 0);
-  for (int64_t t = S - 1; t >= 0; --t) {
-    for (int64_t q = 0; q < B * P; ++q) dy[q] += Gy[(t + 1) * B * P + q];
-    for (int64_t q = 0; q < B * H; ++q) dc[q] += Gc[(t + 1) * B * H + q];
-    if (fgr) for (int64_t q = 0; q < B * NSH; ++q) dgs[q] += Gg[(t + 1) * B * NSH + q];
-    if (proj) {
-      std::memcpy(&dyp[t * B * P], dy.data(), sizeof(T) * B * P);
-      gemm(false, false, B, H, P, T(1), dy.data(), P, whr.data_ptr<T>(), H, T(0), dm.data(), H);
-    } else {
-      std::memcpy(dm.data(), dy.data(), sizeof(T) * B * H);
-    }
-    const T* at = a + t * B * GH;
-    T* dat = da + t * B * GH;
-    for_rows(B, GH, [&](int64_t r0, int64_t r1) {
-    std::vector<T> tc(H), dct(H);
-    for (int64_t r = r0; r < r1; ++r) {
-      T* drow = dat + r * GH;
-      if (!(L.full || L.valid(r, t))) {
-        std::fill(drow, drow + GH, T(0));
-        if (fgr) std::fill(&dS[(t * B + r) * NSH], &dS[(t * B + r + 1) * NSH], T(0));
-        continue;
-      }
-      const T* row = at + r * GH;
-      const T* I = k.oi >= 0 ? row + k.oi * H : nullptr;
-      const T* F = k.of >= 0 ? row + k.of * H : nullptr;
-      const T* Gv = row + k.og * H;
-      const T* O = k.oo >= 0 ? row + k.oo * H : nullptr;
-      const T* ctr = c + ((t + 1) * B + r) * H;
-      const T* cpr = c + (t * B + r) * H;
-      const T* dmr = dm.data() + r * H;
-      T* dcr = dc.data() + r * H;
-      const T* dgr = fgr ? dgs.data() + r * NSH : nullptr;
-      T* dI = k.oi >= 0 ? drow + k.oi * H : nullptr;
-      T* dF = k.of >= 0 ? drow + k.of * H : nullptr;
-      T* dG = drow + k.og * H;
-      T* dO = k.oo >= 0 ? drow + k.oo * H : nullptr;
-      std::memcpy(tc.data(), ctr, sizeof(T) * H);
-      act_inplace(k.cact, tc.data(), H);  // σ_y(c(t)), recomputed
-      if (O) for (int64_t j = 0; j < H; ++j) dct[j] = dmr[j] * O[j];
-      else std::memcpy(dct.data(), dmr, sizeof(T) * H);
-      act_backward_inplace(k.cact, dct.data(), tc.data(), H);
-      for (int64_t j = 0; j < H; ++j) dct[j] += dcr[j];
-      if (O) {
-        for (int64_t j = 0; j < H; ++j) dO[j] = dmr[j] * tc[j];
-        if (dgr) for (int64_t j = 0; j < H; ++j) dO[j] += dgr[k.so * H + j];
-        act_backward_inplace(SIGMOID, dO, O, H);
-        if (pco) for (int64_t j = 0; j < H; ++j) dct[j] += dO[j] * pco[j];
-      }
-      // c(t) = f c(t-1) + i g
-      for (int64_t j = 0; j < H; ++j) dG[j] = I ? dct[j] * I[j] : dct[j];
-      act_backward_inplace(k.act, dG, Gv, H);
-      if (I) {
-        for (int64_t j = 0; j < H; ++j) dI[j] = dct[j] * Gv[j];
-        if (k.coupled) for (int64_t j = 0; j < H; ++j) dI[j] -= dct[j] * cpr[j];
-        if (dgr) for (int64_t j = 0; j < H; ++j) dI[j] += dgr[k.si * H + j];
-        act_backward_inplace(SIGMOID, dI, I, H);
-      }
-      if (F) {
-        for (int64_t j = 0; j < H; ++j) dF[j] = dct[j] * cpr[j];
-        if (dgr) for (int64_t j = 0; j < H; ++j) dF[j] += dgr[k.sf * H + j];
-        act_backward_inplace(SIGMOID, dF, F, H);
-      }
-      // dc(t-1)
-      if (F) for (int64_t j = 0; j < H; ++j) dcr[j] = dct[j] * F[j];
-      else if (k.coupled) for (int64_t j = 0; j < H; ++j) dcr[j] = dct[j] * (T(1) - I[j]);
-      else std::memcpy(dcr, dct.data(), sizeof(T) * H);
-      if (pci && I) for (int64_t j = 0; j < H; ++j) dcr[j] += dI[j] * pci[j];
-      if (pcf && F) for (int64_t j = 0; j < H; ++j) dcr[j] += dF[j] * pcf[j];
+  std::vector<T> dm(proj ? B * H : 0), tmpP(B * P), tmpS(fgr ? B * NSH : 0);
+  std::vector<T> dS(fgr ? S * B * NSH : 0), dyp(proj ? S * B * P : 0);
+  // d(cell output) of the step: dy itself without a projection
+  const T* dmp = proj ? dm.data() : dy.data();
+  // The gradient of row r at step t for the hidden units [u, u + w): from d(cell output) and
+  // dc(t) to the gates' pre-activations (written to dgx) and dc(t-1) (in place in dc).
+  // tc, dct: scratch of at least w values.
+  auto row = [&](int64_t t, int64_t r, int64_t u, int64_t w, T* tc, T* dct) {
+    T* drow = da + (t * B + r) * GH;
+    if (!(L.full || L.valid(r, t))) {
+      for (int64_t blk = 0; blk < k.G; ++blk) std::fill(drow + blk * H + u, drow + blk * H + u + w, T(0));
       if (fgr) {
         T* ds = &dS[(t * B + r) * NSH];
-        if (I) std::memcpy(ds + k.si * H, dI, sizeof(T) * H);
-        if (F) std::memcpy(ds + k.sf * H, dF, sizeof(T) * H);
-        if (O) std::memcpy(ds + k.so * H, dO, sizeof(T) * H);
+        for (int64_t q = 0; q < k.NS; ++q) std::fill(ds + q * H + u, ds + q * H + u + w, T(0));
       }
+      return;
     }
+    const T* rowp = a + (t * B + r) * GH;
+    const T* I = k.oi >= 0 ? rowp + k.oi * H + u : nullptr;
+    const T* F = k.of >= 0 ? rowp + k.of * H + u : nullptr;
+    const T* Gv = rowp + k.og * H + u;
+    const T* O = k.oo >= 0 ? rowp + k.oo * H + u : nullptr;
+    const T* ctr = c + ((t + 1) * B + r) * H + u;
+    const T* cpr = c + (t * B + r) * H + u;
+    const T* dmr = dmp + r * H + u;
+    T* dcr = dc.data() + r * H + u;
+    const T* dgr = fgr ? dgs.data() + r * NSH + u : nullptr;
+    T* dI = k.oi >= 0 ? drow + k.oi * H + u : nullptr;
+    T* dF = k.of >= 0 ? drow + k.of * H + u : nullptr;
+    T* dG = drow + k.og * H + u;
+    T* dO = k.oo >= 0 ? drow + k.oo * H + u : nullptr;
+    std::memcpy(tc, ctr, sizeof(T) * w);
+    act_inplace(k.cact, tc, w);  // σ_y(c(t)), recomputed
+    if (O) for (int64_t j = 0; j < w; ++j) dct[j] = dmr[j] * O[j];
+    else std::memcpy(dct, dmr, sizeof(T) * w);
+    act_backward_inplace(k.cact, dct, tc, w);
+    for (int64_t j = 0; j < w; ++j) dct[j] += dcr[j];
+    if (O) {
+      for (int64_t j = 0; j < w; ++j) dO[j] = dmr[j] * tc[j];
+      if (dgr) for (int64_t j = 0; j < w; ++j) dO[j] += dgr[k.so * H + j];
+      act_backward_inplace(SIGMOID, dO, O, w);
+      if (pco) for (int64_t j = 0; j < w; ++j) dct[j] += dO[j] * pco[u + j];
+    }
+    // c(t) = f c(t-1) + i g
+    for (int64_t j = 0; j < w; ++j) dG[j] = I ? dct[j] * I[j] : dct[j];
+    act_backward_inplace(k.act, dG, Gv, w);
+    if (I) {
+      for (int64_t j = 0; j < w; ++j) dI[j] = dct[j] * Gv[j];
+      if (k.coupled) for (int64_t j = 0; j < w; ++j) dI[j] -= dct[j] * cpr[j];
+      if (dgr) for (int64_t j = 0; j < w; ++j) dI[j] += dgr[k.si * H + j];
+      act_backward_inplace(SIGMOID, dI, I, w);
+    }
+    if (F) {
+      for (int64_t j = 0; j < w; ++j) dF[j] = dct[j] * cpr[j];
+      if (dgr) for (int64_t j = 0; j < w; ++j) dF[j] += dgr[k.sf * H + j];
+      act_backward_inplace(SIGMOID, dF, F, w);
+    }
+    // dc(t-1)
+    if (F) for (int64_t j = 0; j < w; ++j) dcr[j] = dct[j] * F[j];
+    else if (k.coupled) for (int64_t j = 0; j < w; ++j) dcr[j] = dct[j] * (T(1) - I[j]);
+    else std::memcpy(dcr, dct, sizeof(T) * w);
+    if (pci && I) for (int64_t j = 0; j < w; ++j) dcr[j] += dI[j] * pci[u + j];
+    if (pcf && F) for (int64_t j = 0; j < w; ++j) dcr[j] += dF[j] * pcf[u + j];
+    if (fgr) {
+      T* ds = &dS[(t * B + r) * NSH] + u;
+      if (I) std::memcpy(ds + k.si * H, dI, sizeof(T) * w);
+      if (F) std::memcpy(ds + k.sf * H, dF, sizeof(T) * w);
+      if (O) std::memcpy(ds + k.so * H, dO, sizeof(T) * w);
+    }
+  };
+  const int team = partition_team(B, H, GH, P, !proj && !fgr);
+  if (team > 1) {
+    // Each thread owns a slice of the hidden units (= columns of dy, dc): its gate gradients,
+    // one barrier, then its columns of dy(t-1) = dgates(t) W from all gate gradients.
+    parallel_team(team, [&](int tid, int nth) {
+      const Span sp = unit_span(tid, nth, H);
+      const int64_t u = sp.u, w = sp.w;
+      std::vector<T> tc(w), dct(w), tmp(B * w);
+      for (int64_t t = S - 1; t >= 0; --t) {
+        if (w > 0) {
+          for (int64_t r = 0; r < B; ++r) {
+            T* dyr = dy.data() + r * P + u;
+            const T* gy = Gy + ((t + 1) * B + r) * P + u;
+            T* dcr = dc.data() + r * H + u;
+            const T* gc = Gc + ((t + 1) * B + r) * H + u;
+            for (int64_t j = 0; j < w; ++j) dyr[j] += gy[j];
+            for (int64_t j = 0; j < w; ++j) dcr[j] += gc[j];
+            row(t, r, u, w, tc.data(), dct.data());
+          }
+        }
+        team_barrier();
+        if (w > 0) {
+          // dy(t-1)[:, units] = dgates(t) W[:, units]
+          gemm(false, false, B, w, GH, T(1), da + t * B * GH, GH, W + u, P, T(0), tmp.data(), w);
+          for (int64_t r = 0; r < B; ++r)  // frozen rows: gradients pass unchanged
+            if (L.full || L.valid(r, t))
+              std::memcpy(dy.data() + r * P + u, tmp.data() + r * w, sizeof(T) * w);
+        }
+      }
     });
-    gemm(false, false, B, P, GH, T(1), dat, GH, W, P, T(0), tmpP.data(), P);
-    if (fgr)
-      gemm(false, false, B, NSH, NSH, T(1), &dS[t * B * NSH], NSH, wgg.data_ptr<T>(), NSH, T(0),
-           tmpS.data(), NSH);
-    for (int64_t r = 0; r < B; ++r) {
-      if (!(L.full || L.valid(r, t))) continue;  // frozen state: gradients pass unchanged
-      std::memcpy(&dy[r * P], &tmpP[r * P], sizeof(T) * P);
-      if (fgr) std::memcpy(&dgs[r * NSH], &tmpS[r * NSH], sizeof(T) * NSH);
+  } else {
+    for (int64_t t = S - 1; t >= 0; --t) {
+      for (int64_t q = 0; q < B * P; ++q) dy[q] += Gy[(t + 1) * B * P + q];
+      for (int64_t q = 0; q < B * H; ++q) dc[q] += Gc[(t + 1) * B * H + q];
+      if (fgr) for (int64_t q = 0; q < B * NSH; ++q) dgs[q] += Gg[(t + 1) * B * NSH + q];
+      if (proj) {
+        std::memcpy(&dyp[t * B * P], dy.data(), sizeof(T) * B * P);
+        gemm(false, false, B, H, P, T(1), dy.data(), P, whr.data_ptr<T>(), H, T(0), dm.data(),
+             H);
+      }
+      T* dat = da + t * B * GH;
+      for_rows(B, GH, [&](int64_t r0, int64_t r1) {
+        std::vector<T> tc(H), dct(H);
+        for (int64_t r = r0; r < r1; ++r) row(t, r, 0, H, tc.data(), dct.data());
+      });
+      gemm(false, false, B, P, GH, T(1), dat, GH, W, P, T(0), tmpP.data(), P);
+      if (fgr)
+        gemm(false, false, B, NSH, NSH, T(1), &dS[t * B * NSH], NSH, wgg.data_ptr<T>(), NSH,
+             T(0), tmpS.data(), NSH);
+      for (int64_t r = 0; r < B; ++r) {
+        if (!(L.full || L.valid(r, t))) continue;  // frozen state: gradients pass unchanged
+        std::memcpy(&dy[r * P], &tmpP[r * P], sizeof(T) * P);
+        if (fgr) std::memcpy(&dgs[r * NSH], &tmpS[r * NSH], sizeof(T) * NSH);
+      }
     }
   }
   gemm(true, false, GH, P, S * B, T(1), da, GH, y, P, T(0), dwhh.data_ptr<T>(), P);
