@@ -351,26 +351,31 @@ def threads():
 
 @pytest.mark.parametrize("nthreads", [2, 3])
 @pytest.mark.parametrize(
-    "kw",
+    "make",
     [
-        dict(variant="CIFG"),
-        dict(peephole=True),
-        dict(variant="NIG"),
-        dict(variant="NFG"),
-        dict(variant="NOG", activation="sigmoid"),
+        lambda: LSTMCell(5, 20, variant="CIFG"),
+        lambda: LSTMCell(5, 20, peephole=True),
+        lambda: LSTMCell(5, 20, variant="NIG"),
+        lambda: LSTMCell(5, 20, variant="NFG"),
+        lambda: LSTMCell(5, 20, variant="NOG", activation="sigmoid"),
+        lambda: GRUCell(5, 20),
+        lambda: GRUCell(5, 20, bias=False),
+        lambda: GRUCell(5, 20, reset="before", activation="sigmoid"),
     ],
-    ids=["cifg", "peephole", "nig", "nfg", "nog"],
+    ids=["cifg", "peephole", "nig", "nfg", "nog", "gru", "gru_nobias", "gru_before"],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_unit_partitioned_lstm_loop_equals_reference(kw, dtype, nthreads, threads, monkeypatch):
+def test_unit_partitioned_loops_equal_reference(make, dtype, nthreads, threads, monkeypatch):
     # RNNLAB_ENGINE_PARTITION=1: each thread owns a slice of the H=20 units (spans of 16 and 4
-    # with two threads, 8, 8 and 4 with three), one barrier per step, forward and backward
+    # with two threads, 8, 8 and 4 with three), barriers per step, forward and backward
     threads(nthreads)
     monkeypatch.setenv("RNNLAB_ENGINE_PARTITION", "1")
     torch.manual_seed(0)
-    cell = LSTMCell(5, 20, **kw).to(dtype)
+    cell = make().to(dtype)
     x = torch.randn(4, 9, 5, dtype=dtype, requires_grad=True)
-    s0 = tuple(torch.randn(4, 20, dtype=dtype, requires_grad=True) for _ in range(2))
+    s0 = tuple(
+        torch.randn(4, 20, dtype=dtype, requires_grad=True) for _ in cell.state_sizes()
+    )
     tol = TOL[dtype]
     for lengths, reverse in [(None, False), ([9, 3, 1, 7], True)]:
         L = None if lengths is None else torch.tensor(lengths)
@@ -378,3 +383,6 @@ def test_unit_partitioned_lstm_loop_equals_reference(kw, dtype, nthreads, thread
         ref = _run(cell, x, s0, L, reverse, False)
         for a, b in zip([fast[0], *fast[1], *fast[2]], [ref[0], *ref[1], *ref[2]]):
             torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+        with torch.no_grad():  # inference: one step of gate buffers
+            y = Recurrent(cell, reverse=reverse)(x, cell.State(*s0), lengths=L)[0]
+        torch.testing.assert_close(y, ref[0], rtol=tol, atol=tol)

@@ -1,8 +1,10 @@
 """``rnnlab bench``: rnnlab's recurrences against torch.nn and the reference loop.
 
 For each cell and shape, in one process: rnnlab (the engine behind ``Recurrent``), torch.nn
-(where it computes the same maths; ``torch.nn.LSTM`` is also the efficiency yardstick) and the
-reference loop with autograd (``rnnlab.engine.disabled()``), each in two modes: ``forward``
+(impl "torch", where it computes the same maths), the reference loop with autograd (impl
+"reference", ``rnnlab.engine.disabled()``) and, for every cell but the LSTM itself,
+``torch.nn.LSTM`` of the same shape as the efficiency yardstick (impl "torch_lstm", its own
+LSTM FLOPs in ``flop``), each in two modes: ``forward``
 (no grad) and ``train`` (forward and backward of a weighted sum of the outputs, gradients for
 inputs and parameters). Implementations are interleaved, every timing is the median of
 ``--repeats`` runs after warm-up, and the results carry the machine and versions.
@@ -321,6 +323,9 @@ def bench(
                 tm.load_state_dict({k + "_l0": v for k, v in cell.state_dict().items()})
                 impls["torch"] = _Torch(tm)
             impls["reference"] = _Ours(cell, reference=True)
+            if name != "lstm":
+                # the efficiency yardstick, timed in the same interleaved rounds
+                impls["torch_lstm"] = _Torch(nn.LSTM(I, H, batch_first=True))
             x = torch.randn(B, T, I, requires_grad=True)
             w = torch.randn(B, T, _out(cell))
             for mode in modes:
@@ -338,13 +343,15 @@ def bench(
                         "mode": mode,
                         "impl": k,
                         "median_ms": 1e3 * statistics.median(times[k]),
-                        "flop": flop(case, shape, mode),
-                        "peak_mem_mb": _peak_mb(m, x, w, mode) if memory else None,
+                        "flop": flop(CASES["lstm"] if k == "torch_lstm" else case, shape, mode),
+                        "peak_mem_mb": (
+                            _peak_mb(m, x, w, mode) if memory and k != "torch_lstm" else None
+                        ),
                         "repeats": repeats,
                     }
                     records.append(rec)
                 line = "  ".join(
-                    f"{k} {1e3 * statistics.median(v):8.1f} ms" for k, v in times.items()
+                    f"{k} {1e3 * statistics.median(v):7.1f} ms" for k, v in times.items()
                 )
                 log(f"{shape} {name:18s} {mode:7s} {line}")
     return records
@@ -354,21 +361,33 @@ def _out(cell: nn.Module) -> int:
     return int(cell.output_size)  # type: ignore[arg-type]
 
 
+def efficiency(d: dict[str, dict[str, Any]]) -> float | None:
+    """rnnlab's GFLOP/s over torch.nn.LSTM's at the same shape and mode, from one interleaved
+    run: the "torch_lstm" yardstick record, or the "torch" one for the LSTM itself."""
+    o = d["rnnlab"]
+    y = d.get("torch_lstm") or (d.get("torch") if o["cell"] == "lstm" else None)
+    if y is None:
+        return None
+    return (o["flop"] / o["median_ms"]) / (y["flop"] / y["median_ms"])
+
+
 def table(records: list[dict[str, Any]]) -> str:
-    """Markdown: per cell/shape/mode, each implementation's median, GFLOP/s and ratio to rnnlab."""
+    """Markdown: per cell/shape/mode, each implementation's median, GFLOP/s, the ratio to
+    torch.nn, the efficiency against torch.nn.LSTM and the reference loop's slowdown."""
     keyed: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
     for r in records:
         keyed.setdefault((r["cell"], r["shape"], r["mode"]), {})[r["impl"]] = r
     lines = [
         "| cell | shape | mode | rnnlab ms | GFLOP/s | torch.nn ms | rnnlab/torch | "
-        "reference ms | reference/rnnlab | peak MB rnnlab / torch |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "GFLOP/s vs torch.nn.LSTM | reference ms | reference/rnnlab | peak MB rnnlab / torch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (cell, shape, mode), d in keyed.items():
         o = d["rnnlab"]
         t = d.get("torch")
         ref = d["reference"]
         gf = o["flop"] / (o["median_ms"] * 1e6)
+        eff = efficiency(d)
         mem = f"{o['peak_mem_mb']:.0f}" if o["peak_mem_mb"] is not None else "-"
         if t is not None and t["peak_mem_mb"] is not None:
             mem += f" / {t['peak_mem_mb']:.0f}"
@@ -379,6 +398,7 @@ def table(records: list[dict[str, Any]]) -> str:
                 if t
                 else "- | - | "
             )
+            + (f"{eff:.2f} | " if eff is not None else "- | ")
             + f"{ref['median_ms']:.1f} | {ref['median_ms'] / o['median_ms']:.1f} | {mem} |"
         )
     return "\n".join(lines)

@@ -222,69 +222,101 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
   const T* W = w.data_ptr<T>();
   const T* bh = bhh.numel() ? bhh.data_ptr<T>() : nullptr;
   T* h = hs.data_ptr<T>();
-  T* gt_all = gates.data_ptr<T>();
-  T* ax = aux.data_ptr<T>();
-  std::vector<T> gh(B * 3 * H);
-  // h(t) = z ⊙ h(t-1) + (1 - z) ⊙ n, row r; frozen rows keep h(t-1)
-  auto update = [&](int64_t t, int64_t r, const T* o, const T* hp, T* hc) {
-    for (int64_t j = 0; j < H; ++j) {
+  // without a backward to feed (store == false) the gates of one step are scratch
+  auto gts = [&](int64_t t) { return gates.data_ptr<T>() + (store ? t : 0) * B * 3 * H; };
+  auto ats = [&](int64_t t) { return aux.data_ptr<T>() + (store ? t : 0) * B * H; };
+  // Row r at step t, hidden units [u, u + w). hr: that row's U h(t-1) (+ b_hh), gate blocks
+  // bs apart, already offset to unit u.
+  // r, z and the candidate's pre-activation; reset after: n's pre-activation is complete.
+  auto gates_row = [&](int64_t t, int64_t r, int64_t u, int64_t w, const T* hr, int64_t bs) {
+    const T* xr = g + (t * B + r) * 3 * H + u;
+    const T* hp = h + (t * B + r) * H + u;
+    T* o = gts(t) + r * 3 * H + u;
+    T* a = ats(t) + r * H + u;
+    for (int64_t j = 0; j < w; ++j) o[j] = sigmoid(xr[j] + hr[j]);
+    for (int64_t j = 0; j < w; ++j) o[H + j] = sigmoid(xr[H + j] + hr[bs + j]);
+    if (!before) {
+      for (int64_t j = 0; j < w; ++j) {
+        a[j] = hr[2 * bs + j];
+        o[2 * H + j] = xr[2 * H + j] + o[j] * a[j];
+      }
+    } else {
+      for (int64_t j = 0; j < w; ++j) {
+        a[j] = o[j] * hp[j];
+        o[2 * H + j] = xr[2 * H + j];
+      }
+    }
+  };
+  // n = act(pre), h(t) = z ⊙ h(t-1) + (1 - z) ⊙ n; frozen rows keep h(t-1)
+  auto update_row = [&](int64_t t, int64_t r, int64_t u, int64_t w) {
+    T* o = gts(t) + r * 3 * H + u;
+    const T* hp = h + (t * B + r) * H + u;
+    T* hc = h + ((t + 1) * B + r) * H + u;
+    act_inplace(act, o + 2 * H, w);
+    for (int64_t j = 0; j < w; ++j) {
       T z = o[H + j];
       hc[j] = z * hp[j] + (T(1) - z) * o[2 * H + j];
     }
-    if (!L.full && !L.valid(r, t)) std::memcpy(hc, hp, sizeof(T) * H);
+    if (!L.full && !L.valid(r, t)) std::memcpy(hc, hp, sizeof(T) * w);
   };
+  const int team = partition_team(B, H, 3 * H, H, true);
+  if (team > 1) {
+    // as the LSTM (note 0007): each thread owns units [u, u + w) for the whole sequence
+    parallel_team(team, [&](int tid, int nth) {
+      const Span sp = unit_span(tid, nth, H);
+      const int64_t u = sp.u, w = sp.w;
+      const int64_t nb = before ? 2 : 3;  // blocks multiplied by h(t-1)
+      std::vector<T> Wk(nb * w * H), Wn(before ? w * H : 0), sc(B * nb * w);
+      for (int64_t blk = 0; blk < nb; ++blk)
+        std::memcpy(Wk.data() + blk * w * H, W + (blk * H + u) * H, sizeof(T) * w * H);
+      if (before) std::memcpy(Wn.data(), W + (2 * H + u) * H, sizeof(T) * w * H);
+      for (int64_t t = 0; t < S; ++t) {
+        if (w > 0) {
+          for (int64_t r = 0; r < B; ++r)
+            for (int64_t blk = 0; blk < nb; ++blk)
+              for (int64_t j = 0; j < w; ++j)
+                sc[(r * nb + blk) * w + j] = bh ? bh[blk * H + u + j] : T(0);
+          gemm(false, true, B, nb * w, H, T(1), h + t * B * H, H, Wk.data(), H, T(1), sc.data(),
+               nb * w);
+          for (int64_t r = 0; r < B; ++r) gates_row(t, r, u, w, sc.data() + r * nb * w, w);
+        }
+        if (before) {
+          team_barrier();  // U_n (r ⊙ h) needs r ⊙ h of every unit
+          if (w > 0)
+            gemm(false, true, B, w, H, T(1), ats(t), H, Wn.data(), H, T(1), gts(t) + 2 * H + u,
+                 3 * H);
+        }
+        if (w > 0)
+          for (int64_t r = 0; r < B; ++r) update_row(t, r, u, w);
+        team_barrier();
+      }
+    });
+    return;
+  }
+  std::vector<T> gh(B * 3 * H);
   for (int64_t t = 0; t < S; ++t) {
     T* prev = h + t * B * H;
-    T* cur = prev + B * H;
-    // without a backward to feed (store == false) the gates of one step are scratch
-    T* gt = gt_all + (store ? t : 0) * B * 3 * H;
-    T* at = ax + (store ? t : 0) * B * H;
-    const T* xt = g + t * B * 3 * H;
     if (!before) {
       for (int64_t r = 0; r < B; ++r)
         for (int64_t k = 0; k < 3 * H; ++k) gh[r * 3 * H + k] = bh ? bh[k] : T(0);
       gemm(false, true, B, 3 * H, H, T(1), prev, H, W, H, T(1), gh.data(), 3 * H);
       // one pass per row: gates, candidate and the state update
       for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const T* xr = xt + r * 3 * H;
-        const T* hr = gh.data() + r * 3 * H;
-        T* o = gt + r * 3 * H;
-        T* a = at + r * H;
-        for (int64_t j = 0; j < 2 * H; ++j) o[j] = sigmoid(xr[j] + hr[j]);
-        for (int64_t j = 0; j < H; ++j) {
-          a[j] = hr[2 * H + j];
-          o[2 * H + j] = xr[2 * H + j] + o[j] * a[j];
+        for (int64_t r = r0; r < r1; ++r) {
+          gates_row(t, r, 0, H, gh.data() + r * 3 * H, H);
+          update_row(t, r, 0, H);
         }
-        act_inplace(act, o + 2 * H, H);
-        update(t, r, o, prev + r * H, cur + r * H);
-      }
       });
       continue;
     }
     gemm(false, true, B, 2 * H, H, T(1), prev, H, W, H, T(0), gh.data(), 2 * H);
     for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const T* xr = xt + r * 3 * H;
-      const T* hr = gh.data() + r * 2 * H;
-      const T* hp = prev + r * H;
-      T* o = gt + r * 3 * H;
-      T* a = at + r * H;
-      for (int64_t j = 0; j < 2 * H; ++j) o[j] = sigmoid(xr[j] + hr[j]);
-      for (int64_t j = 0; j < H; ++j) {
-        a[j] = o[j] * hp[j];
-        o[2 * H + j] = xr[2 * H + j];
-      }
-    }
+      for (int64_t r = r0; r < r1; ++r) gates_row(t, r, 0, H, gh.data() + r * 2 * H, H);
     });
     // U_n (r ⊙ h) for all rows at once: gates[:, 2H:] += aux W_nᵀ (ldc = 3H)
-    gemm(false, true, B, H, H, T(1), at, H, W + 2 * H * H, H, T(1), gt + 2 * H, 3 * H);
+    gemm(false, true, B, H, H, T(1), ats(t), H, W + 2 * H * H, H, T(1), gts(t) + 2 * H, 3 * H);
     for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      T* o = gt + r * 3 * H;
-      act_inplace(act, o + 2 * H, H);
-      update(t, r, o, prev + r * H, cur + r * H);
-    }
+      for (int64_t r = r0; r < r1; ++r) update_row(t, r, 0, H);
     });
   }
 }
@@ -321,75 +353,123 @@ static void gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gate
   // after: dgh (S, B, 3H) = gradient of U h + b_hh;  before: dgx's n block serves for U_n.
   std::vector<T> dgh(before ? 0 : S * B * 3 * H);
   std::vector<T> drh(before ? S * B * H : 0);
-  std::vector<T> dh(B * H, T(0)), tmp(B * H);
-  for (int64_t t = S - 1; t >= 0; --t) {
-    const T* gt = G + (t + 1) * B * H;
-    for (int64_t k = 0; k < B * H; ++k) dh[k] += gt[k];
-    const T* hp = h + t * B * H;
-    const T* g3 = gs + t * B * 3 * H;
-    const T* a = ax + t * B * H;
-    T* d = dg + t * B * 3 * H;
-    for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const T* o = g3 + r * 3 * H;
-      T* dr_ = d + r * 3 * H;
-      const T* dhr = dh.data() + r * H;
-      const T* hpr = hp + r * H;
-      const T* ar = a + r * H;
-      const bool v = L.full || L.valid(r, t);
-      if (!v) {
-        std::fill(dr_, dr_ + 3 * H, T(0));
-        if (!before) std::fill(&dgh[(t * B + r) * 3 * H], &dgh[(t * B + r + 1) * 3 * H], T(0));
-        else std::fill(&drh[(t * B + r) * H], &drh[(t * B + r + 1) * H], T(0));
-        continue;
-      }
-      for (int64_t j = 0; j < H; ++j) {
-        T z = o[H + j], n = o[2 * H + j];
-        T dn = dhr[j] * (T(1) - z) * act_grad(act, n);
-        T dz = dhr[j] * (hpr[j] - n) * z * (T(1) - z);
-        dr_[H + j] = dz;
-        dr_[2 * H + j] = dn;
-      }
-      if (!before) {
-        T* dgr = &dgh[(t * B + r) * 3 * H];
-        for (int64_t j = 0; j < H; ++j) {
-          T rr = o[j], dn = dr_[2 * H + j];
-          T drr = dn * ar[j] * rr * (T(1) - rr);
-          dr_[j] = drr;
-          dgr[j] = drr;
-          dgr[H + j] = dr_[H + j];
-          dgr[2 * H + j] = dn * rr;
+  std::vector<T> dh(B * H, T(0));
+  auto valid = [&](int64_t r, int64_t t) { return L.full || L.valid(r, t); };
+  // Row r at step t, units [u, u + w): dh(t) arrives in dh; the gradients of z and n's
+  // pre-activation (and, reset after, of r and of U h + b_hh) go to dgx (and dgh).
+  auto grad_row = [&](int64_t t, int64_t r, int64_t u, int64_t w) {
+    T* dr_ = dg + (t * B + r) * 3 * H + u;
+    if (!valid(r, t)) {
+      for (int64_t blk = 0; blk < 3; ++blk) std::fill(dr_ + blk * H, dr_ + blk * H + w, T(0));
+      if (!before)
+        for (int64_t blk = 0; blk < 3; ++blk) {
+          T* q = &dgh[(t * B + r) * 3 * H + blk * H + u];
+          std::fill(q, q + w, T(0));
         }
-      }
+      else std::fill(&drh[(t * B + r) * H + u], &drh[(t * B + r) * H + u + w], T(0));
+      return;
     }
-    });
+    const T* o = gs + (t * B + r) * 3 * H + u;
+    const T* dhr = dh.data() + r * H + u;
+    const T* hpr = h + (t * B + r) * H + u;
+    const T* ar = ax + (t * B + r) * H + u;
+    for (int64_t j = 0; j < w; ++j) {
+      T z = o[H + j], n = o[2 * H + j];
+      dr_[H + j] = dhr[j] * (hpr[j] - n) * z * (T(1) - z);
+      dr_[2 * H + j] = dhr[j] * (T(1) - z) * act_grad(act, n);
+    }
     if (!before) {
-      // dh(t-1) = dh ⊙ z + dgh(t) U
-      gemm(false, false, B, H, 3 * H, T(1), &dgh[t * B * 3 * H], 3 * H, W, H, T(0), tmp.data(),
-           H);
-    } else {
-      // d(r ⊙ h) = dn U_n;  then dr and the direct path into h
-      T* drht = &drh[t * B * H];
-      gemm(false, false, B, H, H, T(1), d + 2 * H, 3 * H, W + 2 * H * H, H, T(0), drht, H);
-      for (int64_t r = 0; r < B; ++r) {
-        if (!(L.full || L.valid(r, t))) continue;
-        const T* o = g3 + r * 3 * H;
-        const T* hpr = hp + r * H;
-        T* dr_ = d + r * 3 * H;
-        T* q = drht + r * H;
-        for (int64_t j = 0; j < H; ++j) {
-          T rr = o[j];
-          dr_[j] = q[j] * hpr[j] * rr * (T(1) - rr);
-          q[j] = q[j] * rr;  // now the r ⊙ path's contribution to dh(t-1)
-        }
+      T* dgr = &dgh[(t * B + r) * 3 * H + u];
+      for (int64_t j = 0; j < w; ++j) {
+        T rr = o[j], dn = dr_[2 * H + j];
+        T drr = dn * ar[j] * rr * (T(1) - rr);
+        dr_[j] = drr;
+        dgr[j] = drr;
+        dgr[H + j] = dr_[H + j];
+        dgr[2 * H + j] = dn * rr;
       }
-      gemm(false, false, B, H, 2 * H, T(1), d, 3 * H, W, H, T(0), tmp.data(), H);
-      for (int64_t k = 0; k < B * H; ++k) tmp[k] += drht[k];
     }
+  };
+  // reset before: q = d(r ⊙ h) for the row's units -> dr, and q becomes r ⊙ q (the r ⊙ path's
+  // part of dh(t-1))
+  auto reset_row = [&](int64_t t, int64_t r, int64_t u, int64_t w) {
+    if (!valid(r, t)) return;
+    const T* o = gs + (t * B + r) * 3 * H + u;
+    const T* hpr = h + (t * B + r) * H + u;
+    T* dr_ = dg + (t * B + r) * 3 * H + u;
+    T* q = &drh[(t * B + r) * H + u];
+    for (int64_t j = 0; j < w; ++j) {
+      T rr = o[j];
+      dr_[j] = q[j] * hpr[j] * rr * (T(1) - rr);
+      q[j] = q[j] * rr;
+    }
+  };
+  // dh(t-1) = dh ⊙ z + tmp for the row's units; frozen rows pass dh unchanged
+  auto carry_row = [&](int64_t t, int64_t r, int64_t u, int64_t w, const T* tmp) {
+    if (!valid(r, t)) return;
+    const T* o = gs + (t * B + r) * 3 * H + u;
+    T* d = dh.data() + r * H + u;
+    const T* q = before ? &drh[(t * B + r) * H + u] : nullptr;
+    for (int64_t j = 0; j < w; ++j) d[j] = d[j] * o[H + j] + tmp[j] + (q ? q[j] : T(0));
+  };
+  auto add_grad = [&](int64_t t, int64_t u, int64_t w) {
     for (int64_t r = 0; r < B; ++r) {
-      if (!(L.full || L.valid(r, t))) continue;  // frozen state: dh passes unchanged
-      const T* o = g3 + r * 3 * H;
-      for (int64_t j = 0; j < H; ++j) dh[r * H + j] = dh[r * H + j] * o[H + j] + tmp[r * H + j];
+      T* d = dh.data() + r * H + u;
+      const T* gt = G + ((t + 1) * B + r) * H + u;
+      for (int64_t j = 0; j < w; ++j) d[j] += gt[j];
+    }
+  };
+  const int team = partition_team(B, H, 3 * H, H, true);
+  if (team > 1) {
+    parallel_team(team, [&](int tid, int nth) {
+      const Span sp = unit_span(tid, nth, H);
+      const int64_t u = sp.u, w = sp.w;
+      std::vector<T> tmp(B * w);
+      for (int64_t t = S - 1; t >= 0; --t) {
+        if (w > 0) {
+          add_grad(t, u, w);
+          for (int64_t r = 0; r < B; ++r) grad_row(t, r, u, w);
+        }
+        team_barrier();
+        T* d = dg + t * B * 3 * H;
+        if (before) {
+          // d(r ⊙ h)[:, units] = dn U_n[:, units], from every unit's dn
+          if (w > 0) {
+            gemm(false, false, B, w, H, T(1), d + 2 * H, 3 * H, W + 2 * H * H + u, H, T(0),
+                 &drh[t * B * H + u], H);
+            for (int64_t r = 0; r < B; ++r) reset_row(t, r, u, w);
+          }
+          team_barrier();  // dr of every unit
+          if (w > 0)
+            gemm(false, false, B, w, 2 * H, T(1), d, 3 * H, W + u, H, T(0), tmp.data(), w);
+        } else if (w > 0) {
+          gemm(false, false, B, w, 3 * H, T(1), &dgh[t * B * 3 * H], 3 * H, W + u, H, T(0),
+               tmp.data(), w);
+        }
+        if (w > 0)
+          for (int64_t r = 0; r < B; ++r) carry_row(t, r, u, w, tmp.data() + r * w);
+      }
+    });
+  } else {
+    std::vector<T> tmp(B * H);
+    for (int64_t t = S - 1; t >= 0; --t) {
+      add_grad(t, 0, H);
+      for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) grad_row(t, r, 0, H);
+      });
+      T* d = dg + t * B * 3 * H;
+      if (!before) {
+        // dh(t-1) = dh ⊙ z + dgh(t) U
+        gemm(false, false, B, H, 3 * H, T(1), &dgh[t * B * 3 * H], 3 * H, W, H, T(0),
+             tmp.data(), H);
+      } else {
+        // d(r ⊙ h) = dn U_n;  then dr and the direct path into h
+        gemm(false, false, B, H, H, T(1), d + 2 * H, 3 * H, W + 2 * H * H, H, T(0),
+             &drh[t * B * H], H);
+        for (int64_t r = 0; r < B; ++r) reset_row(t, r, 0, H);
+        gemm(false, false, B, H, 2 * H, T(1), d, 3 * H, W, H, T(0), tmp.data(), H);
+      }
+      for (int64_t r = 0; r < B; ++r) carry_row(t, r, 0, H, tmp.data() + r * H);
     }
   }
   T* dW = dw.data_ptr<T>();
