@@ -7,8 +7,8 @@ Two parts, both written to benchmarks/results/profile.{json,md}:
    CPU both are bound by matrix-product throughput, so the speed-up of the parallel path cannot
    exceed t_sequential / t_gemm, where t_gemm is the forward and backward of those three large
    GEMMs alone (no activation, no bookkeeping): the floor of any parallel implementation.
-2. A sampling profile (Linux ``perf``, when installed) of a steady-state training loop per
-   case, attached after warm-up, with the samples grouped: matrix products (MKL kernels and
+2. A sampling profile (Linux ``perf``, when installed) of a steady-state training or inference
+   loop per case, attached after warm-up, with the samples grouped: matrix products (MKL kernels and
    their packing), OpenMP waiting (libgomp: threads spinning at barriers), rnnlab's compiled
    recurrences, other torch ops, Python, the OS kernel.
 
@@ -38,13 +38,16 @@ from rnnlab.bench import machine
 
 HERE = Path(__file__).parent
 
-# (name, cell constructor source, shape (T, B, I, H)) profiled with perf
+# (name, cell constructor source, shape (T, B, I, H), mode) profiled with perf
+S1, S2, S3 = (100, 32, 128, 256), (500, 8, 64, 128), (50, 128, 256, 512)
 CASES = [
-    ("lstm_cifg S2", "LSTMCell(I, H, variant='CIFG')", (500, 8, 64, 128)),
-    ("lstm_peephole S2", "LSTMCell(I, H, peephole=True)", (500, 8, 64, 128)),
-    ("torch.nn.LSTM S2", "torch.nn.LSTM(I, H, batch_first=True)", (500, 8, 64, 128)),
-    ("lstm_cifg S3", "LSTMCell(I, H, variant='CIFG')", (50, 128, 256, 512)),
-    ("torch.nn.LSTM S3", "torch.nn.LSTM(I, H, batch_first=True)", (50, 128, 256, 512)),
+    ("lstm_cifg S2 train", "LSTMCell(I, H, variant='CIFG')", S2, "train"),
+    ("lstm_peephole S2 train", "LSTMCell(I, H, peephole=True)", S2, "train"),
+    ("torch.nn.LSTM S2 train", "torch.nn.LSTM(I, H, batch_first=True)", S2, "train"),
+    ("lstm_cifg S1 forward", "LSTMCell(I, H, variant='CIFG')", S1, "forward"),
+    ("torch.nn.LSTM S1 forward", "torch.nn.LSTM(I, H, batch_first=True)", S1, "forward"),
+    ("lstm_cifg S3 train", "LSTMCell(I, H, variant='CIFG')", S3, "train"),
+    ("torch.nn.LSTM S3 train", "torch.nn.LSTM(I, H, batch_first=True)", S3, "train"),
 ]
 
 GROUPS = [  # (group, predicate on (dso, symbol)), first match wins
@@ -122,10 +125,13 @@ from rnnlab import LSTMCell, Recurrent
 T, B, I, H = {shape}
 m = {ctor}
 layer = m if isinstance(m, torch.nn.Module) and not hasattr(m, 'state_sizes') else Recurrent(m)
-x = torch.randn(B, T, I, requires_grad=True)
+x = torch.randn(B, T, I, requires_grad={train})
 def go():
-    y = layer(x)[0]
-    y.sum().backward()
+    if {train}:
+        layer(x)[0].sum().backward()
+    else:
+        with torch.no_grad():
+            layer(x)
 for _ in range(5):
     go()
 print('ready', flush=True)
@@ -137,11 +143,11 @@ print('ms', 1e3 * (time.perf_counter() - t0) / n, flush=True)
 """
 
 
-def perf_profile(name: str, ctor: str, shape: tuple, seconds: float) -> dict | None:
+def perf_profile(name: str, ctor: str, shape: tuple, mode: str, seconds: float) -> dict | None:
     if shutil.which("perf") is None:
         print(f"{name}: perf not installed, skipped")
         return None
-    code = _CHILD.format(shape=shape, ctor=ctor, seconds=seconds + 2)
+    code = _CHILD.format(shape=shape, ctor=ctor, seconds=seconds + 2, train=mode == "train")
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "perf.data")
         child = subprocess.Popen(
@@ -270,8 +276,8 @@ def main() -> None:
     bound = teacher_forced_bound(args.repeats)
     profiles = []
     if not args.no_perf:
-        for name, ctor, shape in CASES:
-            r = perf_profile(name, ctor, shape, args.seconds)
+        for name, ctor, shape, mode in CASES:
+            r = perf_profile(name, ctor, shape, mode, args.seconds)
             if r is not None:
                 profiles.append(r)
     out = HERE / "results"

@@ -216,7 +216,7 @@ def _jordan_linear_output(
         b = ub if b is None else b + ub
     gx = _time_major_projection(x, cell.weight_ih, b)
     y0 = state.y if by is None else state.y - by
-    gx[0] += F.linear(y0, u)
+    gx = torch.cat([gx[:1] + F.linear(y0, u), gx[1:]])
     h0 = torch.zeros(x.shape[0], cell.hidden_size, dtype=x.dtype, device=x.device)
     hs = _ElmanFn.apply(gx, u @ wy, h0, _lengths_arg(lengths), act)
     h_seq, h_final = _read_out(hs, lengths)
