@@ -19,6 +19,7 @@ from rnnlab.bench import (
     QUICK,
     SHAPES,
     bench,
+    bench_jordan_vs_elman,
     bench_teacher_forced,
     bench_user_cell,
     machine,
@@ -34,6 +35,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--cells", nargs="+", choices=sorted(CASES))
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
+    p.add_argument(
+        "--extras-only",
+        action="store_true",
+        help="rerun only the extras (user cell, teacher forcing, Jordan vs Elman) and replace "
+        "them in the existing results/engine.json and .md",
+    )
     args = p.parse_args()
     if args.threads:
         import torch
@@ -42,13 +49,19 @@ def main() -> None:
     cells = args.cells or (QUICK if args.quick else list(CASES))
     shapes = ["S1"] if args.quick else list(SHAPES)
     info = machine()
-    records = bench(cells, shapes, ["forward", "train"], args.repeats, memory=True)
-    if not args.quick:
-        records += bench_user_cell("S1", args.repeats)
-        records += bench_teacher_forced(args.repeats)
     name = ("engine-quick" if args.quick else "engine") + (
         f"-{args.threads}t" if args.threads else ""
     )
+    if args.extras_only:
+        old = json.loads((HERE / "results" / f"{name}.json").read_text())
+        records = [r for r in old["records"] if r["shape"] in SHAPES and r["cell"] in CASES]
+        info = {**old["machine"], "extras_date": info["date"]}
+    else:
+        records = bench(cells, shapes, ["forward", "train"], args.repeats, memory=True)
+    if not args.quick:
+        records += bench_user_cell("S1", args.repeats)
+        records += bench_teacher_forced(args.repeats)
+        records += bench_jordan_vs_elman(list(SHAPES), args.repeats)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"machine": info, "records": records}, indent=1))
@@ -64,6 +77,11 @@ def write_markdown(path: Path, info: dict, records: list[dict], repeats: int) ->
         "",
         f"{info['cpu']}, {info['cores']} threads, torch {info['torch']}, Python {info['python']}.",
         f"Medians of {repeats} interleaved runs after warm-up; see rnnlab/bench.py.",
+        *(
+            [f"Extras (second table) rerun on {info['extras_date']} with --extras-only."]
+            if "extras_date" in info
+            else []
+        ),
         "",
         table(main_records),
         "",

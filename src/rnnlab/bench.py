@@ -169,6 +169,49 @@ def bench_user_cell(
     ]
 
 
+def bench_jordan_vs_elman(
+    shapes: list[str], repeats: int, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """Jordan (O = H, linear output) against Elman with an output layer of the same sizes,
+    training, the two interleaved in one loop per shape (the issue's 1.15x target is a ratio
+    of these two, so they share rounds rather than being timed minutes apart)."""
+    records = []
+    for shape in shapes:
+        T, B, I, H = SHAPES[shape]
+        torch.manual_seed(0)
+        models = {
+            "jordan": _Ours(JordanCell(I, H, H), reference=False),
+            "elman_output": _Ours(ElmanCell(I, H, H), reference=False),
+        }
+        x = torch.randn(B, T, I, requires_grad=True)
+        w = torch.randn(B, T, H)
+        for m in models.values():
+            _run_once(m, x, w, "train")
+        times: dict[str, list[float]] = {k: [] for k in models}
+        for _ in range(repeats):
+            for k, m in models.items():
+                times[k].append(_run_once(m, x, w, "train"))
+        med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+        log(
+            f"{shape} train: jordan {med['jordan']:.1f} ms, elman+output "
+            f"{med['elman_output']:.1f} ms ({med['jordan'] / med['elman_output']:.2f}x)"
+        )
+        records += [
+            {
+                "cell": "jordan_vs_elman_output",
+                "shape": shape,
+                "mode": "train",
+                "impl": k,
+                "median_ms": v,
+                "flop": flop(CASES[k], shape, "train"),
+                "peak_mem_mb": None,
+                "repeats": repeats,
+            }
+            for k, v in med.items()
+        ]
+    return records
+
+
 def bench_teacher_forced(repeats: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Jordan, T=200, B=32, I=H=O=128, training: the parallel teacher-forced path vs rnnlab's
     compiled sequential path (the same cell run free) — the lecture's "training can be
@@ -415,8 +458,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--extras",
         action="store_true",
-        help="also: a user-defined cell compiled vs reference, and Jordan's "
-        "teacher-forced parallel path vs its sequential path",
+        help="also: a user-defined cell compiled vs reference, Jordan's "
+        "teacher-forced parallel path vs its sequential path, and Jordan vs Elman with an "
+        "output layer (interleaved)",
     )
 
 
@@ -433,6 +477,7 @@ def run(args: argparse.Namespace) -> int:
     if args.extras:
         records += bench_user_cell("S1", args.repeats)
         records += bench_teacher_forced(args.repeats)
+        records += bench_jordan_vs_elman(shapes, args.repeats)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": info, "records": records}, indent=1))

@@ -100,13 +100,15 @@ def _read_out(seq: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
 
 # ------------------------------------------------------------------------------- Elman ----
 class _ElmanFn(torch.autograd.Function):
+    # first: (B, H) added to step 0's pre-activation, or empty
     @staticmethod
     def forward(
-        ctx: Any, gx: Tensor, w_hh: Tensor, h0: Tensor, lengths: Tensor, act: int
+        ctx: Any, gx: Tensor, w_hh: Tensor, h0: Tensor, first: Tensor, lengths: Tensor, act: int
     ) -> Tensor:
-        (hs,) = build.ops().elman_forward(gx, w_hh, h0, lengths, act)  # type: ignore[union-attr]
+        (hs,) = build.ops().elman_forward(gx, w_hh, h0, first, lengths, act)  # type: ignore[union-attr]
         ctx.save_for_backward(hs, w_hh, lengths)
         ctx.act = act
+        ctx.has_first = first.numel() > 0
         return hs
 
     @staticmethod
@@ -116,7 +118,7 @@ class _ElmanFn(torch.autograd.Function):
         dgx, dw, dh0 = build.ops().elman_backward(  # type: ignore[union-attr]
             _zeros_if_none(grad_hs, hs), hs, w_hh, lengths, ctx.act
         )
-        return dgx, dw, dh0, None, None
+        return dgx, dw, dh0, dgx[0] if ctx.has_first else None, None, None
 
 
 def _cpu_ops(x: Tensor) -> Any:
@@ -130,7 +132,7 @@ def elman_kernel(cell: ElmanCell, x: Tensor, state: ElmanState, lengths: Tensor 
         return None
     b = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh  # type: ignore[operator]
     gx = _time_major_projection(x, cell.weight_ih, b)
-    hs = _ElmanFn.apply(gx, cell.weight_hh, state.h, _lengths_arg(lengths), act)
+    hs = _ElmanFn.apply(gx, cell.weight_hh, state.h, _empty(x), _lengths_arg(lengths), act)
     h_seq, h_final = _read_out(hs, lengths)
     if cell.weight_ho is None:
         return h_seq, ElmanState(h_final)
@@ -146,7 +148,7 @@ def recurrent_mlp_kernel(cell: Any, x: Tensor, state: Any, lengths: Tensor | Non
     if act is None or _cpu_ops(x) is None:
         return None
     gx = _time_major_projection(x, cell.weight_ih, cell.bias)
-    hs = _ElmanFn.apply(gx, cell.weight_hh, state.h, _lengths_arg(lengths), act)
+    hs = _ElmanFn.apply(gx, cell.weight_hh, state.h, _empty(x), _lengths_arg(lengths), act)
     h_seq, h_final = _read_out(hs, lengths)
     return h_seq, RecurrentMLPState(h_final)
 
@@ -209,18 +211,20 @@ def _jordan_linear_output(
     """Jordan with a linear output layer is Elman's recurrence in h: U y(t-1) = (U W_y) h(t-1)
     + U b_y. One GEMM per step with M = U W_y (H x H) instead of two dependent ones, and the
     output layer hoisted out of the loop as for Elman. Step 1 feeds back y(0) instead of
-    W_y h(0) + b_y, so it gets U (y(0) - b_y) added and starts from h(0) = 0."""
+    W_y h(0) + b_y, so it gets U (y(0) - b_y) added (the kernel's `first`) and starts from
+    h(0) = 0."""
     u, wy, by = cell.weight_hh, cell.weight_ho, cell.bias_ho
     if by is not None:
         ub = F.linear(by, u)
         b = ub if b is None else b + ub
     gx = _time_major_projection(x, cell.weight_ih, b)
-    y0 = state.y if by is None else state.y - by
-    gx = torch.cat([gx[:1] + F.linear(y0, u), gx[1:]])
+    first = F.linear(state.y if by is None else state.y - by, u)
     h0 = torch.zeros(x.shape[0], cell.hidden_size, dtype=x.dtype, device=x.device)
-    hs = _ElmanFn.apply(gx, u @ wy, h0, _lengths_arg(lengths), act)
-    h_seq, h_final = _read_out(hs, lengths)
-    return _zero_past(cell.readout(h_seq), lengths), JordanState(cell.readout(h_final))
+    hs = _ElmanFn.apply(gx, u @ wy, h0, first, _lengths_arg(lengths), act)
+    y = _zero_past(cell.readout(hs[1:].transpose(0, 1)), lengths)  # one GEMM, (B, T, O)
+    # the final state y(length) is the output of each sequence's last valid step
+    last = y[:, -1] if lengths is None else y[torch.arange(y.shape[0]), lengths.to(y.device) - 1]
+    return y, JordanState(last)
 
 
 # --------------------------------------------------------------------------------- GRU ----

@@ -21,18 +21,22 @@ static Tensor empty_like_shape(const Tensor& ref, at::IntArrayRef shape) {
 }
 
 // ---------------------------------------------------------------------------------- Elman ----
-// h(t) = act(gx(t) + U h(t-1))
+// h(t) = act(gx(t) + U h(t-1)); `first` (B, H), when given, is added to step 0's pre-activation
+// (Jordan's fed-back y(0) enters there, see kernels.py)
 template <typename T>
-static void elman_fwd_impl(const Tensor& gx, const Tensor& w, Tensor& hs, const Lengths& L,
-                           int64_t act) {
+static void elman_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& first, Tensor& hs,
+                           const Lengths& L, int64_t act) {
   const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2);
   const T* g = gx.data_ptr<T>();
   const T* W = w.data_ptr<T>();
+  const T* f0 = first.numel() ? first.data_ptr<T>() : nullptr;
   T* h = hs.data_ptr<T>();
   for (int64_t t = 0; t < S; ++t) {
     T* prev = h + t * B * H;
     T* cur = prev + B * H;
     std::memcpy(cur, g + t * B * H, sizeof(T) * B * H);
+    if (t == 0 && f0)
+      for (int64_t k = 0; k < B * H; ++k) cur[k] += f0[k];
     gemm(false, true, B, H, H, T(1), prev, H, W, H, T(1), cur, H);
     par_act_inplace(act, cur, B * H);
     if (!L.full)
@@ -42,15 +46,16 @@ static void elman_fwd_impl(const Tensor& gx, const Tensor& w, Tensor& hs, const 
 }
 
 std::vector<Tensor> elman_forward(const Tensor& gx, const Tensor& w_hh, const Tensor& h0,
-                                  const Tensor& lengths, int64_t act) {
+                                  const Tensor& first, const Tensor& lengths, int64_t act) {
   auto g = gx.contiguous();
   auto w = w_hh.contiguous();
+  auto f0 = first.contiguous();
   const int64_t S = g.size(0), B = g.size(1), H = g.size(2);
   Lengths L(lengths, B, S);
   Tensor hs = empty_like_shape(g, {S + 1, B, H});
   hs[0].copy_(h0);
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "elman_forward",
-                             [&] { elman_fwd_impl<scalar_t>(g, w, hs, L, act); });
+                             [&] { elman_fwd_impl<scalar_t>(g, w, f0, hs, L, act); });
   return {hs};
 }
 
@@ -510,7 +515,7 @@ std::vector<Tensor> gru_backward(const Tensor& grad_hs, const Tensor& hs, const 
 #include "lstm.h"
 
 TORCH_LIBRARY(rnnlab_engine, m) {
-  m.def("elman_forward(Tensor gx, Tensor w_hh, Tensor h0, Tensor lengths, int act) -> Tensor[]");
+  m.def("elman_forward(Tensor gx, Tensor w_hh, Tensor h0, Tensor first, Tensor lengths, int act) -> Tensor[]");
   m.def("elman_backward(Tensor grad_hs, Tensor hs, Tensor w_hh, Tensor lengths, int act) -> Tensor[]");
   m.def("jordan_forward(Tensor gx, Tensor u, Tensor wy, Tensor by, Tensor y0, Tensor lengths, int act, int oact) -> Tensor[]");
   m.def("jordan_backward(Tensor grad_ys, Tensor ys, Tensor hs, Tensor u, Tensor wy, Tensor lengths, int act, int oact) -> Tensor[]");
