@@ -70,6 +70,21 @@ def speed(ctx: RunContext) -> list[Claim]:
             None,
         )
     )
+    eff = {
+        f"{cell} {shape} {mode}": round(e, 2)
+        for (cell, shape, mode), d in keyed.items()
+        if cell != "lstm" and (e := B.efficiency(d)) is not None
+    }
+    rows.append(
+        claim(
+            "speed",
+            "GFLOP/s vs torch.nn.LSTM (oneDNN) timed in the same rounds, per cell and mode",
+            eff,
+            "training ≥ 0.7 at S1 (issue 7's efficiency target)",
+            "rnnlab bench",
+            None,
+        )
+    )
     slowest = min(vs_ref, key=vs_ref.__getitem__)
     rows.append(
         claim(
