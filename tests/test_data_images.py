@@ -51,9 +51,17 @@ def _no_system_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 # IDX reader on hand-made files
 
 
-@pytest.mark.parametrize(("dtype", "code"), [(np.uint8, 0x08), (np.int8, 0x09),
-                                             (np.int16, 0x0B), (np.int32, 0x0C),
-                                             (np.float32, 0x0D), (np.float64, 0x0E)])
+@pytest.mark.parametrize(
+    ("dtype", "code"),
+    [
+        (np.uint8, 0x08),
+        (np.int8, 0x09),
+        (np.int16, 0x0B),
+        (np.int32, 0x0C),
+        (np.float32, 0x0D),
+        (np.float64, 0x0E),
+    ],
+)
 def test_read_idx_every_type_raw_and_gz(tmp_path: Path, dtype: type, code: int) -> None:
     rng = np.random.default_rng(0)
     array = (rng.standard_normal((3, 4, 5)) * 50).astype(dtype)
@@ -72,8 +80,10 @@ CORRUPT = [
     (b"\x00\x00\x07\x01" + struct.pack(">I", 2) + b"ab", "got 00 00 07 01"),
     (b"\x00\x00\x08\x00", "expected an IDX magic number"),
     (b"\x00\x00\x08\x03" + struct.pack(">I", 2), "truncated header, expected 16 bytes"),
-    (b"\x00\x00\x08\x01" + struct.pack(">I", 5) + b"abc",
-     "truncated: expected 5 data bytes for shape (5,) (uint8), got 3"),
+    (
+        b"\x00\x00\x08\x01" + struct.pack(">I", 5) + b"abc",
+        "truncated: expected 5 data bytes for shape (5,) (uint8), got 3",
+    ),
     (b"\x00\x00\x08\x01" + struct.pack(">I", 2) + b"abc", "trailing bytes after the data"),
     (b"\x1f\x8b\x08\x00garbage-not-deflate", "corrupt gzip stream"),
 ]
@@ -173,9 +183,13 @@ def test_missing_data_names_every_place(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(FileNotFoundError) as info:
         load_fashion_mnist(tmp_path / "half")
     text = str(info.value)
-    for place in (tmp_path / "half", tmp_path / "half" / "FashionMNIST" / "raw",
-                  tmp_path / "env" / "fashion-mnist", tmp_path / "env" / "FashionMNIST" / "raw",
-                  tmp_path / "no-debian"):
+    for place in (
+        tmp_path / "half",
+        tmp_path / "half" / "FashionMNIST" / "raw",
+        tmp_path / "env" / "fashion-mnist",
+        tmp_path / "env" / "FashionMNIST" / "raw",
+        tmp_path / "no-debian",
+    ):
         assert str(place) in text
     assert "dataset-fashion-mnist" in text and "train-labels-idx1-ubyte" in text
     with pytest.raises(TypeError, match="train: expected a bool, got str"):
@@ -187,8 +201,9 @@ def test_corrupt_fashion_file_is_reported(tmp_path: Path) -> None:
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.zeros(2, np.uint8), 8))
     with pytest.raises(ValueError, match="truncated header"):
         load_fashion_mnist(tmp_path, train=False)
-    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros((2, 28, 28),
-                                                                          np.uint8), 8))
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(
+        _idx_bytes(np.zeros((2, 28, 28), np.uint8), 8)
+    )
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.array([1, 12], np.uint8), 8))
     with pytest.raises(ValueError, match="expected labels in 0..9, got 1..12"):
         load_fashion_mnist(tmp_path, train=False)
@@ -203,8 +218,10 @@ def test_corrupt_fashion_file_is_reported(tmp_path: Path) -> None:
 
 @needs_fashion
 def test_fashion_views() -> None:
-    sets = {view: FashionMNIST(FASHION, train=False, view=view)
-            for view in ("image", "rows", "pixels", "permuted")}
+    sets = {
+        view: FashionMNIST(FASHION, train=False, view=view)
+        for view in ("image", "rows", "pixels", "permuted")
+    }
     raw, labels = load_fashion_mnist(FASHION, train=False)
     k = 123
     image = raw[k].float() / 255
@@ -253,8 +270,12 @@ def test_image_view_bad_input() -> None:
         ImageClassification(torch.zeros(4, 2, 2), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"labels: expected values in 0..1, got 0..2"):
         ImageClassification(torch.zeros(3, 2, 2), torch.tensor([0, 1, 2]), n_classes=2)
-    own = ImageClassification(torch.full((2, 2, 3), 255, dtype=torch.uint8), torch.tensor([0, 1]),
-                              view="pixels", n_classes=2)
+    own = ImageClassification(
+        torch.full((2, 2, 3), 255, dtype=torch.uint8),
+        torch.tensor([0, 1]),
+        view="pixels",
+        n_classes=2,
+    )
     assert own[1]["x"].shape == (6, 1) and (own[1]["x"] == 1).all()
     assert own.baseline_loss() == pytest.approx(math.log(2))
 

@@ -29,8 +29,9 @@ from rnnlab.data import (
 # maps
 
 
-@pytest.mark.parametrize(("name", "a", "fixed"), [("stable_linear", 0.8, 5.0),
-                                                  ("unstable_linear", 1.4, -2.5)])
+@pytest.mark.parametrize(
+    ("name", "a", "fixed"), [("stable_linear", 0.8, 5.0), ("unstable_linear", 1.4, -2.5)]
+)
 def test_linear_maps_closed_form(name: str, a: float, fixed: float) -> None:
     data = MapSequences(name, 32, 25, seed=0)
     h0 = data.orbits[:, 0, 0]
@@ -118,8 +119,9 @@ def test_sine_series() -> None:
 @pytest.mark.parametrize("zeta", [0.1, 1.5])
 def test_damped_oscillator_closed_form(zeta: float) -> None:
     omega, x0, v0, dt = 2.0, 1.0, 0.5, 0.05
-    s = damped_oscillator_series(200, omega=omega, zeta=zeta, x0=x0, v0=v0, interval=dt,
-                                 full_state=True)
+    s = damped_oscillator_series(
+        200, omega=omega, zeta=zeta, x0=x0, v0=v0, interval=dt, full_state=True
+    )
     t = np.arange(200) * dt
     if zeta < 1:
         alpha, wd = zeta * omega, omega * math.sqrt(1 - zeta**2)
@@ -179,10 +181,13 @@ def test_lorenz_against_independent_solver() -> None:
         return [sigma * (y - x), x * (rho - z) - y, x * y - beta * z]
 
     t = np.arange(51) * 0.02
-    ref = integrate.solve_ivp(field, (0, 1.0), [1.0, 1.0, 1.0], t_eval=t, method="DOP853",
-                              rtol=1e-13, atol=1e-13).y.T
-    errors = [np.abs(lorenz_series(51, step=h, interval=0.02).values.numpy() - ref).max()
-              for h in (0.005, 0.0025)]
+    ref = integrate.solve_ivp(
+        field, (0, 1.0), [1.0, 1.0, 1.0], t_eval=t, method="DOP853", rtol=1e-13, atol=1e-13
+    ).y.T
+    errors = [
+        np.abs(lorenz_series(51, step=h, interval=0.02).values.numpy() - ref).max()
+        for h in (0.005, 0.0025)
+    ]
     assert errors[1] < 1e-5
     assert errors[0] / errors[1] > 10  # converges to the reference at 4th order
     later = lorenz_series(3, step=0.0025, interval=0.02, transient=0.5).values.numpy()
@@ -217,8 +222,9 @@ def test_mackey_glass_against_method_of_steps() -> None:
         return [beta * d / (1 + d**n) - gamma * x[0]]
 
     t2 = np.arange(17.0, 35.0)
-    ref = integrate.solve_ivp(rhs, (17.0, 34.0), [first[-1]], t_eval=t2, method="DOP853",
-                              rtol=1e-12, atol=1e-12).y[0]
+    ref = integrate.solve_ivp(
+        rhs, (17.0, 34.0), [first[-1]], t_eval=t2, method="DOP853", rtol=1e-12, atol=1e-12
+    ).y[0]
     np.testing.assert_allclose(s[17:], ref, atol=1e-8)
 
 
@@ -226,8 +232,17 @@ def test_mackey_glass_params_and_sampling() -> None:
     s = mackey_glass_series(20, interval=2.0, transient=10.0)
     fine = mackey_glass_series(60, interval=1.0).values[:, 0]
     torch.testing.assert_close(s.values[:, 0], fine[10::2][:20])
-    for key, value in dict(tau=17.0, beta=0.2, gamma=0.1, n=10.0, history=1.2, step=0.1,
-                           interval=2.0, method="rk4+hermite", transient=10.0).items():
+    for key, value in dict(
+        tau=17.0,
+        beta=0.2,
+        gamma=0.1,
+        n=10.0,
+        history=1.2,
+        step=0.1,
+        interval=2.0,
+        method="rk4+hermite",
+        transient=10.0,
+    ).items():
         assert s.params[key] == value
 
 
@@ -250,8 +265,9 @@ def test_series_bad_input() -> None:
         make_series("sunspots", 10)
 
 
-@pytest.mark.parametrize("name", ["sine", "damped_oscillator", "logistic", "henon", "lorenz",
-                                  "mackey_glass"])
+@pytest.mark.parametrize(
+    "name", ["sine", "damped_oscillator", "logistic", "henon", "lorenz", "mackey_glass"]
+)
 def test_make_series_is_deterministic_and_stores_params(name: str) -> None:
     a, b = make_series(name, 30), make_series(name, 30)
     assert torch.equal(a.values, b.values) and a.values.dtype == torch.float64
@@ -297,11 +313,13 @@ def test_forecasting_split_normalises_with_training_statistics() -> None:
     mean, std = raw_train.mean().item(), raw_train.std().item()
     assert train.params["mean"] == pytest.approx([mean])
     assert val.params["std"] == pytest.approx([std])
-    torch.testing.assert_close(val.x[0, :, 0].double(), (s.values[400:430, 0] - mean) / std,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        val.x[0, :, 0].double(), (s.values[400:430, 0] - mean) / std, rtol=1e-5, atol=1e-5
+    )
     assert len(train) == 400 - 35 + 1 and len(val) == 100 - 35 + 1
-    torch.testing.assert_close(train.denormalise(train.x[0]).double(), s.values[:30],
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        train.denormalise(train.x[0]).double(), s.values[:30], rtol=1e-5, atol=1e-5
+    )
     assert train.params["tau"] == 17.0 and val.params["part"] == "val"
     assert val.params["start"] == 400
     # no leakage: a ramp's validation windows hold only validation samples

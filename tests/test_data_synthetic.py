@@ -68,8 +68,10 @@ def test_adding_hochreiter_structure_and_target() -> None:
     torch.testing.assert_close(task.y[:, 0], 0.5 + (values * markers).sum(1) / 4)
 
 
-@pytest.mark.parametrize(("variant", "constant", "expected", "tol"),
-                         [("le", 1.0, 1 / 6, 0.006), ("hochreiter", 0.5, 1 / 24, 0.0015)])
+@pytest.mark.parametrize(
+    ("variant", "constant", "expected", "tol"),
+    [("le", 1.0, 1 / 6, 0.006), ("hochreiter", 0.5, 1 / 24, 0.0015)],
+)
 def test_adding_baseline(variant: str, constant: float, expected: float, tol: float) -> None:
     task = AddingProblem(20000, 20, variant=variant, seed=2)
     mse = ((task.y - constant) ** 2).mean().item()  # the trivial predictor, evaluated here
@@ -293,15 +295,22 @@ def test_pad_collate_time_indexed_targets_and_masked_loss() -> None:
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=6), st.integers(1, 3))
 def test_pad_collate_then_cut_gives_the_items_back(lengths: list[int], features: int) -> None:
     gen = torch.Generator().manual_seed(sum(lengths))
-    items = [{"x": torch.randn(n, features, generator=gen),
-              "y": torch.randint(0, 5, (n,), generator=gen),
-              "z": torch.randn(2, generator=gen), "length": torch.tensor(n)} for n in lengths]
+    items = [
+        {
+            "x": torch.randn(n, features, generator=gen),
+            "y": torch.randint(0, 5, (n,), generator=gen),
+            "z": torch.randn(2, generator=gen),
+            "length": torch.tensor(n),
+        }
+        for n in lengths
+    ]
     batch = pad_collate(items)
     assert batch["lengths"].tolist() == lengths and batch["z"].shape == (len(lengths), 2)
     for b, item in enumerate(items):
         n = lengths[b]
-        assert torch.equal(batch["x"][b, :n], item["x"]) and torch.equal(batch["y"][b, :n],
-                                                                         item["y"])
+        assert torch.equal(batch["x"][b, :n], item["x"]) and torch.equal(
+            batch["y"][b, :n], item["y"]
+        )
         assert (batch["x"][b, n:] == 0).all() and (batch["y"][b, n:] == -100).all()
         assert torch.equal(batch["z"][b], item["z"])
 
@@ -348,15 +357,27 @@ def test_seeded_determinism_without_global_rng(make) -> None:  # type: ignore[no
 BAD = [
     (lambda: AddingProblem(0, 10), ValueError, "n: expected an int >= 1, got 0"),
     (lambda: AddingProblem(4, 1), ValueError, "length: expected an int >= 2, got 1"),
-    (lambda: AddingProblem(4, 5, variant="hochreiter"), ValueError,
-     "length: expected an int >= 6, got 5"),
-    (lambda: AddingProblem(4, 10, variant="sum"), ValueError,
-     "variant: expected one of 'le', 'hochreiter', got 'sum'"),
-    (lambda: AddingProblem(4, 10, min_length=11), ValueError,
-     "min_length: expected 2 <= min_length <= 10, got 11"),
+    (
+        lambda: AddingProblem(4, 5, variant="hochreiter"),
+        ValueError,
+        "length: expected an int >= 6, got 5",
+    ),
+    (
+        lambda: AddingProblem(4, 10, variant="sum"),
+        ValueError,
+        "variant: expected one of 'le', 'hochreiter', got 'sum'",
+    ),
+    (
+        lambda: AddingProblem(4, 10, min_length=11),
+        ValueError,
+        "min_length: expected 2 <= min_length <= 10, got 11",
+    ),
     (lambda: AddingProblem(4, 10.0), TypeError, "length: expected an int, got float 10.0"),
-    (lambda: AddingProblem(4, 10, seed=-1), ValueError,
-     "seed: expected a non-negative int, got -1"),
+    (
+        lambda: AddingProblem(4, 10, seed=-1),
+        ValueError,
+        "seed: expected a non-negative int, got -1",
+    ),
     (lambda: AddingProblem(4, 10, seed="a"), TypeError, "seed: expected a non-negative int"),
     (lambda: CopyMemory(4, 0), ValueError, "length: expected an int >= 1, got 0"),
     (lambda: CopyMemory(4, 5, n_categories=1), ValueError, "n_categories: expected an int >= 2"),
@@ -364,15 +385,23 @@ BAD = [
     (lambda: copy_memory_baseline_ce(0), ValueError, "length: expected an int >= 1, got 0"),
     (lambda: TemporalXOR(4, 0), ValueError, "length: expected an int >= 1, got 0"),
     (lambda: ElmanLetters(-1, 5), ValueError, "n: expected an int >= 1, got -1"),
-    (lambda: FlipFlop(4, 10, pulse_prob=0.0), ValueError,
-     "pulse_prob: expected 0.0 < pulse_prob <= 1.0, got 0.0"),
-    (lambda: FlipFlop(4, 10, pulse_prob=float("nan")), ValueError,
-     "pulse_prob: expected a finite number, got nan"),
+    (
+        lambda: FlipFlop(4, 10, pulse_prob=0.0),
+        ValueError,
+        "pulse_prob: expected 0.0 < pulse_prob <= 1.0, got 0.0",
+    ),
+    (
+        lambda: FlipFlop(4, 10, pulse_prob=float("nan")),
+        ValueError,
+        "pulse_prob: expected a finite number, got nan",
+    ),
     (lambda: FlipFlop(4, 10, n_bits=0), ValueError, "n_bits: expected an int >= 1, got 0"),
-    (lambda: FutureContext(4, 5, max_delay=5), ValueError,
-     "length: expected an int >= 6, got 5"),
-    (lambda: FutureContext(4, 10, bank_prob=2), ValueError,
-     "bank_prob: expected 0.0 < bank_prob <= 1.0, got 2.0"),
+    (lambda: FutureContext(4, 5, max_delay=5), ValueError, "length: expected an int >= 6, got 5"),
+    (
+        lambda: FutureContext(4, 10, bank_prob=2),
+        ValueError,
+        "bank_prob: expected 0.0 < bank_prob <= 1.0, got 2.0",
+    ),
     (lambda: adding_baseline_mse("x"), ValueError, "variant: expected one of"),
 ]
 

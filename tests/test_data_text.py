@@ -130,15 +130,20 @@ def test_char_sequences_and_unigram_baseline() -> None:
     assert data.baseline_loss() == pytest.approx(ce, rel=1e-5)
     # without smoothing: the targets scored by the stream's own character frequencies
     ids = corpus.train
-    exact = CharSequences(ids, 20, len(corpus.vocab),
-                          log_probs=unigram_log_probs(ids, len(corpus.vocab), smoothing=0.0))
+    exact = CharSequences(
+        ids,
+        20,
+        len(corpus.vocab),
+        log_probs=unigram_log_probs(ids, len(corpus.vocab), smoothing=0.0),
+    )
     freq = Counter(ids.tolist())
     targets = Counter(exact.y.reshape(-1).tolist())
     n = sum(freq.values())
     cross = -sum(c * math.log(freq[i] / n) for i, c in targets.items()) / exact.y.numel()
     assert exact.baseline_loss() == pytest.approx(cross, rel=1e-5)
-    val = CharSequences(corpus.val, 10, len(corpus.vocab), one_hot=True,
-                        log_probs=corpus.unigram_log_probs())
+    val = CharSequences(
+        corpus.val, 10, len(corpus.vocab), one_hot=True, log_probs=corpus.unigram_log_probs()
+    )
     assert val.x.shape[1:] == (10, len(corpus.vocab)) and val.baseline_loss() > 0
 
 

@@ -373,9 +373,7 @@ def test_unit_partitioned_loops_equal_reference(make, dtype, nthreads, threads, 
     torch.manual_seed(0)
     cell = make().to(dtype)
     x = torch.randn(4, 9, 5, dtype=dtype, requires_grad=True)
-    s0 = tuple(
-        torch.randn(4, 20, dtype=dtype, requires_grad=True) for _ in cell.state_sizes()
-    )
+    s0 = tuple(torch.randn(4, 20, dtype=dtype, requires_grad=True) for _ in cell.state_sizes())
     tol = TOL[dtype]
     for lengths, reverse in [(None, False), ([9, 3, 1, 7], True)]:
         L = None if lengths is None else torch.tensor(lengths)
