@@ -27,7 +27,7 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,16 +141,12 @@ def bench_user_cell(
         "compiled_step": _Ours(CompiledCell(cell, chunk=1), reference=False),
     }
     first = {k: _run_once(m, x, w, "train") for k, m in models.items()}
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for _ in range(repeats):
-        for k, m in models.items():
-            times[k].append(_run_once(m, x, w, "train"))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = _interleaved(_runs(models, x, w, "train"), repeats)
     ref = med["reference"]
     log(
-        f"{shape} user cell (MGU) train: reference {1e3 * ref:.1f} ms, compiled chunk=16 "
-        f"{1e3 * med['compiled']:.1f} ms ({ref / med['compiled']:.2f}x, first call "
-        f"{first['compiled']:.1f} s), compiled step {1e3 * med['compiled_step']:.1f} ms "
+        f"{shape} user cell (MGU) train: reference {ref:.1f} ms, compiled chunk=16 "
+        f"{med['compiled']:.1f} ms ({ref / med['compiled']:.2f}x, first call "
+        f"{first['compiled']:.1f} s), compiled step {med['compiled_step']:.1f} ms "
         f"({ref / med['compiled_step']:.2f}x, first call {first['compiled_step']:.1f} s)"
     )
     return [
@@ -159,7 +155,7 @@ def bench_user_cell(
             "shape": shape,
             "mode": "train",
             "impl": k,
-            "median_ms": 1e3 * med[k],
+            "median_ms": med[k],
             "flop": 6.0 * T * B * 2 * H * (I + H),
             "peak_mem_mb": None,
             "repeats": repeats,
@@ -185,13 +181,10 @@ def bench_jordan_vs_elman(
         }
         x = torch.randn(B, T, I, requires_grad=True)
         w = torch.randn(B, T, H)
-        for m in models.values():
-            _run_once(m, x, w, "train")
-        times: dict[str, list[float]] = {k: [] for k in models}
-        for _ in range(repeats):
-            for k, m in models.items():
-                times[k].append(_run_once(m, x, w, "train"))
-        med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+        runs = _runs(models, x, w, "train")
+        for f in runs.values():  # warm-up
+            f()
+        med = _interleaved(runs, repeats)
         log(
             f"{shape} train: jordan {med['jordan']:.1f} ms, elman+output "
             f"{med['elman_output']:.1f} ms ({med['jordan'] / med['elman_output']:.2f}x)"
@@ -238,11 +231,7 @@ def bench_teacher_forced(repeats: int, log: Callable[[str], None] = print) -> li
         return time.perf_counter() - t0
 
     seq(), par()
-    ts: dict[str, list[float]] = {"sequential": [], "teacher_forced_parallel": []}
-    for _ in range(repeats):
-        ts["sequential"].append(seq())
-        ts["teacher_forced_parallel"].append(par())
-    med = {k: 1e3 * statistics.median(v) for k, v in ts.items()}
+    med = _interleaved({"sequential": seq, "teacher_forced_parallel": par}, repeats)
     log(
         f"jordan T=200 train: sequential {med['sequential']:.1f} ms, teacher-forced parallel "
         f"{med['teacher_forced_parallel']:.1f} ms "
@@ -304,6 +293,27 @@ def _run_once(model: nn.Module, x: torch.Tensor, w: torch.Tensor | None, mode: s
         y = model(x)
         (y * w).sum().backward()
     return time.perf_counter() - t0
+
+
+def _interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Call each run ``repeats`` times, taking turns (A, B, C, A, B, C, ...); each run returns
+    its own time in seconds. The median of each, in ms."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):
+        for k, f in runs.items():
+            times[k].append(f())
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
+def _runs(
+    models: Mapping[str, nn.Module], x: torch.Tensor, w: torch.Tensor | None, mode: str
+) -> dict[str, Callable[[], float]]:
+    """One timed call per model (see _run_once), for _interleaved."""
+
+    def run(m: nn.Module) -> Callable[[], float]:
+        return lambda: _run_once(m, x, w, mode)
+
+    return {k: run(m) for k, m in models.items()}
 
 
 def _peak_mb(model: nn.Module, x: torch.Tensor, w: torch.Tensor | None, mode: str) -> float:
@@ -372,20 +382,18 @@ def bench(
             x = torch.randn(B, T, I, requires_grad=True)
             w = torch.randn(B, T, _out(cell))
             for mode in modes:
-                times: dict[str, list[float]] = {k: [] for k in impls}
+                runs = _runs(impls, x, w, mode)
                 for _ in range(warmup):
-                    for m in impls.values():
-                        _run_once(m, x, w, mode)
-                for _ in range(repeats):  # interleaved
-                    for k, m in impls.items():
-                        times[k].append(_run_once(m, x, w, mode))
+                    for f in runs.values():
+                        f()
+                med = _interleaved(runs, repeats)
                 for k, m in impls.items():
                     rec = {
                         "cell": name,
                         "shape": shape,
                         "mode": mode,
                         "impl": k,
-                        "median_ms": 1e3 * statistics.median(times[k]),
+                        "median_ms": med[k],
                         "flop": flop(CASES["lstm"] if k == "torch_lstm" else case, shape, mode),
                         "peak_mem_mb": (
                             _peak_mb(m, x, w, mode) if memory and k != "torch_lstm" else None
@@ -393,9 +401,7 @@ def bench(
                         "repeats": repeats,
                     }
                     records.append(rec)
-                line = "  ".join(
-                    f"{k} {1e3 * statistics.median(v):7.1f} ms" for k, v in times.items()
-                )
+                line = "  ".join(f"{k} {v:7.1f} ms" for k, v in med.items())
                 log(f"{shape} {name:18s} {mode:7s} {line}")
     return records
 

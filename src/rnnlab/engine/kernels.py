@@ -72,6 +72,12 @@ def _check_first_order() -> None:
         raise RuntimeError(_SECOND_ORDER)
 
 
+def _summed_bias(cell: Any) -> Tensor | None:
+    """b_ih + b_hh, for cells where both sit outside any product with the state, so that they
+    fold into the input projection (None for a cell without biases)."""
+    return None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh
+
+
 def _time_major_projection(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """gx = x W_ihᵀ + b for all steps at once: (B, T, I) -> (T, B, G·H), contiguous."""
     return F.linear(x.transpose(0, 1), weight, bias).contiguous()
@@ -130,7 +136,7 @@ def elman_kernel(cell: ElmanCell, x: Tensor, state: ElmanState, lengths: Tensor 
     act = ACT_CODES.get(cell.activation_name or "")
     if act is None or cell.output_activation_name is None or _cpu_ops(x) is None:
         return None
-    b = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh  # type: ignore[operator]
+    b = _summed_bias(cell)
     gx = _time_major_projection(x, cell.weight_ih, b)
     hs = _ElmanFn.apply(gx, cell.weight_hh, state.h, _empty(x), _lengths_arg(lengths), act)
     h_seq, h_final = _read_out(hs, lengths)
@@ -188,7 +194,7 @@ def jordan_kernel(cell: JordanCell, x: Tensor, state: JordanState, lengths: Tens
     oact = ACT_CODES.get(cell.output_activation_name or "")
     if act is None or oact is None or _cpu_ops(x) is None:
         return None
-    b = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh  # type: ignore[operator]
+    b = _summed_bias(cell)
     if oact == ACT_CODES["identity"]:
         return _jordan_linear_output(cell, x, state, lengths, b, act)
     gx = _time_major_projection(x, cell.weight_ih, b)
@@ -266,7 +272,7 @@ def gru_kernel(cell: GRUCell, x: Tensor, state: GRUState, lengths: Tensor | None
     before = cell.reset == "before"
     if before:
         # every bias sits outside the reset product: fold them all into the projection
-        b = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh  # type: ignore[operator]
+        b = _summed_bias(cell)
         b_hh = _empty(x)
     else:
         b = cell.bias_ih
@@ -387,7 +393,7 @@ def lstm_kernel(cell: LSTMCell, x: Tensor, state: Any, lengths: Tensor | None) -
         return out, LSTMState(h_n[0], c_n[0])
     if _cpu_ops(x) is None:
         return None
-    b = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh  # type: ignore[operator]
+    b = _summed_bias(cell)
     gx = _time_major_projection(x, cell.weight_ih, b)
     e = _empty(x)
     blocks = [cell.blocks.index(n) if n in cell.blocks else -1 for n in ("i", "f", "g", "o")]
@@ -423,7 +429,7 @@ def jordan_teacher_forced(
     r(t-1), so all T steps are one batched computation (two large GEMMs), no time loop."""
     B, T = x.shape[0], x.shape[1]
     y_prev = torch.cat([state.y.unsqueeze(1), reference[:, :-1]], dim=1)  # (B, T, O)
-    b = None if cell.bias_ih is None else cell.bias_ih + cell.bias_hh  # type: ignore[operator]
+    b = _summed_bias(cell)
     # h = act(x W_ihᵀ + y_prev W_hhᵀ + b): the second product accumulates into the first
     # (addmm, beta = 1) instead of a separate sum over all T·B·H values
     pre = F.linear(x.reshape(B * T, -1), cell.weight_ih, b)

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -30,6 +31,20 @@ namespace rnnlab {
 // without it only loses the fast path. On this CPU it runs the per-step products of large
 // steps (S3: 128 x 512 x 1536) about 10% faster than MKL's sgemm, and small ones 2x slower
 // (its per-call set-up), hence the size threshold. RNNLAB_ENGINE_DNNL=0 / =1: never / always.
+// The switches of the size-dependent paths (RNNLAB_ENGINE_PARTITION, RNNLAB_ENGINE_DNNL: "0"
+// never, "1" always, unset: by size), read once per op call by read_switches() rather than on
+// every GEMM (getenv scans the whole environment). -1 = by size.
+inline std::atomic<int>& partition_switch() { static std::atomic<int> v{-1}; return v; }
+inline std::atomic<int>& dnnl_switch() { static std::atomic<int> v{-1}; return v; }
+inline int env_switch(const char* name) {
+  const char* v = std::getenv(name);
+  return !v ? -1 : v[0] == '0' ? 0 : v[0] == '1' ? 1 : -1;
+}
+inline void read_switches() {
+  partition_switch().store(env_switch("RNNLAB_ENGINE_PARTITION"), std::memory_order_relaxed);
+  dnnl_switch().store(env_switch("RNNLAB_ENGINE_DNNL"), std::memory_order_relaxed);
+}
+
 using DnnlMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float,
                             float);
 inline DnnlMatmul dnnl_matmul() {
@@ -42,10 +57,8 @@ constexpr int64_t kDnnlMacs = int64_t(32) << 20;  // S3's per-step products are 
 inline bool use_dnnl(bool ta, int M, int N, int K, int lda, bool tb, int ldb, int ldc) {
   if (ta || lda != K || ldc != N || ldb != (tb ? K : N)) return false;  // dense operands only
   if (!dnnl_matmul() || at::in_parallel_region()) return false;
-  const char* env = std::getenv("RNNLAB_ENGINE_DNNL");
-  if (env && env[0] == '0') return false;
-  if (env && env[0] == '1') return true;
-  return int64_t(M) * N * K >= kDnnlMacs;
+  const int sw = dnnl_switch().load(std::memory_order_relaxed);
+  return sw >= 0 ? sw == 1 : int64_t(M) * N * K >= kDnnlMacs;
 }
 
 // Row-major C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C, as column-major C^T = op(B)^T op(A)^T.
@@ -206,9 +219,8 @@ inline int partition_team(int64_t B, int64_t H, int64_t GH, int64_t P, bool elig
   if (!eligible || at::in_parallel_region()) return 1;
   const int nt = at::get_num_threads();
   if (nt < 2 || H < 16) return 1;
-  const char* env = std::getenv("RNNLAB_ENGINE_PARTITION");
-  if (env && env[0] == '0') return 1;
-  if (env && env[0] == '1') return nt;
+  const int sw = partition_switch().load(std::memory_order_relaxed);
+  if (sw >= 0) return sw == 1 ? nt : 1;
   // a step's matrix product, in multiply-adds: below this, MKL's own threading and a
   // threaded elementwise pass cost more in synchronisation than they gain
   return B * GH * P <= kPartitionMacs ? nt : 1;

@@ -47,6 +47,7 @@ static void elman_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& firs
 
 std::vector<Tensor> elman_forward(const Tensor& gx, const Tensor& w_hh, const Tensor& h0,
                                   const Tensor& first, const Tensor& lengths, int64_t act) {
+  read_switches();
   auto g = gx.contiguous();
   auto w = w_hh.contiguous();
   auto f0 = first.contiguous();
@@ -92,6 +93,7 @@ static void elman_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& w,
 
 std::vector<Tensor> elman_backward(const Tensor& grad_hs, const Tensor& hs, const Tensor& w_hh,
                                    const Tensor& lengths, int64_t act) {
+  read_switches();
   auto ghs = grad_hs.contiguous();
   auto w = w_hh.contiguous();
   const int64_t S = hs.size(0) - 1, B = hs.size(1), H = hs.size(2);
@@ -136,6 +138,7 @@ static void jordan_fwd_impl(const Tensor& gx, const Tensor& u, const Tensor& wy,
 std::vector<Tensor> jordan_forward(const Tensor& gx, const Tensor& u, const Tensor& wy,
                                    const Tensor& by, const Tensor& y0, const Tensor& lengths,
                                    int64_t act, int64_t oact) {
+  read_switches();
   auto g = gx.contiguous();
   auto U = u.contiguous();
   auto Wy = wy.contiguous();
@@ -197,6 +200,7 @@ static void jordan_bwd_impl(const Tensor& gys, const Tensor& ys, const Tensor& h
 std::vector<Tensor> jordan_backward(const Tensor& grad_ys, const Tensor& ys, const Tensor& hs,
                                     const Tensor& u, const Tensor& wy, const Tensor& lengths,
                                     int64_t act, int64_t oact) {
+  read_switches();
   auto gys = grad_ys.contiguous();
   auto U = u.contiguous();
   auto Wy = wy.contiguous();
@@ -329,6 +333,7 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
 std::vector<Tensor> gru_forward(const Tensor& gx, const Tensor& w_hh, const Tensor& b_hh,
                                 const Tensor& h0, const Tensor& lengths, bool before,
                                 int64_t act, bool store) {
+  read_switches();
   auto g = gx.contiguous();
   auto w = w_hh.contiguous();
   auto b = b_hh.contiguous();
@@ -496,6 +501,7 @@ static void gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gate
 std::vector<Tensor> gru_backward(const Tensor& grad_hs, const Tensor& hs, const Tensor& gates,
                                  const Tensor& aux, const Tensor& w_hh, const Tensor& lengths,
                                  bool before, int64_t act) {
+  read_switches();
   auto ghs = grad_hs.contiguous();
   auto w = w_hh.contiguous();
   const int64_t S = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;

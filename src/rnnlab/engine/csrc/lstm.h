@@ -89,12 +89,15 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
       if (O) std::memcpy(gr + k.so * H, O, sizeof(T) * w);
     }
   };
-  // rows past their length keep the previous state (units [u, u + w), projection-free)
-  auto freeze = [&](int64_t t, int64_t u, int64_t w) {
+  // rows past their length keep the previous state: y columns [yu, yu + yw), c (and the FGR
+  // gates) columns [u, u + w)
+  auto freeze = [&](int64_t t, int64_t yu, int64_t yw, int64_t u, int64_t w) {
     for (int64_t r = 0; r < B; ++r)
       if (!L.valid(r, t)) {
-        std::memcpy(y + ((t + 1) * B + r) * P + u, y + (t * B + r) * P + u, sizeof(T) * w);
+        std::memcpy(y + ((t + 1) * B + r) * P + yu, y + (t * B + r) * P + yu, sizeof(T) * yw);
         std::memcpy(c + ((t + 1) * B + r) * H + u, c + (t * B + r) * H + u, sizeof(T) * w);
+        if (fgr)
+          std::memcpy(gsp + ((t + 1) * B + r) * NSH, gsp + (t * B + r) * NSH, sizeof(T) * NSH);
       }
   };
   const int team = partition_team(B, H, GH, P, !proj && !fgr);
@@ -124,7 +127,7 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
             }
             row(t, r, u, w);
           }
-          if (!L.full) freeze(t, u, w);
+          if (!L.full) freeze(t, u, w, u, w);  // no projection: y's columns are the units
         }
         team_barrier();
       }
@@ -146,14 +149,7 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
     if (proj)
       gemm(false, true, B, P, H, T(1), m + (store ? t : 0) * B * H, H, whr.data_ptr<T>(), H,
            T(0), yt, P);
-    if (!L.full)
-      for (int64_t r = 0; r < B; ++r)
-        if (!L.valid(r, t)) {
-          std::memcpy(yt + r * P, yp + r * P, sizeof(T) * P);
-          std::memcpy(c + ((t + 1) * B + r) * H, c + (t * B + r) * H, sizeof(T) * H);
-          if (fgr)
-            std::memcpy(gsp + ((t + 1) * B + r) * NSH, gsp + (t * B + r) * NSH, sizeof(T) * NSH);
-        }
+    if (!L.full) freeze(t, 0, P, 0, H);
   }
 }
 
@@ -162,6 +158,7 @@ std::vector<Tensor> lstm_forward(const Tensor& gx, const Tensor& w_hh, const Ten
                                  const Tensor& w_gg, const Tensor& h0, const Tensor& c0,
                                  const Tensor& g0, const Tensor& lengths, at::IntArrayRef blocks,
                                  bool coupled, int64_t act, int64_t cact, bool store) {
+  read_switches();
   LstmCfg k(blocks, coupled, act, cact);
   auto g = gx.contiguous();
   auto W = w_hh.contiguous();
@@ -364,6 +361,7 @@ std::vector<Tensor> lstm_backward(const Tensor& grad_ys, const Tensor& grad_cs,
                                   const Tensor& w_co, const Tensor& w_hr, const Tensor& w_gg,
                                   const Tensor& lengths, at::IntArrayRef blocks, bool coupled,
                                   int64_t act, int64_t cact) {
+  read_switches();
   LstmCfg k(blocks, coupled, act, cact);
   auto gys = grad_ys.contiguous(), gcs = grad_cs.contiguous(), ggs = grad_gs.contiguous();
   auto W = w_hh.contiguous();
