@@ -55,3 +55,11 @@ def test_cli_rejects_a_bad_repeat_count(capsys):
 
     with pytest.raises(SystemExit, match=r"--repeats: expected a positive int, got 0"):
         main(["bench", "--repeats", "0"])
+
+
+def test_interleaved_rotates_the_order_every_round():
+    calls = []
+    runs = {k: (lambda k=k: calls.append(k) or 0.001 * (ord(k) - 64)) for k in "ABC"}
+    med = bench._interleaved(runs, 3)
+    assert "".join(calls) == "ABCBCACAB"
+    assert med == {"A": 1.0, "B": 2.0, "C": 3.0}

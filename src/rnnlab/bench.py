@@ -4,9 +4,9 @@ For each cell and shape, in one process: rnnlab (the engine behind ``Recurrent``
 (impl "torch", where it computes the same maths), the reference loop with autograd (impl
 "reference", ``rnnlab.engine.disabled()``) and, for every cell but the LSTM itself,
 ``torch.nn.LSTM`` of the same shape as the efficiency yardstick (impl "torch_lstm", its own
-LSTM FLOPs in ``flop``), each in two modes: ``forward``
-(no grad) and ``train`` (forward and backward of a weighted sum of the outputs, gradients for
-inputs and parameters). Implementations are interleaved, every timing is the median of
+LSTM FLOPs in ``flop``), each in two modes: ``forward`` (no grad) and ``train`` (forward and
+backward of a weighted sum of the outputs, gradients for inputs and parameters).
+Implementations are interleaved (the order rotated every round), every timing is the median of
 ``--repeats`` runs after warm-up, and the results carry the machine and versions.
 
 FLOPs: 2·T·B·G·H·(I+H) for the forward matrix products of a cell with G gate blocks (the
@@ -296,12 +296,15 @@ def _run_once(model: nn.Module, x: torch.Tensor, w: torch.Tensor | None, mode: s
 
 
 def _interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
-    """Call each run ``repeats`` times, taking turns (A, B, C, A, B, C, ...); each run returns
-    its own time in seconds. The median of each, in ms."""
+    """Call each run ``repeats`` times, taking turns, the order rotated every round (A B C,
+    B C A, C A B, ...) so that no implementation always runs right after the same other one
+    (the reference loop leaves caches and the allocator in a different state than a fused
+    kernel); each run returns its own time in seconds. The median of each, in ms."""
     times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(repeats):
-        for k, f in runs.items():
-            times[k].append(f())
+    keys = list(runs)
+    for i in range(repeats):
+        for k in keys[i % len(keys) :] + keys[: i % len(keys)]:
+            times[k].append(runs[k]())
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
