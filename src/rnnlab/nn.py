@@ -23,7 +23,9 @@ from torch import nn as tnn
 from torch.nn.utils.rnn import PackedSequence
 
 from .cells.base import Cell, check_positive_int
+from .cells.dropout import VariationalDropoutCell
 from .cells.gru import GRUCell
+from .cells.layernorm import LayerNormGRUCell, layer_norm_lstm_cell
 from .cells.lstm import LSTMCell, LSTMFGRState, LSTMState
 from .cells.simple import ElmanCell
 from .layers._utils import check_against_parameters, check_lengths, repack, unpack
@@ -165,7 +167,13 @@ class _RNNBase(tnn.Module):
             outs = []
             for d in range(D):
                 k = layer * D + d
-                res = unroll(self._cells[k], layer_in, states[k], lengths, reverse=d == 1)
+                cell, s0 = self._cells[k], states[k]
+                p_rec: float = getattr(self, "recurrent_dropout", 0.0)
+                if p_rec > 0 and self.training:
+                    # Keras's recurrent_dropout: a fresh mask on h(t-1) per call (sequence).
+                    cell = VariationalDropoutCell(cell, 0.0, p_rec)
+                    s0 = cell.with_masks(s0)
+                res = unroll(cell, layer_in, s0, lengths, reverse=d == 1)
                 outs.append(cast(Tensor, res.output))
                 finals.append(res.state)
             layer_out = outs[0] if D == 1 else torch.cat(outs, dim=-1)  # (B, T, D*out)
@@ -211,7 +219,9 @@ class _SingleStateMixin:
 
 class RNN(_SingleStateMixin, _RNNBase):
     """Elman RNN with torch.nn.RNN's interface; ``nonlinearity`` may be any rnnlab activation
-    name (torch accepts only ``"tanh"`` and ``"relu"``).
+    name (torch accepts only ``"tanh"`` and ``"relu"``). ``recurrent_dropout=p``: Keras-style
+    variational dropout on h(t-1) in the recurrent product (one mask per sequence and call, the
+    same at every step; training only; see :class:`rnnlab.cells.VariationalDropoutCell`).
 
     Example:
         >>> import rnnlab
@@ -233,7 +243,10 @@ class RNN(_SingleStateMixin, _RNNBase):
         bidirectional: bool = False,
         device: Any = None,
         dtype: Any = None,
+        *,
+        recurrent_dropout: float = 0.0,
     ) -> None:
+        self.recurrent_dropout = _check_recurrent_dropout(recurrent_dropout)
         self.nonlinearity = nonlinearity
         self.mode = "RNN_" + str(nonlinearity).upper()
         super().__init__(
@@ -258,7 +271,11 @@ class RNN(_SingleStateMixin, _RNNBase):
 
 class GRU(_SingleStateMixin, _RNNBase):
     """GRU with torch.nn.GRU's interface. Extra: ``reset="before"`` (the lecture's form) and
-    ``activation`` (σ_h of the candidate).
+    ``activation`` (σ_h of the candidate). ``layer_norm=True``: each layer is a
+    :class:`rnnlab.cells.LayerNormGRUCell`, with parameters ``weight_ih_l{k}``,
+    ``weight_hh_l{k}``, ``bias_ih_l{k}``/``bias_hh_l{k}`` (the LN biases) and
+    ``gain_ih_l{k}``/``gain_hh_l{k}`` (the LN gains). ``recurrent_dropout=p``: Keras-style
+    variational dropout on h(t-1) in the recurrent products (one mask per sequence and call).
 
     Example:
         >>> import rnnlab
@@ -284,7 +301,11 @@ class GRU(_SingleStateMixin, _RNNBase):
         *,
         reset: str = "after",
         activation: str = "tanh",
+        layer_norm: bool = False,
+        recurrent_dropout: float = 0.0,
     ) -> None:
+        self.layer_norm = bool(layer_norm)
+        self.recurrent_dropout = _check_recurrent_dropout(recurrent_dropout)
         super().__init__(
             input_size,
             hidden_size,
@@ -300,6 +321,13 @@ class GRU(_SingleStateMixin, _RNNBase):
         )
 
     def _make_cell(self, in_size: int, device: Any, dtype: Any, kw: dict[str, Any]) -> Cell:
+        if self.layer_norm:
+            if kw["activation"] != "tanh":
+                raise ValueError(
+                    f"activation: layer_norm=True supports only 'tanh', got {kw['activation']!r}"
+                )
+            H, reset = self.hidden_size, kw["reset"]
+            return LayerNormGRUCell(in_size, H, self.bias, reset=reset, device=device, dtype=dtype)
         return GRUCell(in_size, self.hidden_size, self.bias, device=device, dtype=dtype, **kw)
 
 
@@ -308,6 +336,16 @@ class LSTM(_RNNBase):
     et al.: "V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "CIFG", "FGR"; default "NP" is torch's),
     ``peephole``, ``activation``, ``cell_activation``, ``forget_bias``. With ``variant="FGR"`` the
     previous gate activations start at zero and are not part of ``(h_n, c_n)``.
+
+    ``layer_norm=True``: each layer is a :class:`rnnlab.cells.LayerNormLSTMCell` (Ba et al.
+    2016), with parameters ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+    ``bias_hh_l{k}`` (the LN biases of W x and U h), ``gain_ih_l{k}``, ``gain_hh_l{k}`` (their LN
+    gains), ``gain_c_l{k}``, ``bias_c_l{k}`` (LN of c), then ``weight_hr_l{k}`` and the
+    peepholes where present; it combines with ``proj_size`` and ``variant="V"``/``peephole``,
+    and refuses the other variants. ``recurrent_dropout=p``: Keras-style variational dropout
+    on h(t-1) in the recurrent products (one mask per sequence and call, the same at every
+    step; training only). To keep a mask across truncated-BPTT windows use
+    ``Recurrent(cell, dropout_state=p)``, whose state carries it.
 
     Example:
         >>> import rnnlab
@@ -337,7 +375,11 @@ class LSTM(_RNNBase):
         activation: str | None = None,
         cell_activation: str | None = None,
         forget_bias: float | None = None,
+        layer_norm: bool = False,
+        recurrent_dropout: float = 0.0,
     ) -> None:
+        self.layer_norm = bool(layer_norm)
+        self.recurrent_dropout = _check_recurrent_dropout(recurrent_dropout)
         super().__init__(
             input_size,
             hidden_size,
@@ -359,6 +401,11 @@ class LSTM(_RNNBase):
         )
 
     def _make_cell(self, in_size: int, device: Any, dtype: Any, kw: dict[str, Any]) -> Cell:
+        if self.layer_norm:
+            return layer_norm_lstm_cell(
+                in_size, self.hidden_size, self.bias, proj_size=self.proj_size,
+                device=device, dtype=dtype, **kw,
+            )  # fmt: skip
         return LSTMCell(
             in_size,
             self.hidden_size,
@@ -388,3 +435,9 @@ class LSTM(_RNNBase):
 
     def _final(self, states: list[Any]) -> Any:
         return torch.stack([s.h for s in states], 0), torch.stack([s.c for s in states], 0)
+
+
+def _check_recurrent_dropout(p: Any) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ValueError(f"recurrent_dropout: expected a probability in [0, 1), got {p!r}")
+    return float(p)

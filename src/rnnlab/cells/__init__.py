@@ -3,12 +3,15 @@
 from .activations import ACTIVATIONS, resolve_activation
 from .base import Cell
 from .conv import RCLCell, RCLState, RecurrentMLPCell, RecurrentMLPState, paper_lrn_size
+from .dropout import VariationalDropoutCell, dropout_mask
 from .general import DeepOutput, DeepTransition, GeneralCell, GeneralState
 from .gru import GRUCell, GRUState
+from .layernorm import LayerNormGRUCell, LayerNormLSTMCell, layer_norm_lstm_cell
 from .lstm import VARIANTS as LSTM_VARIANTS
 from .lstm import LSTMCell, LSTMFGRState, LSTMState
 from .registry import CELL_TYPES, cell_from_config, cell_to_config, register_cell
 from .simple import ElmanCell, ElmanState, JordanCell, JordanState
+from .zoneout import ZoneoutCell
 
 for _cls in (
     ElmanCell,
@@ -19,6 +22,10 @@ for _cls in (
     DeepOutput,
     RCLCell,
     RecurrentMLPCell,
+    LayerNormLSTMCell,
+    LayerNormGRUCell,
+    VariationalDropoutCell,
+    ZoneoutCell,
 ):
     register_cell(_cls)
 
@@ -36,6 +43,8 @@ __all__ = [
     "GeneralState",
     "JordanCell",
     "JordanState",
+    "LayerNormGRUCell",
+    "LayerNormLSTMCell",
     "LSTMCell",
     "LSTMFGRState",
     "LSTMState",
@@ -44,9 +53,13 @@ __all__ = [
     "RCLState",
     "RecurrentMLPCell",
     "RecurrentMLPState",
+    "VariationalDropoutCell",
+    "ZoneoutCell",
     "paper_lrn_size",
     "cell_from_config",
     "cell_to_config",
+    "dropout_mask",
+    "layer_norm_lstm_cell",
     "register_cell",
     "resolve_activation",
 ]

@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .. import engine
 from ..cells.base import Cell
+from ..cells.dropout import VariationalDropoutCell
 from ._utils import (
     check_against_parameters,
     check_lengths,
@@ -148,6 +149,11 @@ class Recurrent(nn.Module):
             input x(t) (B, I), e.g. ``lambda y: y`` for real values or a one-hot of the argmax for
             tokens. Feedback schedules then choose, per step, between the given x(t) (the
             reference) and ``input_feedback(y(t-1))``; :meth:`generate` runs free.
+        dropout_input, dropout_state: variational recurrent dropout (Gal & Ghahramani 2016):
+            one mask per sequence on x and one on h(t-1) in the recurrent products, the same at
+            every step; the layer's cell becomes ``VariationalDropoutCell(cell, ...)`` and its
+            state carries the masks (``mask_x``, ``mask_h``), drawn from the ``generator`` given
+            to :meth:`forward` (or torch's RNG) when no state is given. Off in eval().
 
     Output feedback into the *state* (Jordan: y(t-1); LSTM/GRU: h(t-1)) needs no
     ``input_feedback``: pass ``feedback=TeacherForcing()`` and ``reference`` r (B, T, O) to
@@ -169,10 +175,19 @@ class Recurrent(nn.Module):
         reverse: bool = False,
         learn_initial_state: bool = False,
         input_feedback: Callable[[Tensor], Tensor] | None = None,
+        dropout_input: float = 0.0,
+        dropout_state: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(cell, Cell):
             raise TypeError(f"cell: expected an rnnlab Cell, got {type(cell).__name__}")
+        if dropout_input or dropout_state:
+            cell = VariationalDropoutCell(cell, dropout_input, dropout_state)
+        if learn_initial_state and getattr(cell, "stochastic_state", False):
+            raise ValueError(
+                "learn_initial_state: not supported with variational dropout (its state holds "
+                "the dropout masks, which are drawn, not learnt)"
+            )
         if input_feedback is not None and not callable(input_feedback):
             raise TypeError(
                 "input_feedback: expected a callable y -> x or None, got "
@@ -206,10 +221,14 @@ class Recurrent(nn.Module):
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **draw: Any,
     ) -> Any:
-        """The learned initial state (expanded to the batch) or the cell's zero state."""
+        """The learned initial state (expanded to the batch) or the cell's zero state.
+
+        ``draw`` (``generator=``) goes to a cell whose state holds random draws (dropout).
+        """
         if self.initial is None:
-            return self.cell.initial_state(batch_size, device=device, dtype=dtype)
+            return self.cell.initial_state(batch_size, device=device, dtype=dtype, **draw)
         return self.cell.State(
             *(
                 p.to(device=device, dtype=dtype).unsqueeze(0).expand(batch_size, -1)
@@ -240,7 +259,7 @@ class Recurrent(nn.Module):
             reference: r (B, T, n) for feedback into the state: r(t-1) replaces the cell's
                 ``feedback_field`` at step t where the schedule says so.
             reverse: override the layer's direction for this call.
-            generator: random generator for stochastic schedules.
+            generator: random generator for stochastic schedules and dropout masks.
         """
         res = self.run(
             x,
@@ -279,10 +298,13 @@ class Recurrent(nn.Module):
         check_against_parameters(xb, self.cell)
         B, T = xb.shape[0], xb.shape[1]
         lengths_v = check_lengths(lengths_t if packed is not None else lengths, B, T, xb.device)
+        draw: dict[str, Any] = (
+            {"generator": generator} if getattr(self.cell, "stochastic_state", False) else {}
+        )
         if state is None:
-            state = self.initial_state(B, device=xb.device, dtype=xb.dtype)
+            state = self.initial_state(B, device=xb.device, dtype=xb.dtype, **draw)
         else:
-            state = self.cell.check_state(state, B, xb)
+            state = self.cell.check_state(state, B, xb, **draw)
         ref_b = self._check_feedback(feedback, reference, packed is not None, B, T, xb)
         res = unroll(
             self.cell,
