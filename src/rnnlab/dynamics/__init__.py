@@ -39,6 +39,7 @@ from .maps import (
     as_map,
     simulate,
 )
+from .modules import ClosedLoopMap, DropInMap, LayersMap, module_map
 from .periodic import PeriodicOrbits, detect_period, find_periodic_orbits, monodromy
 from .stability import (
     Linearization,
@@ -56,6 +57,10 @@ __all__ = [
     "Bifurcation",
     "Branch",
     "CellMap",
+    "ClosedLoopMap",
+    "DropInMap",
+    "LayersMap",
+    "module_map",
     "Continuation",
     "FixedPointSolver",
     "FixedPoints",

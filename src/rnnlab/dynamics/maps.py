@@ -429,7 +429,14 @@ class CellMap(_ModuleMap):
         if not isinstance(cell, Cell):
             raise TypeError(f"cell: expected an rnnlab Cell, got {type(cell).__name__}")
         self.module = cell
-        self._spec = _state_spec(cell.initial_state(1), "cell.initial_state(1)")
+        try:
+            state0 = cell.initial_state(1)
+        except (TypeError, ValueError) as err:  # e.g. a convolutional state needs an image size
+            raise TypeError(
+                f"cell: expected a cell whose state is (B, ·) vectors, got {type(cell).__name__}, "
+                f"whose initial_state(1) fails ({err}); a map acts on flat state vectors"
+            ) from err
+        self._spec = _state_spec(state0, "cell.initial_state(1)")
         fields: dict[str, int] = {}
         _spec_fields(self._spec, "", fields, None)
         super().__init__(
@@ -453,7 +460,10 @@ class CellMap(_ModuleMap):
 
     def _step(self, h: Tensor, x: Tensor | None) -> Tensor:
         assert x is not None  # cells always have an input (zeros when absent)
-        _, new = self.cell.step(x, self.unflatten(h))
+        cell = self.cell
+        # As the reference unroll: a cell that overrides forward is called through it.
+        step = cell.step if type(cell).forward is Cell.forward else cell
+        _, new = step(x, self.unflatten(h))
         return torch.cat(_flatten_state(new, self._spec, "new state"), dim=-1)
 
 
@@ -497,7 +507,8 @@ class StackedCellsMap(_ModuleMap):
         inp = x
         new = []
         for cell, s in zip(self.module, states):  # type: ignore[call-overload]
-            inp, s_new = cell.step(inp, s)
+            step = cell.step if type(cell).forward is Cell.forward else cell
+            inp, s_new = step(inp, s)
             new.append(s_new)
         return torch.cat(_flatten_state(tuple(new), self._spec, "new state"), dim=-1)
 
@@ -506,17 +517,27 @@ _TORCH_MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 
 
 class TorchRNNMap(_ModuleMap):
-    r"""A ``torch.nn`` RNN/LSTM/GRU (all layers, from its weights) as a map.
+    r"""A genuine ``torch.nn`` RNN/LSTM/GRU (all layers, from its weights) as a map.
 
     The flat state is, layer by layer, ``h_l`` (RNN, GRU) or ``h_l, c_l`` (LSTM, ``h_l`` of size
     ``proj_size`` with a projection); :meth:`flatten` takes torch's ``h_n`` (L, B, H) or
-    ``(h_n, c_n)`` and :meth:`unflatten` gives them back. The maths is torch's (GRU's reset
-    after U_h; gate order i, f, g, o and r, z, n). Bidirectional modules are rejected: their
-    backward direction does not run forward in time.
+    ``(h_n, c_n)`` and :meth:`unflatten` gives them back. The maths is torch's documented one
+    (GRU's reset after U_h; gate order i, f, g, o and r, z, n), written once here. Only
+    ``torch.nn`` classes come here: rnnlab's drop-ins carry a ``mode`` for compatibility but
+    run rnnlab cells, so they map through those (:mod:`rnnlab.dynamics.modules`).
+    Bidirectional modules are rejected (their backward direction does not run forward in
+    time) unless ``direction="forward"`` asks for the forward half of a one-layer module.
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, *, direction: str | None = None) -> None:
         mode = getattr(module, "mode", None)
+        if direction not in (None, "forward"):
+            raise ValueError(f"direction: expected None or 'forward', got {direction!r}")
+        if not isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+            raise TypeError(
+                "module: expected torch.nn.RNN/LSTM/GRU or RNNCell/LSTMCell/GRUCell, "
+                f"got {type(module).__name__}"
+            )
         if isinstance(module, nn.RNNCellBase):
             if isinstance(module, nn.LSTMCell):
                 mode = "LSTM"
@@ -529,12 +550,21 @@ class TorchRNNMap(_ModuleMap):
             self.layers = 1
             self._suffix = [""]
         elif mode in _TORCH_MODES and hasattr(module, "weight_hh_l0"):
-            if getattr(module, "bidirectional", False):
-                raise ValueError(
-                    "module: a bidirectional RNN is not a dynamic system forward in time; "
-                    "expected bidirectional=False, got True"
-                )
             self.layers = int(module.num_layers)  # type: ignore[arg-type]
+            if getattr(module, "bidirectional", False):
+                if direction != "forward":
+                    raise ValueError(
+                        "module: a bidirectional RNN is not a dynamic system forward in time "
+                        "(its backward direction reads the future); expected "
+                        "bidirectional=False, got True. Its forward direction is a causal "
+                        "system: as_map(module, direction='forward') (one layer only)"
+                    )
+                if self.layers != 1:
+                    raise ValueError(
+                        "direction: the forward direction of a bidirectional module is a system "
+                        "of its own only with one layer (layer 2 reads both directions); "
+                        f"expected num_layers=1, got {self.layers}"
+                    )
             self._suffix = [f"_l{k}" for k in range(self.layers)]
         else:
             raise TypeError(
@@ -653,23 +683,60 @@ class IteratedMap(Map):
         return self.base.unflatten(h)
 
 
-def as_map(f: Any, *, input: Any = None, state_size: int | None = None, input_size: int = 0) -> Map:
+# Functions module -> Map | None, tried in order by as_map before the torch.nn and callable
+# cases. rnnlab.dynamics.modules registers the rnnlab layers and drop-ins here (a registry, so
+# this file needs no import of the layers and no import circle).
+_ADAPTERS: list[Callable[..., Map | None]] = []
+
+
+def register_adapter(fn: Callable[..., Map | None]) -> Callable[..., Map | None]:
+    """Let :func:`as_map` turn more module types into maps: ``fn(obj, direction=...)``
+    returns a Map, or None for objects it does not know."""
+    if fn not in _ADAPTERS:
+        _ADAPTERS.append(fn)
+    return fn
+
+
+def as_map(
+    f: Any,
+    *,
+    input: Any = None,
+    state_size: int | None = None,
+    input_size: int = 0,
+    direction: str | None = None,
+) -> Map:
     """Coerce ``f`` to a :class:`Map`; with ``input`` the result is autonomous.
 
-    ``f`` may be a Map, an rnnlab Cell, a list of Cells (a stack), a torch.nn RNN/LSTM/GRU or
-    RNNCell/LSTMCell/GRUCell, or a callable on tensors (then ``state_size`` is required).
+    ``f`` may be a Map, an rnnlab Cell (through its own step), a list of Cells (a stack), an
+    rnnlab module (the drop-ins of :mod:`rnnlab.nn` with every option, ``Recurrent``,
+    ``Stacked``: through their own cells), a torch.nn RNN/LSTM/GRU or RNNCell/LSTMCell/GRUCell
+    (torch's equations), or a callable on tensors (then ``state_size`` is required).
+    ``direction="forward"`` takes the forward half of a one-layer bidirectional module (a
+    bidirectional module is otherwise rejected: it is not a system forward in time).
     """
-    m: Map
+    m: Map | None = None
     if isinstance(f, Map):
         m = f
     elif isinstance(f, Cell):
         m = CellMap(f)
     elif isinstance(f, (list, tuple, nn.ModuleList)) and f and all(isinstance(c, Cell) for c in f):
         m = StackedCellsMap(list(f))  # type: ignore[arg-type]
-    elif isinstance(f, nn.RNNCellBase) or (
-        isinstance(f, nn.Module) and getattr(f, "mode", None) in _TORCH_MODES
-    ):
-        m = TorchRNNMap(f)
+    elif isinstance(f, (nn.RNNBase, nn.RNNCellBase)):
+        m = TorchRNNMap(f, direction=direction)
+    else:
+        for adapter in _ADAPTERS:
+            m = adapter(f, direction=direction)
+            if m is not None:
+                break
+    if m is not None:
+        pass
+    elif isinstance(f, nn.Module):
+        raise TypeError(
+            "f: expected a Map, an rnnlab Cell, a list of Cells, an rnnlab layer or drop-in "
+            f"(rnnlab.nn, Recurrent, Stacked) or a torch.nn RNN/LSTM/GRU, got {type(f).__name__}"
+            "; to analyse its step as a plain function, wrap it with "
+            "Map.from_function(fn, state_size=N)"
+        )
     elif callable(f):
         if state_size is None:
             raise ValueError("state_size: required to wrap a plain function, got None")
@@ -679,6 +746,7 @@ def as_map(f: Any, *, input: Any = None, state_size: int | None = None, input_si
             "f: expected a Map, an rnnlab Cell, a list of Cells, a torch.nn RNN/LSTM/GRU or a "
             f"callable, got {type(f).__name__}"
         )
+    assert m is not None
     if input is not None:
         m = m.with_input(input)
     return m
@@ -844,5 +912,6 @@ __all__ = [
     "TorchRNNMap",
     "as_map",
     "autonomous",
+    "register_adapter",
     "simulate",
 ]
