@@ -19,6 +19,9 @@ from torch import Tensor, nn
 import rnnlab
 from cell_zoo import ZOO
 from rnnlab.cells import LSTM_VARIANTS, Cell, ElmanCell, GRUCell, LSTMCell, RCLCell
+from rnnlab.cells.dropout import VariationalDropoutCell
+from rnnlab.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
+from rnnlab.cells.zoneout import ZoneoutCell
 from rnnlab.dynamics import ClosedLoopMap, DropInMap, TorchRNNMap, as_map
 from rnnlab.layers import Bidirectional, Recurrent, Stacked
 
@@ -47,6 +50,10 @@ DROPINS: dict[str, Callable[[], nn.Module]] = {
     ),
     **{f"lstm_{v.lower()}": (lambda v=v: rnnlab.nn.LSTM(I, H, variant=v)) for v in LSTM_VARIANTS},
     "lstm_fgr_2": lambda: rnnlab.nn.LSTM(I, H, 2, variant="FGR"),
+    "gru_layer_norm_2": lambda: rnnlab.nn.GRU(I, H, 2, layer_norm=True),
+    "lstm_layer_norm_proj": lambda: rnnlab.nn.LSTM(I, H, proj_size=2, layer_norm=True),
+    # recurrent dropout perturbs training only: the map is the module in eval mode
+    "gru_recurrent_dropout": lambda: rnnlab.nn.GRU(I, H, recurrent_dropout=0.3).eval(),
 }
 
 TORCH: dict[str, Callable[[], nn.Module]] = {
@@ -91,6 +98,10 @@ class LeakyOwnForward(Leaky):
 
 CELLS: dict[str, Callable[[], Cell]] = {
     **{k: v for k, v in ZOO.items()},
+    "layer_norm_gru": lambda: LayerNormGRUCell(I, H, reset="before"),
+    "layer_norm_lstm": lambda: LayerNormLSTMCell(I, H, peephole=True),
+    "variational_dropout": lambda: VariationalDropoutCell(GRUCell(I, H), 0.2, 0.3).eval(),
+    "zoneout": lambda: ZoneoutCell(LSTMCell(I, H), 0.2).eval(),
     "user_step": Leaky,
     "user_forward": LeakyOwnForward,
 }
