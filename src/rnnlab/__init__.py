@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 from . import init, nn
 from .cells import (
     Cell,
+    ConvLSTMCell,
     DeepOutput,
     DeepTransition,
     ElmanCell,
@@ -68,6 +69,7 @@ __all__ = [
     "Bidirectional",
     "BidirectionalOutput",
     "Cell",
+    "ConvLSTMCell",
     "DeepOutput",
     "DeepTransition",
     "ElmanCell",

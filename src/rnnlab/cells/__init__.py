@@ -3,6 +3,7 @@
 from .activations import ACTIVATIONS, resolve_activation
 from .base import Cell
 from .conv import RCLCell, RCLState, RecurrentMLPCell, RecurrentMLPState, paper_lrn_size
+from .convlstm import ConvLSTMCell, FlatConvLSTMCell
 from .dropout import VariationalDropoutCell, dropout_mask
 from .general import DeepOutput, DeepTransition, GeneralCell, GeneralState
 from .gru import GRUCell, GRUState
@@ -26,6 +27,7 @@ for _cls in (
     LayerNormGRUCell,
     VariationalDropoutCell,
     ZoneoutCell,
+    ConvLSTMCell,
 ):
     register_cell(_cls)
 
@@ -33,10 +35,12 @@ __all__ = [
     "ACTIVATIONS",
     "CELL_TYPES",
     "Cell",
+    "ConvLSTMCell",
     "DeepOutput",
     "DeepTransition",
     "ElmanCell",
     "ElmanState",
+    "FlatConvLSTMCell",
     "GRUCell",
     "GRUState",
     "GeneralCell",

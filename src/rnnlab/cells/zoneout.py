@@ -93,6 +93,7 @@ class ZoneoutCell(Cell):
         self.output_size = cell.output_size
         self.feedback_field = cell.feedback_field
         self.State = cell.State
+        self.input_shape = getattr(cell, "input_shape", None)
 
     def state_sizes(self) -> dict[str, int]:
         return self.cell.state_sizes()

@@ -20,6 +20,7 @@ ForecastWindows      windows over a Series (lorenz, mackey_glass, ...)     3/4
 FashionMNIST         IDX files; image / rows / pixels / permuted views     2/3
 Digits               scikit-learn's 8x8 digits                             2/3
 CharSequences        character-level text (with CharCorpus, StreamBatches) 4
+MovingShapes         bouncing sprites, next frame (B, T, 1, S, S)          4
 ==================== ===================================================== ====
 """
 
@@ -56,6 +57,7 @@ from .images import (
     read_idx,
 )
 from .maps import MAPS, MapSequences, henon_map, iterate_map, linear_map, logistic_map
+from .moving_shapes import SHAPES, MovingShapes, shape_sprite
 from .series import (
     SERIES,
     Series,
@@ -89,6 +91,7 @@ __all__ = [
     "LETTER_FEATURES",
     "MAPS",
     "SERIES",
+    "SHAPES",
     "SYLLABLES",
     "VIEWS",
     "XOR_BASELINE_MSE",
@@ -106,6 +109,7 @@ __all__ = [
     "FutureContext",
     "ImageClassification",
     "MapSequences",
+    "MovingShapes",
     "SequenceTask",
     "Series",
     "StreamBatches",
@@ -137,6 +141,7 @@ __all__ = [
     "read_idx",
     "read_text",
     "sequence_loss",
+    "shape_sprite",
     "sine_series",
     "split_by_position",
     "sunspots_forecasting",

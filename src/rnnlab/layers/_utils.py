@@ -13,16 +13,30 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 
-def check_sequence(x: Any, features: int, *, batch_first: bool, argument: str = "x") -> None:
-    """A floating (B, T, F) tensor (or (T, B, F) when not batch-first) with T >= 1."""
+def check_sequence(
+    x: Any,
+    features: int,
+    *,
+    batch_first: bool,
+    argument: str = "x",
+    trailing: tuple[int | None, ...] | None = None,
+) -> None:
+    """A floating (B, T, F) tensor (or (T, B, F) when not batch-first) with T >= 1.
+
+    ``trailing`` replaces (F,) by the per-step shape a cell declares (``input_shape``, e.g.
+    (C, None, None) for frames of any size: None matches any positive size).
+    """
     if not isinstance(x, Tensor):
         raise TypeError(
             f"{argument}: expected a torch.Tensor or PackedSequence, got {type(x).__name__}"
         )
     if not x.is_floating_point():
         raise TypeError(f"{argument}: expected a floating-point tensor, got dtype {x.dtype}")
-    layout = f"(B, T, {features})" if batch_first else f"(T, B, {features})"
-    if x.dim() != 3 or x.shape[-1] != features:
+    shape = (features,) if trailing is None else trailing
+    dims = ", ".join("*" if d is None else str(d) for d in shape)
+    layout = f"(B, T, {dims})" if batch_first else f"(T, B, {dims})"
+    got = tuple(x.shape)
+    if x.dim() != 2 + len(shape) or any(d is not None and g != d for g, d in zip(got[2:], shape)):
         raise ValueError(f"{argument}: expected {layout}, got {tuple(x.shape)}")
     t_dim = 1 if batch_first else 0
     if x.shape[t_dim] < 1 or x.shape[1 - t_dim] < 1:

@@ -51,6 +51,11 @@ def _stack_states(traj: list[Any], dim: int) -> Any:
     return type(first)(*(torch.stack([s[k] for s in traj], dim) for k in range(len(first))))
 
 
+def _rows(m: Tensor, like: Tensor) -> Tensor:
+    # (B,) -> (B, 1, ...) against a (B, n) vector or a (B, F, H, W) feature map.
+    return m.view(-1, *([1] * (like.dim() - 1)))
+
+
 def unroll(
     cell: Cell,
     x: Tensor,
@@ -118,9 +123,9 @@ def unroll(
                 state = state._replace(**{field: torch.where(use_ref, reference[:, t - 1], own)})
         y, new = step(x_t, state)
         if valid is not None:
-            m = valid[:, t : t + 1]  # (B, 1)
-            new = type(new)(*(torch.where(m, n, o) for n, o in zip(new, prev)))
-            y = torch.where(m, y, torch.zeros((), dtype=y.dtype, device=y.device))
+            m = valid[:, t]  # (B,)
+            new = type(new)(*(torch.where(_rows(m, n), n, o) for n, o in zip(new, prev)))
+            y = torch.where(_rows(m, y), y, torch.zeros((), dtype=y.dtype, device=y.device))
         state = new
         y_prev = y
         outputs.append(y)
@@ -183,6 +188,11 @@ class Recurrent(nn.Module):
             raise TypeError(f"cell: expected an rnnlab Cell, got {type(cell).__name__}")
         if dropout_input or dropout_state:
             cell = VariationalDropoutCell(cell, dropout_input, dropout_state)
+        if learn_initial_state and getattr(cell, "input_shape", None) is not None:
+            raise ValueError(
+                "learn_initial_state: not supported for cells with a declared input_shape "
+                f"({type(cell).__name__}: its state has a spatial size)"
+            )
         if learn_initial_state and getattr(cell, "stochastic_state", False):
             raise ValueError(
                 "learn_initial_state: not supported with variational dropout (its state holds "
@@ -225,7 +235,8 @@ class Recurrent(nn.Module):
     ) -> Any:
         """The learned initial state (expanded to the batch) or the cell's zero state.
 
-        ``draw`` (``generator=``) goes to a cell whose state holds random draws (dropout).
+        ``draw`` goes to the cell: ``generator=`` for a state holding random draws (dropout),
+        ``spatial_size=`` for a cell with a declared ``input_shape`` (ConvLSTM).
         """
         if self.initial is None:
             return self.cell.initial_state(batch_size, device=device, dtype=dtype, **draw)
@@ -286,13 +297,16 @@ class Recurrent(nn.Module):
     ) -> RecurrentResult:
         """Like :meth:`forward`, returning a :class:`RecurrentResult` (and the trajectory)."""
         packed = x if isinstance(x, PackedSequence) else None
+        trailing = getattr(self.cell, "input_shape", None)
+        if packed is not None and trailing is not None:
+            raise TypeError(f"x: {type(self.cell).__name__} takes a padded tensor, not packed")
         if packed is not None:
             if lengths is not None:
                 raise ValueError("lengths: a PackedSequence carries its own lengths; got both")
             xb, lengths_t = unpack(packed)  # (B, T, I)
             check_sequence(xb, self.cell.input_size, batch_first=True)
         else:
-            check_sequence(x, self.cell.input_size, batch_first=self.batch_first)
+            check_sequence(x, self.cell.input_size, batch_first=self.batch_first, trailing=trailing)
             assert isinstance(x, Tensor)
             xb = x if self.batch_first else x.transpose(0, 1)  # (B, T, I)
         check_against_parameters(xb, self.cell)
@@ -302,6 +316,8 @@ class Recurrent(nn.Module):
             {"generator": generator} if getattr(self.cell, "stochastic_state", False) else {}
         )
         if state is None:
+            if trailing is not None:  # the cell's state takes the frame size from x
+                draw["spatial_size"] = tuple(xb.shape[3:])
             state = self.initial_state(B, device=xb.device, dtype=xb.dtype, **draw)
         else:
             state = self.cell.check_state(state, B, xb, **draw)
