@@ -1,14 +1,24 @@
 """``rnnlab analyze RUN_OR_CHECKPOINT``: the dynamic-systems view of a trained model.
 
-Loads a run directory or checkpoint written by ``rnnlab train``, takes the recurrent part of the
-model as the autonomous map h(t+1) = f(h(t), x) with a constant input x (zeros by default), and
-writes into ``--out`` (default ``RUN/analysis``):
+Loads a run directory or checkpoint written by ``rnnlab train`` and analyses the system the
+model *is* (:func:`rnnlab.dynamics.as_map` maps the recurrent core through its own cells):
 
-* ``analysis.json``: fixed points (points, residuals, eigenvalues, stability labels, number of
-  unstable directions, non-converged seeds), the Lyapunov spectrum with its convergence report,
-  the spectral radius and singular values of each layer's recurrent weight;
-* ``fixed_points_pca.png``: trajectories and fixed points in a PCA projection, coloured by
-  stability; ``eigenvalues.png``: the Jacobians' eigenvalues against the unit circle.
+* **closed loop** (default when the model's real-valued output is fed back as its next input,
+  ``feedback: input``, e.g. examples/train_sine.yaml): the autonomous map
+  h(t+1) = f(h(t), x = readout(g(h(t)))), the system ``rnnlab generate`` runs;
+* **open loop** otherwise (or with ``--loop open``): h(t+1) = f(h(t), x) at a constant input x
+  (zeros by default). Token models fed back by argmax or sampling are not differentiable maps,
+  so they are analysed open-loop; models with ``feedback: state`` are autonomous already.
+
+Every report says which system it analysed. ``--out`` (default ``RUN/analysis``) gets
+
+* ``analysis.json``: the system; the long-run behaviour from the state ``generate`` reaches
+  after priming (closed loop; open loop: from the zero state): a stable fixed point, a k-cycle,
+  or quasi-periodic/chaotic with its largest Lyapunov exponent, and, closed loop, how far the
+  map's outputs are from ``generate``'s; fixed points (points, residuals, eigenvalues, labels,
+  non-converged seeds); the Lyapunov spectrum; the spectrum of each recurrent weight block
+  (GRU's U_r, U_z, U_h; LSTM's gate blocks), or the reason it is omitted;
+* ``fixed_points_pca.png`` and ``eigenvalues.png``.
 """
 
 from __future__ import annotations
@@ -22,26 +32,102 @@ import torch
 
 from .cli import command
 
+LOOPS = ("auto", "open", "closed")
 
-def _cells_of(model: Any) -> list[Any]:
-    from .layers import Bidirectional, Recurrent, Stacked
 
-    core = model.core
-    if isinstance(core, Recurrent):
-        return [core.cell]
-    if isinstance(core, Stacked) and all(isinstance(m, Recurrent) for m in core.layers):
-        if core.input_skip or core.residual:
-            raise ValueError(
-                "model: skip or residual connections between layers are not a plain stack of "
-                "cells; analyze supports Recurrent and plain Stacked models"
+def _system(model: Any, loop: str, input_value: float) -> tuple[str, str]:
+    """("open" | "closed", a sentence saying which system is analysed and why)."""
+    if loop not in LOOPS:
+        raise ValueError(f"loop: expected one of {list(LOOPS)}, got {loop!r}")
+    fb = model.feedback
+    real_input = fb == "input" and not model.tokens and not model.seq2seq
+    if loop == "closed" and not real_input:
+        why = (
+            "its tokens are fed back by argmax or sampling, which is not a differentiable map"
+            if fb == "input" and model.tokens
+            else (
+                "an encoder-decoder's closed loop starts from the encoder's state"
+                if model.seq2seq
+                else f"its output is not fed back as its input (feedback {fb!r})"
             )
-        return [m.cell for m in core.layers]
-    if isinstance(core, (Bidirectional, Stacked)):
-        raise ValueError(
-            "model: a bidirectional model is not a causal dynamic system h(t+1) = f(h(t), x(t)); "
-            "analyze needs a unidirectional model"
         )
-    raise ValueError(f"model: unsupported recurrent core {type(core).__name__}")
+        raise ValueError(
+            f"loop: 'closed' needs a real-valued model whose output is its next input; {why}. "
+            "Use loop 'open' (a constant input)"
+        )
+    if real_input and loop != "open":
+        return "closed", (
+            "closed loop: h(t+1) = f(h(t), x = readout(y(h(t)))), the output fed back as the "
+            "next input, as `rnnlab generate` runs it"
+        )
+    note = f"open loop: h(t+1) = f(h(t), x) at the constant input x = {input_value:g}"
+    if fb == "input" and model.tokens:
+        note += (
+            " (the model feeds back tokens by argmax or sampling, which is not a differentiable "
+            "map, so its closed loop is not analysed)"
+        )
+    elif fb == "input":
+        note += " (chosen with --loop open; the model runs its closed loop in generate)"
+    elif fb == "state":
+        note += (
+            " (the output feeds back through the state, so this map is already the closed system)"
+        )
+    return "open", note
+
+
+def _weight_blocks(cells: list[Any]) -> list[dict[str, Any]]:
+    """The spectrum of every square recurrent block of each layer, or why it is omitted."""
+    from .dynamics import spectrum
+
+    rows: list[dict[str, Any]] = []
+    for k, c in enumerate(cells):
+        w = getattr(c, "weight_hh", None)
+        if not isinstance(w, torch.Tensor) or w.dim() != 2:
+            rows.append(
+                {
+                    "layer": k,
+                    "omitted": f"{type(c).__name__} has no recurrent weight matrix weight_hh "
+                    "(its recurrence is inside a wrapped cell or a function)",
+                }
+            )
+            continue
+        n_out, n_in = w.shape
+        if n_out % n_in != 0:
+            rows.append(
+                {
+                    "layer": k,
+                    "omitted": f"weight_hh is {tuple(w.shape)}: its blocks map {n_in} inputs "
+                    f"(e.g. a projection or the previous output) to {n_out} units, not a state "
+                    "onto itself, so they have no eigenvalues",
+                }
+            )
+            continue
+        G = n_out // n_in
+        names = getattr(c, "blocks", None)
+        if names is None or len(names) != G:
+            names = ("r", "z", "n") if G == 3 else tuple(f"block{j}" for j in range(G))
+        for j, name in enumerate(names):
+            s = spectrum(w.detach()[j * n_in : (j + 1) * n_in])
+            rows.append(
+                {
+                    "layer": k,
+                    "block": name if G > 1 else "U",
+                    "shape": [n_in, n_in],
+                    "spectral_radius": s.spectral_radius,
+                    "largest_singular_value": s.norm,
+                    "spectrum": str(s),
+                }
+            )
+    return rows
+
+
+def _validation_prime(path: str | Path, steps: int) -> torch.Tensor:
+    """The first ``steps`` inputs of the run's first validation sequence (as generate uses)."""
+    from .training.trainer import trainer_from_checkpoint
+
+    t = trainer_from_checkpoint(path)
+    p = t._prepare(t.task.batch("val", torch.arange(1)))
+    return p["x"][:, :steps].detach().cpu()
 
 
 def analyze(
@@ -51,9 +137,28 @@ def analyze(
     input_value: float = 0.0,
     seeds: int = 512,
     steps: int = 300,
+    loop: str = "auto",
+    prime: torch.Tensor | None = None,
+    prime_steps: int = 10,
+    behaviour_steps: int = 2000,
 ) -> dict[str, Any]:
-    """Run the analysis; return the JSON-able summary (also written to ``out``)."""
-    from .dynamics import as_map, find_fixed_points, lyapunov_spectrum, simulate, spectrum
+    """Run the analysis; return the JSON-able summary (also written to ``out``).
+
+    Args:
+        path: a run directory or checkpoint of ``rnnlab train``.
+        out: the output folder (default ``RUN/analysis``).
+        input_value: the constant input of the open loop.
+        seeds: fixed-point search seeds; steps: simulation and Lyapunov steps.
+        loop: "auto" (closed when a real-valued output is fed back as the input), "open",
+            "closed".
+        prime: (1, P, I) inputs read first (closed loop), as ``generate``'s ``prime``; default
+            the first ``prime_steps`` inputs of the run's first validation sequence.
+        behaviour_steps: closed-loop steps from the primed state whose tail is classified.
+    """
+    from .dynamics import as_map, find_fixed_points, lyapunov_spectrum, simulate
+    from .dynamics.behaviour import long_run_behaviour
+    from .dynamics.maps import Map
+    from .dynamics.modules import ClosedLoopMap
     from .plots import dynamics as plots
     from .training import load_run
 
@@ -61,8 +166,15 @@ def analyze(
         raise ValueError(f"seeds: expected a positive int, got {seeds}")
     if steps < 10:
         raise ValueError(f"steps: expected at least 10, got {steps}")
+    if behaviour_steps < 20:
+        raise ValueError(f"behaviour_steps: expected at least 20, got {behaviour_steps}")
+    if loop not in LOOPS:
+        raise ValueError(f"loop: expected one of {list(LOOPS)}, got {loop!r}")
     model, meta = load_run(path)
-    cells = _cells_of(model)
+    kind, system = _system(model, loop, input_value)
+    core = as_map(model.core)  # the core's own cells; bidirectional cores say why not
+    mod = getattr(core, "module", None)
+    cells = list(mod) if isinstance(mod, torch.nn.ModuleList) else [mod]
     out = (
         Path(out)
         if out is not None
@@ -73,18 +185,57 @@ def analyze(
         )
     )
     out.mkdir(parents=True, exist_ok=True)
-    x = torch.full((cells[0].input_size,), float(input_value))
-    f = as_map(cells if len(cells) > 1 else cells[0], input=x)
+    dtype = torch.float64
+    f: Map
+    behaviour_start: torch.Tensor
+    agreement: dict[str, Any] | None = None
+    if kind == "closed":
+        f = ClosedLoopMap(
+            core, model.readout, output_skip=getattr(model.core, "output_skip", False)
+        )
+        if prime is None:
+            prime = _validation_prime(path, prime_steps)
+        p_dtype = next(model.parameters()).dtype
+        with torch.no_grad():
+            _, state = model.core(prime.to(p_dtype), None)
+        behaviour_start = core.flatten(state).to(dtype)[:1]
+        # agreement with generate: the map's outputs from the primed state are generate's
+        n_cmp = min(behaviour_steps, 200)
+        with torch.no_grad():
+            gen = model.generate(n_cmp, prime=prime[:1].to(p_dtype)).values[0]  # (n, O)
+            fm = f.to(dtype=p_dtype)
+            traj_p = simulate(fm, core.flatten(state)[:1], n_cmp - 1)[0]  # (n, N)
+            y_map = fm._fed(traj_p)  # type: ignore[attr-defined]  # readout(g(h(t)))
+        agreement = {
+            "steps": n_cmp,
+            "max_abs_difference": float((y_map - gen).abs().max()),
+            "dtype": str(p_dtype).replace("torch.", ""),
+        }
+    else:
+        x = torch.full((core.input_size,), float(input_value))
+        f = core.with_input(x)
+        behaviour_start = torch.zeros(1, f.state_size, dtype=dtype)
+    f = f.to(dtype=dtype)
+    behaviour = long_run_behaviour(f, behaviour_start, behaviour_steps)
     g = torch.Generator().manual_seed(0)
-    h0 = 0.5 * torch.randn(64, f.state_size, generator=g)
+    h0 = 0.5 * torch.randn(64, f.state_size, generator=g, dtype=dtype)
+    h0[0] = behaviour_start[0]
     with torch.no_grad():
         traj = simulate(f, h0, steps)  # (B, T+1, n)
     fp = find_fixed_points(f, traj, n_seeds=seeds)
-    ly = lyapunov_spectrum(f, h0[:1], steps, k=min(f.state_size, 8))
+    ly = lyapunov_spectrum(f, behaviour.trajectory[-1:], steps, k=min(f.state_size, 8))
     summary: dict[str, Any] = {
         "checkpoint": meta.get("path"),
-        "input": float(input_value),
+        "system": {"loop": kind, "description": system},
+        "input": None if kind == "closed" else float(input_value),
         "state_size": f.state_size,
+        "behaviour": {
+            "start": "the state generate reaches after priming"
+            if kind == "closed"
+            else "the zero state",
+            **behaviour.to_dict(),
+        },
+        "generate_agreement": agreement,
         "fixed_points": fp.to_dict(),
         "lyapunov": {
             "exponents_nats_per_step": [float(v) for v in ly.exponents],
@@ -92,13 +243,8 @@ def analyze(
             "stderr": [float(v) for v in ly.stderr],
             "steps": ly.steps,
         },
-        "recurrent_weights": [],
+        "recurrent_weights": _weight_blocks(cells),
     }
-    for k, c in enumerate(cells):
-        w = getattr(c, "weight_hh", None)
-        if w is not None and w.shape[0] == w.shape[1]:
-            s = spectrum(w.detach())
-            summary["recurrent_weights"].append({"layer": k, "spectrum": str(s)})
     (out / "analysis.json").write_text(json.dumps(summary, indent=2, default=str))
     summary["out"] = str(out)
     plots.trajectories_pca(
@@ -120,11 +266,37 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", type=float, default=0.0, help="the constant input x")
     p.add_argument("--seeds", type=int, default=512, help="fixed-point search seeds")
     p.add_argument("--steps", type=int, default=300, help="simulation / Lyapunov steps")
+    p.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help="closed: the output fed back as the next input (default for feedback: input on "
+        "real values); open: the constant input --input",
+    )
+    p.add_argument(
+        "--prime-steps", type=int, default=10, help="closed loop: validation inputs read first"
+    )
 
 
 @command("analyze", "Fixed points, stability and Lyapunov spectrum of a trained model.")(_add)
 def run(args: argparse.Namespace) -> int:
-    s = analyze(args.run, args.out, input_value=args.input, seeds=args.seeds, steps=args.steps)
+    s = analyze(
+        args.run,
+        args.out,
+        input_value=args.input,
+        seeds=args.seeds,
+        steps=args.steps,
+        loop=args.loop,
+        prime_steps=args.prime_steps,
+    )
+    print(f"system: {s['system']['description']}")
+    print(f"from {s['behaviour']['start']}: {s['behaviour']['description']}")
+    if s["generate_agreement"] is not None:
+        a = s["generate_agreement"]
+        print(
+            f"the map's outputs vs rnnlab generate over {a['steps']} steps: max |difference| "
+            f"{a['max_abs_difference']:.2g}"
+        )
     fp = s["fixed_points"]
     labels = fp.get("labels", [])
     counts = {k: labels.count(k) for k in sorted(set(labels))}

@@ -6,6 +6,7 @@ with certificates) and their stability; periodic orbits; Lyapunov spectra; vanis
 diagnostics; continuation in a constant input with bifurcation detection.
 """
 
+from .behaviour import Behaviour, long_run_behaviour
 from .continuation import Bifurcation, Branch, Continuation, continue_fixed_points
 from .fixedpoints import (
     FixedPoints,
@@ -54,6 +55,8 @@ from .stability import (
 )
 
 __all__ = [
+    "Behaviour",
+    "long_run_behaviour",
     "Bifurcation",
     "Branch",
     "CellMap",
