@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rnnlab._files import make_folder
 from rnnlab.cli import main
 from rnnlab.experiments import registry
 from rnnlab.experiments._common import claim, figure, save
@@ -108,7 +109,7 @@ def check_figures(out: Path, page: _Page) -> None:
 
 def test_run_one_writes_claims_config_and_report(probes: dict, tmp_path: Path) -> None:
     stale = tmp_path / PROBE / "stale.txt"
-    stale.parent.mkdir(parents=True)
+    make_folder(stale.parent, "experiment")  # an earlier run's folder carries the marker
     stale.write_text("from an earlier run")
     rc = main(["run", PROBE, "--out", str(tmp_path), "--seed", "3", "--strict"])
     out = tmp_path / PROBE

@@ -237,8 +237,15 @@ def test_existing_run_directory_is_left_alone(tmp_path):
     ):
         Trainer(c, run)
     assert [p.name for p in run.iterdir()] == ["notes.txt"]
-    Trainer(c, run, overwrite=True).fit()
-    assert not (run / "notes.txt").exists() and (run / "config.yaml").exists()
+    # --overwrite deletes only a folder rnnlab made (.rnnlab-run.json): this one is refused
+    with pytest.raises(RunDirError, match=r"refusing to delete .* no \.rnnlab-run\.json marker"):
+        Trainer(c, run, overwrite=True)
+    assert [p.name for p in run.iterdir()] == ["notes.txt"]
+    mine = tmp_path / "mine"
+    Trainer(c, mine).fit()
+    (mine / "stale.txt").write_text("rnnlab's folder: replaced whole")
+    Trainer(c, mine, overwrite=True).fit()
+    assert not (mine / "stale.txt").exists() and (mine / "config.yaml").exists()
     with pytest.raises(ValueError, match="resume, overwrite: expected at most one"):
         Trainer(c, run, resume=True, overwrite=True)
 

@@ -130,6 +130,26 @@ def _validation_prime(path: str | Path, steps: int) -> torch.Tensor:
     return p["x"][:, :steps].detach().cpu()
 
 
+def _own_folder(out: Path) -> None:
+    """``out`` as a folder of rnnlab analyze: a new one, an empty one, one it made before (its
+    marker, or exactly its files); anything else is refused before any work."""
+    from ._files import UnsafePathError, check_replaceable, make_folder, read_marker
+
+    if out.is_symlink() or out.is_file():
+        raise ValueError(f"--out: expected a folder for the analysis, got the file or link {str(out)!r}")
+    if out.is_dir() and read_marker(out) is not None:
+        return
+    try:
+        check_replaceable(out, "analysis", what="--out")
+    except UnsafePathError:
+        raise ValueError(
+            f"--out: {str(out)!r} exists and rnnlab analyze did not make it (no .rnnlab-run.json, "
+            "other files than analysis.json and its figures); choose a new folder (nothing was "
+            "changed)"
+        ) from None
+    make_folder(out, "analysis")
+
+
 def analyze(
     path: str | Path,
     out: Path | None = None,
@@ -184,7 +204,7 @@ def analyze(
             else Path(path).with_suffix("") / "analysis"
         )
     )
-    out.mkdir(parents=True, exist_ok=True)
+    _own_folder(out)
     dtype = torch.float64
     f: Map
     behaviour_start: torch.Tensor
@@ -280,15 +300,21 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 @command("analyze", "Fixed points, stability and Lyapunov spectrum of a trained model.")(_add)
 def run(args: argparse.Namespace) -> int:
-    s = analyze(
-        args.run,
-        args.out,
-        input_value=args.input,
-        seeds=args.seeds,
-        steps=args.steps,
-        loop=args.loop,
-        prime_steps=args.prime_steps,
-    )
+    import sys
+
+    try:
+        s = analyze(
+            args.run,
+            args.out,
+            input_value=args.input,
+            seeds=args.seeds,
+            steps=args.steps,
+            loop=args.loop,
+            prime_steps=args.prime_steps,
+        )
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"rnnlab analyze: error: {err}", file=sys.stderr)
+        return 2
     print(f"system: {s['system']['description']}")
     print(f"from {s['behaviour']['start']}: {s['behaviour']['description']}")
     if s["generate_agreement"] is not None:

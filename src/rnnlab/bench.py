@@ -456,6 +456,16 @@ def table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def is_bench_file(path: Path) -> bool:
+    """Whether ``path`` holds what ``rnnlab bench --json`` writes (a JSON object with
+    ``machine`` and ``records``; newer files also say ``written_by``)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and {"machine", "records"} <= set(doc)
+
+
 def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help=f"S1 only, cells {', '.join(QUICK)}")
     p.add_argument("--cells", nargs="+", choices=sorted(CASES), help="cells (default: all)")
@@ -463,7 +473,13 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modes", nargs="+", choices=["forward", "train"], default=["forward", "train"])
     p.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (median)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    p.add_argument("--json", type=Path, help="write the records (with the machine) to this file")
+    p.add_argument(
+        "--json",
+        type=Path,
+        help="write the records (with the machine) to this file; an existing file is replaced "
+        "only if rnnlab bench wrote it (else pass --force)",
+    )
+    p.add_argument("--force", action="store_true", help="--json may replace any file")
     p.add_argument(
         "--extras",
         action="store_true",
@@ -477,6 +493,13 @@ def _add(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise SystemExit(f"--repeats: expected a positive int, got {args.repeats}")
+    if args.json:  # refused before minutes of timing, not after
+        from ._files import UnsafePathError, check_new_or_own_file
+
+        try:
+            check_new_or_own_file(args.json, is_bench_file, what="--json", force=args.force)
+        except UnsafePathError as err:
+            raise SystemExit(f"rnnlab bench: error: {err}") from None
     cells = args.cells or (QUICK if args.quick else list(CASES))
     shapes = args.shapes or (["S1"] if args.quick else list(SHAPES))
     info = machine()
@@ -488,7 +511,10 @@ def run(args: argparse.Namespace) -> int:
         records += bench_teacher_forced(args.repeats)
         records += bench_jordan_vs_elman(shapes, args.repeats)
     if args.json:
+        from ._files import atomic_write_text
+
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": info, "records": records}, indent=1))
+        doc = {"written_by": "rnnlab bench", "machine": info, "records": records}
+        atomic_write_text(args.json, json.dumps(doc, indent=1))
         print(f"wrote {args.json}")
     return 0

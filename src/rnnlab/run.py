@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
 
+from ._files import UnsafePathError, check_replaceable, make_folder, remove_tree
 from .cli import command
 from .experiments.registry import Experiment, RunContext, load_all
 from .experiments.report import Section, load_full_claims, write_report
@@ -29,16 +30,16 @@ def _add(p: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         default=Path("runs"),
-        help="parent folder; a run REPLACES its own folder OUT/NAME (OUT/tour for the tour)",
+        help="parent folder; a run replaces its own folder OUT/NAME (OUT/tour for the tour), "
+        "only if rnnlab made it (it carries .rnnlab-run.json)",
     )
 
 
 def _run_one(
     exp: Experiment, out: Path, args: argparse.Namespace, prefix: str = "", tour: bool = False
 ) -> Section:
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    remove_tree(out, "experiment", what="--out")
+    make_folder(out, "experiment", experiment=exp.name)
     ctx = RunContext(
         name=exp.name,
         out_dir=out,
@@ -91,9 +92,12 @@ def run(args: argparse.Namespace) -> int:
     if args.name == "tour":
         order = sorted((e for e in exps.values() if e.tour), key=lambda e: (e.order, e.name))
         root = args.out / "tour"
-        if root.exists():
-            shutil.rmtree(root)
-        root.mkdir(parents=True)
+        try:
+            remove_tree(root, "tour", what="--out")
+        except UnsafePathError as err:
+            print(f"rnnlab run: error: {err}", file=sys.stderr)
+            return 2
+        make_folder(root, "tour")
         sections = []
         t0 = time.perf_counter()
         for k, e in enumerate(order, 1):
@@ -111,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
         return _status(args, sections)
     if args.name not in exps:
         raise SystemExit(f"name: expected 'tour' or one of {sorted(exps)}, got {args.name!r}")
+    try:  # refused before the experiment runs: only a folder rnnlab made is replaced
+        check_replaceable(args.out / args.name, "experiment", what="--out")
+    except UnsafePathError as err:
+        print(f"rnnlab run: error: {err}", file=sys.stderr)
+        return 2
     sec = _run_one(exps[args.name], args.out / args.name, args)
     _summary(sec.claims)
     print(f"report: {(args.out / args.name / 'report.html').resolve()}")

@@ -10,7 +10,8 @@ header and reads raw tensor bytes: unlike ``pickle`` (``torch.load`` without
 Writing is atomic: the file is written under a temporary name in the same folder, flushed to
 disk, then renamed over the final name (``os.replace``), and the folder is flushed. A process
 killed at any instant leaves either the previous checkpoints only, or the new one complete;
-stray temporary files are ignored by :func:`latest_checkpoint` and removed by the next write.
+stray temporary files are ignored by :func:`latest_checkpoint` and removed by the next write
+when the process that wrote them is gone.
 """
 
 from __future__ import annotations
@@ -181,14 +182,18 @@ def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
 
 
 def prune_checkpoints(folder: str | os.PathLike[str], keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints, and stray temporary files."""
+    """Delete all but the newest ``keep`` checkpoints, and temporary files of dead processes."""
     folder = Path(folder)
     for p in list_checkpoints(folder)[:-keep] if keep > 0 else []:
         p.unlink(missing_ok=True)
     if folder.is_dir():
+        from .._files import pid_alive
+
         for p in folder.glob(".*.tmp-*"):
             pid = p.name.rsplit("-", 1)[-1]
-            if pid != str(os.getpid()):
+            # only a file left by a dead process: a live one (this or another process, e.g. a
+            # second trainer refused by the lock but still writing) may be renaming it now
+            if pid.isdigit() and not pid_alive(int(pid)):
                 p.unlink(missing_ok=True)
 
 

@@ -34,7 +34,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +46,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import __version__
+from .._files import (
+    FolderLockedError,
+    UnsafePathError,
+    acquire_lock,
+    check_replaceable,
+    lock_holder,
+    make_folder,
+    read_marker,
+    release_lock,
+    remove_tree,
+    write_marker,
+)
 from ._state import detach_state, slice_state, state_from_leaves, state_leaves
 from .checkpoint import (
     checkpoint_path,
@@ -332,8 +343,23 @@ class Trainer:
                     f"run_dir: {str(self.run_dir)!r} exists and is not empty; pass --resume to "
                     "continue it or --overwrite to replace it (nothing was changed)"
                 )
+            elif overwrite:
+                # refused before anything is touched: only a folder rnnlab made is deleted
+                try:
+                    check_replaceable(self.run_dir, "run", what="run_dir")
+                except UnsafePathError as err:
+                    raise RunDirError(str(err)) from None
+            holder = lock_holder(self.run_dir) if self.run_dir.is_dir() else None
+            if holder is not None:
+                raise RunDirError(
+                    f"run_dir: {str(self.run_dir)!r} is in use by another trainer (pid {holder}, "
+                    "lock file .rnnlab-lock); nothing was changed"
+                )
+            self.run_id = self._check_run_id(resume)
         elif resume:
             raise RunDirError("run_dir: resume needs a run directory, got None")
+        if self.run_dir is None:
+            self.run_id = None
         if saved is not None:
             explicit = {s: dict(v) for s, v in config.items() if isinstance(v, Mapping)}
             given = check_config(merge(saved, explicit))
@@ -431,17 +457,39 @@ class Trainer:
         if self.run_dir is not None:
             barrier(self.dist)
             if self.is_main:
-                if overwrite and self.run_dir.exists():
-                    if self.run_dir.is_dir():
-                        shutil.rmtree(self.run_dir)
+                if overwrite:
+                    remove_tree(self.run_dir, "run", what="run_dir")
+                if read_marker(self.run_dir) is None:
+                    if resume:  # a run made before markers: adopt it under its checkpoint's id
+                        keep = {"run_id": self.run_id} if self.run_id is not None else {}
+                        self.run_id = write_marker(self.run_dir, "run", **keep)["run_id"]
                     else:
-                        self.run_dir.unlink()
+                        self.run_id = make_folder(self.run_dir, "run")["run_id"]
                 (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
                 self._write_config()
                 if resume:
                     self.writer.truncate(self.step)
             barrier(self.dist)
             self.writer = _Writer(self.run_dir, self.is_main)
+
+    # --- the run's identity ------------------------------------------------------------------
+    def _check_run_id(self, resume: bool) -> str | None:
+        """The run id this trainer writes into its checkpoints; on resume the checkpoint's, and
+        a checkpoint of another run (its id differs from the folder's marker) is refused."""
+        if not resume:
+            return None  # a new run: the id of the marker written when the folder is made
+        assert self.run_dir is not None
+        marker = read_marker(self.run_dir)
+        ck_id = self._ckpt.meta.get("run_id")
+        if marker is not None and ck_id is not None and marker["run_id"] != ck_id:
+            raise RunDirError(
+                f"run_dir: the checkpoint {str(self._ckpt.path)!r} belongs to run {ck_id}, but "
+                f"{str(self.run_dir)!r} is run {marker['run_id']} (its .rnnlab-run.json); a "
+                "checkpoint copied from another run is not resumed (nothing was changed)"
+            )
+        if marker is not None:
+            return str(marker["run_id"])
+        return None if ck_id is None else str(ck_id)
 
     # --- state -------------------------------------------------------------------------------
     def _restore(self, meta: Mapping[str, Any]) -> None:
@@ -474,6 +522,7 @@ class Trainer:
         return {
             "format": "rnnlab-run",
             "rnnlab_version": __version__,
+            "run_id": self.run_id,
             "config": self.config,
             "model_spec": self.spec,
             "model": self.model.state_dict(),
@@ -753,6 +802,24 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
+        locked = False
+        if self.run_dir is not None and self.is_main:
+            try:  # two trainers in one run folder would interleave their files
+                acquire_lock(self.run_dir)
+            except FolderLockedError as err:
+                bar.close()
+                raise RunDirError(str(err)) from None
+            locked = True
+        try:
+            return self._fit(bar, nb)
+        finally:
+            if locked:
+                assert self.run_dir is not None
+                release_lock(self.run_dir)
+
+    def _fit(self, bar: Any, nb: int) -> FitResult:
+        c = self.config
+        tr = c["train"]
         last_ckpt = None
         if self.run_dir is not None:
             if self._ckpt is None:
