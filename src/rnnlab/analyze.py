@@ -136,7 +136,9 @@ def _own_folder(out: Path) -> None:
     from ._files import UnsafePathError, check_replaceable, make_folder, read_marker
 
     if out.is_symlink() or out.is_file():
-        raise ValueError(f"--out: expected a folder for the analysis, got the file or link {str(out)!r}")
+        raise ValueError(
+            f"--out: expected a folder for the analysis, got the file or link {str(out)!r}"
+        )
     if out.is_dir() and read_marker(out) is not None:
         return
     try:
