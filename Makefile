@@ -1,11 +1,12 @@
-# Two commands: `make demo` and `make test`. Each does all set-up first (the virtual
+# Two commands: `make demo` and `make test` (and `make docs`, the site in site/). Each does all set-up first (the virtual
 # environment in .venv/, dependencies, the package in editable mode).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rnnlab-installed
+DOCS_STAMP := $(VENV)/.rnnlab-docs-installed
 
-.PHONY: demo test setup lint unit clean bench
+.PHONY: demo test setup lint unit clean bench docs
 
 setup: $(STAMP)
 
@@ -30,8 +31,24 @@ unit: $(STAMP)
 
 test: lint unit
 
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
+
+# The documentation site in site/ (open site/index.html). Strict: a warning, a broken internal
+# link, a missing reference, reST left as text or a failing example fails it. The doctest
+# builder runs the reference's examples; the HTML build runs the tutorials' code blocks.
+# Both share one doctree cache (docs/_build/doctrees).
+SPHINX := OMP_NUM_THREADS=2 $(PY) -m sphinx -W --keep-going -q -d docs/_build/doctrees
+docs: $(DOCS_STAMP)
+	rm -rf site docs/_build
+	$(SPHINX) -b html docs site
+	$(SPHINX) -b doctest docs docs/_build/doctest
+	$(PY) docs/_ext/check_site.py site
+	@echo "docs: open site/index.html"
+
 bench: $(STAMP)
 	$(VENV)/bin/rnnlab bench --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) site docs/_build docs/reference/api .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
