@@ -222,9 +222,7 @@ def render_page(space: str, all_entries: list[Entry]) -> str:
                 continue
             if entry.kind == "class":
                 options = ["   :members:", "   :show-inheritance:"]
-                fields = getattr(obj, "_fields", None) or getattr(
-                    obj, "__dataclass_fields__", None
-                )
+                fields = getattr(obj, "_fields", None) or getattr(obj, "__dataclass_fields__", None)
                 if fields:  # fields are described by the class docstring's Attributes
                     options.append(f"   :exclude-members: __init__, forward, {', '.join(fields)}")
             lines += [f".. {_DIRECTIVE[entry.kind]}:: {entry.qualname}", *options, ""]

@@ -121,11 +121,15 @@ class RunBlock(SphinxDirective):
         from matplotlib.figure import Figure
 
         # Figures this block made: pyplot's open ones, and Figure objects it bound to a name
-        # (rnnlab.plots returns figures without pyplot) that no earlier block showed.
-        # (kept alive in a list, so an id is never reused by a later figure)
-        seen: list[Any] = self.env.temp_data.setdefault("rnnlab_run_figures", [])
+        # (rnnlab.plots returns figures without pyplot) that no earlier block showed. Shown
+        # figures are kept in a list (compared by identity), so none is shown twice.
+        seen: list[Any] = self.env.temp_data.setdefault("rnnlab_run_figures", [])  # type: ignore[assignment]
         figures = [plt.figure(n) for n in plt.get_fignums()]
-        figures += [v for v in namespace.values() if isinstance(v, Figure) and v not in figures]
+        figures += [
+            v
+            for v in namespace.values()
+            if isinstance(v, Figure) and not any(v is f for f in figures)
+        ]
         out: list[nodes.Node] = []
         folder = Path(self.env.srcdir) / "_build" / "figures"
         folder.mkdir(parents=True, exist_ok=True)
