@@ -24,28 +24,45 @@ from test_report_run import PROBE, probes  # noqa: F401 - probes is a fixture
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
+WIDTHS = (1200, 700)  # a desktop window and a narrow one (half a laptop screen)
+
 PROBE_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>probe</title></head>
-<body><iframe id="report" src="{url}" width="1200" height="900"></iframe>
+<body><iframe id="w1200" src="{url}" width="1200" height="900"></iframe>
+<iframe id="w700" src="{url}" width="700" height="900"></iframe>
 <script>
-document.getElementById("report").addEventListener("load", function () {{
+var results = {{}};
+function read(frame) {{
   var out = {{ok: false}};
   try {{
-    var d = this.contentDocument;
+    var d = frame.contentDocument;
     out.title = d.title;
     out.images = Array.prototype.map.call(d.querySelectorAll("img"), function (i) {{
+      var a = i.closest("a");
       return {{src: i.getAttribute("src"), complete: i.complete, width: i.naturalWidth,
-               height: i.naturalHeight}};
+               height: i.naturalHeight, link: a ? a.getAttribute("href") : null,
+               caption: i.closest("figure").querySelector("figcaption").textContent}};
     }});
     out.rows = Array.prototype.map.call(
       d.querySelectorAll("tr.pass, tr.fail, tr.info"), function (r) {{
         return {{status: r.className, claim: r.cells[0].textContent}};
       }});
+    out.scrollWidth = d.documentElement.scrollWidth;
+    out.clientWidth = d.documentElement.clientWidth;
     out.ok = true;
   }} catch (e) {{ out.error = String(e); }}
+  return out;
+}}
+function done() {{
   var pre = document.createElement("pre");
   pre.id = "probe-result";
-  pre.textContent = JSON.stringify(out);
+  pre.textContent = JSON.stringify(results);
   document.body.appendChild(pre);
+}}
+["w1200", "w700"].forEach(function (id) {{
+  document.getElementById(id).addEventListener("load", function () {{
+    results[id] = read(this);
+    if (results.w1200 && results.w700) done();
+  }});
 }});
 </script></body></html>
 """
@@ -93,8 +110,15 @@ def open_in_browser(report: Path, work: Path) -> dict:
     m = re.search(r'<pre id="probe-result">(.*?)</pre>', proc.stdout, re.S)
     assert m, f"the probe page did not report (rc {proc.returncode}):\n{proc.stderr[-2000:]}"
     text = m.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-    result = json.loads(text)
-    assert result["ok"], f"could not read the report's DOM: {result.get('error')}"
+    both = json.loads(text)
+    for w in WIDTHS:
+        r = both[f"w{w}"]
+        assert r["ok"], f"could not read the report's DOM at {w} px: {r.get('error')}"
+        # no horizontal overflow: wide tables scroll inside their box, the page does not
+        assert r["scrollWidth"] <= r["clientWidth"], (
+            f"the page overflows horizontally at {w} px: {r['scrollWidth']} > {r['clientWidth']}"
+        )
+    result: dict = both["w1200"]
     return result
 
 
@@ -106,6 +130,9 @@ def check_in_browser(out: Path, title: str, work: Path) -> int:
     assert sorted(i["src"] for i in seen["images"]) == pngs
     broken = [i["src"] for i in seen["images"] if not (i["complete"] and i["width"] > 0)]
     assert not broken, f"figures that did not load in the browser: {broken}"
+    # a click opens the figure at full size; its caption is a sentence, not its file name
+    assert all(i["link"] == i["src"] for i in seen["images"])
+    assert all(Path(i["src"]).stem.replace("_", " ") != i["caption"] for i in seen["images"])
     rows = [(r["status"], r["claim"]) for r in json.loads((out / "claims.json").read_text())]
     shown = iter((r["status"], r["claim"]) for r in seen["rows"])
     missing = [r for r in rows if r not in shown]  # in order; committed full-run rows may follow

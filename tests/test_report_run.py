@@ -34,7 +34,9 @@ def probe_experiment(ctx: RunContext) -> list[Claim]:
     return [
         claim(name, "a claim that holds", 1.0, "< 2", "test", True, 0.1),
         claim(name, "a claim that fails <b>& stays</b>", [0.5, 2], {"a": 1}, "test", False),
-        claim(name, "an informational row ≈ 0.42", "h* = 5", "-", "test", None),
+        # a long unbroken value, as real claims have (dicts of accuracies): the page must not
+        # overflow a narrow window because of it
+        claim(name, "an informational row ≈ 0.42", "h*=5;" * 40, "-", "test", None),
     ]
 
 

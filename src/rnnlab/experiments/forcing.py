@@ -192,10 +192,16 @@ def _forcing(ctx: RunContext) -> list[Claim]:
     rows.append(
         claim(
             "forcing",
-            "scheduled sampling generates better than teacher forcing (free-running MSE)",
+            "scheduled sampling generates better than teacher forcing (free-running MSE). "
+            "Where it does not, that is a known negative result, not a bug: scheduled sampling "
+            "is an inconsistent objective that can favour a wrong model (Huszár 2015), and "
+            "on continuous time series it often does not beat teacher forcing (Teutsch & "
+            "Mäder 2022)",
             round(ss["free"], 4),
             f"< teacher forcing's {tf['free']:.4f}",
-            "Bengio et al. 2015",
+            "claim: Bengio et al. 2015; against: Huszár 2015, 'How (not) to train your "
+            "generative model'; Teutsch & Mäder 2022, 'Flipped classroom: effective teaching "
+            "for time series forecasting'",
             ss["free"] < tf["free"],
         )
     )

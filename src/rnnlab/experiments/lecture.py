@@ -220,9 +220,14 @@ def _xor(ctx: RunContext) -> list[Claim]:
             None,
         )
     )
+    # Position p = t mod 3 of the input; the target is the *next* bit. Name each position by
+    # the bit it predicts, from the data's own mask (the predictable one is a XOR b).
+    p_star = int(torch.nonzero(pred_mask[:3])[0])
+    names = {p_star: "a XOR b (predictable)", (p_star - 1) % 3: "b", (p_star + 1) % 3: "next a"}
     ax.set(
         xticks=[0, 1, 2],
-        xticklabels=["bit 1", "bit 2", "bit 3 (a XOR b)"],
+        xticklabels=[f"t mod 3 = {p}\npredict {names[p]}" for p in range(3)],
+        xlabel="phase of the input bit (the target is the next bit)",
         ylabel="test MSE of the next-bit prediction",
         title=f"temporal XOR after {passes} passes",
     )
