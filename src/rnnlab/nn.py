@@ -22,19 +22,39 @@ from torch import Tensor
 from torch import nn as tnn
 from torch.nn.utils.rnn import PackedSequence
 
-from .cells.base import Cell, check_positive_int
+from ._nn_compat import (
+    ABSENT,
+    AttributeTypeError,
+    RuntimeValueError,
+    check_config,
+    check_hx,
+    check_hx_kind,
+    check_input,
+    check_nonlinearity,
+    empty_batch,
+    factory_kwargs,
+    fail,
+    refuse_proj_size,
+)
+from .cells.base import Cell
 from .cells.dropout import VariationalDropoutCell
 from .cells.gru import GRUCell
 from .cells.layernorm import LayerNormGRUCell, layer_norm_lstm_cell
 from .cells.lstm import LSTMCell, LSTMFGRState, LSTMState
 from .cells.simple import ElmanCell
-from .layers._utils import check_against_parameters, check_lengths, repack, unpack
+from .layers._utils import check_lengths, repack, unpack
 from .layers.recurrent import unroll
 
 __all__ = ["GRU", "LSTM", "RNN"]
 
 
 class _RNNBase(tnn.Module):
+    """What RNN, GRU and LSTM share: torch.nn's checks and errors, its weight surface
+    (``_flat_weights``, ``_flat_weights_names``, ``all_weights``) and the forward loop.
+
+    Not a subclass of ``torch.nn.RNNBase`` (docs/design/0009-dropin-fidelity.md says why).
+    """
+
     mode: str
 
     def __init__(
@@ -52,20 +72,16 @@ class _RNNBase(tnn.Module):
         cell_kwargs: dict[str, Any],
     ) -> None:
         super().__init__()
-        self.input_size = check_positive_int(input_size, "input_size")
-        self.hidden_size = check_positive_int(hidden_size, "hidden_size")
-        self.num_layers = check_positive_int(num_layers, "num_layers")
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, (int, float))
-            or not 0 <= dropout <= 1
-        ):
-            raise ValueError(f"dropout: expected a number in [0, 1], got {dropout!r}")
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
+        check_config(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
+        factory = factory_kwargs(device, dtype)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
         self.dropout = float(dropout)
         self.bidirectional = bool(bidirectional)
-        self.proj_size = check_positive_int(proj_size, "proj_size", allow_zero=True)
+        self.proj_size = proj_size
         num_dir = 2 if bidirectional else 1
         out = proj_size if proj_size > 0 else hidden_size
         self._cells: list[Cell] = []
@@ -73,7 +89,7 @@ class _RNNBase(tnn.Module):
         for layer in range(num_layers):
             for d in range(num_dir):
                 in_size = input_size if layer == 0 else out * num_dir
-                cell = self._make_cell(in_size, device, dtype, cell_kwargs)
+                cell = self._make_cell(in_size, factory["device"], factory["dtype"], cell_kwargs)
                 suffix = f"_l{layer}" + ("_reverse" if d else "")
                 names = []
                 for pname, p in cell.named_parameters():
@@ -81,23 +97,75 @@ class _RNNBase(tnn.Module):
                     names.append((pname, pname + suffix))
                 self._cells.append(cell)
                 self._names.append(names)
+        self._index_weights()
 
     def _make_cell(self, in_size: int, device: Any, dtype: Any, kw: dict[str, Any]) -> Cell:
         raise NotImplementedError  # pragma: no cover
 
+    # --- the weight surface -------------------------------------------------------------------
+    def _index_weights(self) -> None:
+        # torch.nn.RNNBase's names: one group per layer and direction, torch's weights first
+        # (w_ih, w_hh, b_ih, b_hh, w_hr), then rnnlab's extras (peepholes, ...).
+        self._all_weights = [[name for _, name in names] for names in self._names]
+        self._flat_weights_names = [name for group in self._all_weights for name in group]
+        self._slots = [
+            (cell, pname, name)
+            for cell, names in zip(self._cells, self._names)
+            for pname, name in names
+        ]
+
+    def _sync_weights(self) -> None:
+        """The one place where the cells (and so the reference loop and the engine) get their
+        weights: this module's current value of each, a Parameter or, under weight_norm,
+        spectral_norm, pruning, a parametrisation or ``torch.func.functional_call``, the
+        re-parametrised tensor. An identity check per weight when nothing changed."""
+        params = self._parameters
+        for cell, pname, name in self._slots:
+            w = params.get(name)
+            if w is None:
+                # Not a Parameter any more: weight_norm, spectral_norm and prune keep the
+                # computed tensor as a plain attribute, parametrize as a property.
+                w = getattr(self, name)
+            if cell._parameters.get(pname) is not w:
+                cell._parameters[pname] = w
+
     def _sync(self) -> None:
-        # The cells are not submodules (the parameter names must be torch's); re-point them at
-        # this module's parameters in case .to(), load_state_dict(assign=True) or similar
-        # replaced the Parameter objects.
-        for cell, names in zip(self._cells, self._names):
-            for pname, name in names:
-                p = self._parameters[name]
-                if cell._parameters[pname] is not p:
-                    cell._parameters[pname] = p
+        # The name rnnlab.dynamics (as_map of a drop-in) calls before reading the cells.
+        self._sync_weights()
+
+    @property
+    def _flat_weights(self) -> list[Tensor | None]:
+        """The weights in ``_flat_weights_names`` order, as torch.nn.RNNBase's attribute:
+        Parameters, or the re-parametrised tensors where a weight is re-parametrised."""
+        return [getattr(self, n, None) for n in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[Tensor]]:
+        """The weights grouped by layer and direction (torch.nn.RNNBase.all_weights)."""
+        return [[getattr(self, n) for n in group] for group in self._all_weights]
 
     def flatten_parameters(self) -> None:
-        """No-op, for compatibility with code written for cuDNN."""
+        """No-op: torch.nn uses it to pack weights for cuDNN; rnnlab's cells read the weights
+        as they are, so there is nothing to pack."""
 
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        # .to(), .double(), .cuda() ... may replace the Parameter objects: re-point the cells.
+        ret = super()._apply(fn, recurse)
+        self._sync_weights()
+        return ret
+
+    def __getstate__(self) -> dict[str, Any]:
+        # After prune.remove / remove_weight_norm the cells may still hold the last computed
+        # (non-leaf) tensor; hand them the Parameter again so copy and pickle work as torch's.
+        self._sync_weights()
+        return super().__getstate__()  # type: ignore[no-any-return]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "_slots" not in state:  # pickled before the weight surface existed
+            self._index_weights()
+
+    # --- checks ---------------------------------------------------------------------------------
     @property
     def _num_dir(self) -> int:
         return 2 if self.bidirectional else 1
@@ -106,16 +174,14 @@ class _RNNBase(tnn.Module):
     def _out(self) -> int:
         return self.proj_size if self.proj_size > 0 else self.hidden_size
 
-    def _check_hx(self, hx: Tensor, B: int, size: int, x: Tensor, name: str) -> None:
-        want = (self.num_layers * self._num_dir, B, size)
-        if not isinstance(hx, Tensor):
-            raise TypeError(f"{name}: expected a tensor, got {type(hx).__name__}")
-        if tuple(hx.shape) != want:
-            raise ValueError(f"{name}: expected shape {want}, got {tuple(hx.shape)}")
-        if hx.dtype != x.dtype:
-            raise TypeError(f"{name}: expected dtype {x.dtype} (as input), got {hx.dtype}")
-        if hx.device != x.device:
-            raise ValueError(f"{name}: expected device {x.device} (as input), got {hx.device}")
+    @property
+    def _torch_name(self) -> str:
+        # The name in torch.nn's messages ("RNN: Expected input to be 2D or 3D ..."); not
+        # type(self).__name__, which parametrize changes to "ParametrizedLSTM".
+        return self.mode if self.mode in ("LSTM", "GRU") else "RNN"
+
+    def _validate_hx(self, hx: Any, B: int, x: Tensor) -> None:
+        raise NotImplementedError  # pragma: no cover
 
     def _initial(self, hx: Any, B: int, x: Tensor) -> list[Any]:
         raise NotImplementedError  # pragma: no cover
@@ -123,42 +189,69 @@ class _RNNBase(tnn.Module):
     def _final(self, states: list[Any]) -> Any:
         raise NotImplementedError  # pragma: no cover
 
-    def forward(self, input: Tensor | PackedSequence, hx: Any = None) -> tuple[Any, Any]:
-        """As torch.nn's: ``input`` (T, B, I) / (B, T, I) / (T, I) or a PackedSequence."""
-        self._sync()
+    def _prepare(
+        self, input: Any, hx: Any
+    ) -> tuple[Tensor, Any, Tensor | None, PackedSequence | None, bool]:
+        """Validate ``input`` and ``hx`` as torch.nn does; return x (B, T, I) batch-first, hx
+        with a batch dimension, lengths, the PackedSequence (or None), unbatched."""
         packed = input if isinstance(input, PackedSequence) else None
         unbatched = False
+        lengths_cpu = None
+        if packed is not None:
+            check_hx_kind(self, hx, True)
+            x, lengths_cpu = unpack(packed)  # (B, T, I), original order
+        elif isinstance(input, Tensor):
+            if input.dim() not in (2, 3):
+                layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+                tail = " tensor" if self.mode not in ("LSTM", "GRU") else ""
+                fail(
+                    ValueError,
+                    f"input: expected {layout} or unbatched (T, I) with I={self.input_size}, "
+                    f"got {tuple(input.shape)}",
+                    f"{self._torch_name}: Expected input to be 2D or 3D, got {input.dim()}D"
+                    f"{tail} instead",
+                )
+            unbatched = input.dim() == 2
+            check_hx_kind(self, hx, not unbatched)
+            if unbatched:
+                x = input.unsqueeze(0)  # (1, T, I)
+                if hx is not None:
+                    hx = (
+                        tuple(h.unsqueeze(1) for h in hx)
+                        if isinstance(hx, (tuple, list))
+                        else hx.unsqueeze(1)
+                    )
+            else:
+                x = input if self.batch_first else input.transpose(0, 1)  # (B, T, I)
+        else:
+            fail(
+                AttributeTypeError,
+                f"input: expected a Tensor or PackedSequence, got {type(input).__name__}",
+                f"'{type(input).__name__}' object has no attribute 'dim'",
+            )
+        check_input(self, x)
+        B = x.shape[0]
+        if hx is not None:
+            self._validate_hx(hx, B, x)
+        if x.shape[1] < 1:
+            fail(
+                RuntimeValueError,
+                f"input: expected at least one time step, got {x.shape[1]}",
+                "Expected sequence length to be larger than 0 in RNN",
+            )
         lengths = None
         if packed is not None:
-            x, lengths_cpu = unpack(packed)  # (B, T, I), original order
-        else:
-            if not isinstance(input, Tensor):
-                raise TypeError(
-                    f"input: expected a Tensor or PackedSequence, got {type(input).__name__}"
-                )
-            if input.dim() == 2:
-                unbatched = True
-                x = input.unsqueeze(0)  # (1, T, I)
-            elif input.dim() == 3:
-                x = input if self.batch_first else input.transpose(0, 1)  # (B, T, I)
-            else:
-                layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
-                raise ValueError(
-                    f"input: expected {layout} or unbatched (T, I) with I={self.input_size}, "
-                    f"got {tuple(input.shape)}"
-                )
-        if not x.is_floating_point():
-            raise TypeError(f"input: expected a floating-point tensor, got dtype {x.dtype}")
-        if x.shape[-1] != self.input_size:
-            raise ValueError(f"input: expected {self.input_size} features, got {x.shape[-1]}")
-        if x.shape[1] < 1:
-            raise ValueError(f"input: expected at least one time step, got {tuple(x.shape)}")
-        check_against_parameters(x, self, "input")
-        B, T = x.shape[0], x.shape[1]
-        if packed is not None:
-            lengths = check_lengths(lengths_cpu, B, T, x.device)
-        if unbatched and hx is not None:
-            hx = tuple(h.unsqueeze(1) for h in hx) if isinstance(hx, tuple) else hx.unsqueeze(1)
+            lengths = check_lengths(lengths_cpu, B, x.shape[1], x.device)
+        return x, hx, lengths, packed, unbatched
+
+    def forward(self, input: Tensor | PackedSequence, hx: Any = None) -> tuple[Any, Any]:
+        """As torch.nn's: ``input`` (T, B, I) / (B, T, I) / (T, I) or a PackedSequence."""
+        self._sync_weights()
+        x, hx, lengths, packed, unbatched = self._prepare(input, hx)
+        B = x.shape[0]
+        if B == 0:
+            out0, h_0 = empty_batch(self, x, hx)
+            return (out0 if self.batch_first else out0.transpose(0, 1)), h_0
         states = self._initial(hx, B, x)
         D = self._num_dir
         layer_in = x
@@ -191,26 +284,31 @@ class _RNNBase(tnn.Module):
         return out, h_n
 
     def extra_repr(self) -> str:
+        # torch.nn.RNNBase's order and conditions, so reprs of the two read the same.
         s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
             s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
-        if self.proj_size:
-            s += f", proj_size={self.proj_size}"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
         return s
 
 
 class _SingleStateMixin:
+    def _validate_hx(self, hx: Any, B: int, x: Tensor) -> None:
+        check_hx(self, hx, B, self.hidden_size, x, "hx", "hidden")  # type: ignore[attr-defined]
+
     def _initial(self, hx: Any, B: int, x: Tensor) -> list[Any]:
         n = self.num_layers * self._num_dir  # type: ignore[attr-defined]
         if hx is None:
             return [c.initial_state(B, device=x.device, dtype=x.dtype) for c in self._cells]  # type: ignore[attr-defined]
-        self._check_hx(hx, B, self.hidden_size, x, "hx")  # type: ignore[attr-defined]
         return [self._cells[k].State(hx[k]) for k in range(n)]  # type: ignore[attr-defined]
 
     def _final(self, states: list[Any]) -> Any:
@@ -245,10 +343,13 @@ class RNN(_SingleStateMixin, _RNNBase):
         dtype: Any = None,
         *,
         recurrent_dropout: float = 0.0,
+        proj_size: Any = ABSENT,
     ) -> None:
+        refuse_proj_size(proj_size)
+        check_nonlinearity(nonlinearity)
         self.recurrent_dropout = _check_recurrent_dropout(recurrent_dropout)
         self.nonlinearity = nonlinearity
-        self.mode = "RNN_" + str(nonlinearity).upper()
+        self.mode = "RNN_" + nonlinearity.upper()
         super().__init__(
             input_size,
             hidden_size,
@@ -303,7 +404,9 @@ class GRU(_SingleStateMixin, _RNNBase):
         activation: str = "tanh",
         layer_norm: bool = False,
         recurrent_dropout: float = 0.0,
+        proj_size: Any = ABSENT,
     ) -> None:
+        refuse_proj_size(proj_size)
         self.layer_norm = bool(layer_norm)
         self.recurrent_dropout = _check_recurrent_dropout(recurrent_dropout)
         super().__init__(
@@ -416,15 +519,15 @@ class LSTM(_RNNBase):
             **kw,
         )
 
+    def _validate_hx(self, hx: Any, B: int, x: Tensor) -> None:
+        check_hx(self, hx[0], B, self._out, x, "hx[0] (h_0)", "hidden[0]")
+        check_hx(self, hx[1], B, self.hidden_size, x, "hx[1] (c_0)", "hidden[1]")
+
     def _initial(self, hx: Any, B: int, x: Tensor) -> list[Any]:
         if hx is None:
             return [c.initial_state(B, device=x.device, dtype=x.dtype) for c in self._cells]
-        if not isinstance(hx, tuple) or len(hx) != 2:
-            raise TypeError(f"hx: expected a tuple (h_0, c_0), got {type(hx).__name__}")
         h0, c0 = hx
         states: list[Any] = []
-        self._check_hx(h0, B, self._out, x, "hx[0] (h_0)")
-        self._check_hx(c0, B, self.hidden_size, x, "hx[1] (c_0)")
         for k, cell in enumerate(self._cells):
             if cell.State is LSTMFGRState:
                 g = torch.zeros(B, cell.state_sizes()["gates"], dtype=x.dtype, device=x.device)
