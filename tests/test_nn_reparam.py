@@ -113,7 +113,7 @@ def _p_spectral_norm(m, name):
     torch.manual_seed(7)
     parametrizations.spectral_norm(m, name)
     # torch.nn evaluates a parametrisation twice per forward, the drop-ins once: in eval mode
-    # the power iteration stands still and both use the same weight (docs/design/0009).
+    # the power iteration stands still and both use the same weight (docs/design/0012).
     m.eval()
 
 

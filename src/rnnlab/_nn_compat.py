@@ -6,7 +6,7 @@ that code and tests written for torch.nn (``except RuntimeError``, ``assertRaise
 working. Where torch.nn's type differs from rnnlab's contract (ValueError for a bad value,
 TypeError for a bad type), the error is an instance of both: e.g. a hidden state of the wrong
 shape is a RuntimeError (torch.nn) and a ValueError (rnnlab). See
-docs/design/0009-dropin-fidelity.md.
+docs/design/0012-dropin-fidelity.md.
 
 Constructor checks run in torch.nn's order, so the first error is the one torch.nn would raise;
 rnnlab's stricter checks (``True`` is not a size, complex dtypes are refused) come after.

@@ -7,6 +7,12 @@ states and gradients equal torch.nn's. Extra keyword arguments switch on the lec
 (``peephole=True`` / ``variant=`` for LSTM, ``reset="before"`` for GRU, other activations); the
 parameters these add come after torch's in each layer's group.
 
+torch.nn's edges too (docs/design/0012-dropin-fidelity.md): its exception types and phrases
+(after rnnlab's own message; an exception of both types where torch's and rnnlab's differ),
+batch size 0, ``dtype``/``device`` names, and torch.nn.RNNBase's weight surface
+(``_flat_weights``, ``_flat_weights_names``, ``all_weights``, ``flatten_parameters``), so that
+weight_norm, spectral_norm, parametrize and prune work, on the engine.
+
 Inside, each layer and direction is an rnnlab cell run by the reference unroll (or the engine's
 kernel for it); the flags exist only here, at torch's boundary (DESIGN: composition over flags).
 
@@ -52,7 +58,7 @@ class _RNNBase(tnn.Module):
     """What RNN, GRU and LSTM share: torch.nn's checks and errors, its weight surface
     (``_flat_weights``, ``_flat_weights_names``, ``all_weights``) and the forward loop.
 
-    Not a subclass of ``torch.nn.RNNBase`` (docs/design/0009-dropin-fidelity.md says why).
+    Not a subclass of ``torch.nn.RNNBase`` (docs/design/0012-dropin-fidelity.md says why).
     """
 
     mode: str
