@@ -208,6 +208,18 @@ def test_dtype_and_device_arguments(dtype, device):
     assert y.dtype == torch.float64
 
 
+def test_index_like_sizes_as_torch():
+    # torch.nn takes anything with __index__ for num_layers and proj_size (range(), empty())
+    np = pytest.importorskip("numpy")
+    for layers, proj in ((np.int64(2), np.int64(2)), (torch.tensor(2), 0)):
+        t = torch.nn.LSTM(I, H, layers, proj_size=proj)
+        r = rnnlab.nn.LSTM(I, H, layers, proj_size=proj)
+        r.load_state_dict(t.state_dict())
+        assert r.num_layers == 2 and type(r.num_layers) is int and repr(r) == repr(t)
+        x = torch.randn(T, B, I)
+        torch.testing.assert_close(r(x)[0], t(x)[0])
+
+
 def test_bad_dtype_names():
     with pytest.raises(TypeError, match="dtype: expected a torch.dtype or its name, got 'f64'"):
         rnnlab.nn.GRU(I, H, dtype="f64")

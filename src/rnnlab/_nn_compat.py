@@ -15,6 +15,7 @@ rnnlab's stricter checks (``True`` is not a size, complex dtypes are refused) co
 from __future__ import annotations
 
 import numbers
+import operator
 import warnings
 from typing import Any, NoReturn
 
@@ -74,8 +75,9 @@ def check_config(
     batch_first: Any,
     dropout: Any,
     proj_size: Any,
-) -> None:
-    """The constructor arguments common to RNN, GRU and LSTM, in torch.nn's order."""
+) -> tuple[int, int]:
+    """The constructor arguments common to RNN, GRU and LSTM, in torch.nn's order; returns
+    num_layers and proj_size as Python ints."""
     if (
         isinstance(dropout, bool)
         or not isinstance(dropout, numbers.Real)
@@ -104,19 +106,23 @@ def check_config(
             )
     _check_size(input_size, "input_size")
     _check_size(hidden_size, "hidden_size")
-    if isinstance(num_layers, numbers.Real) and num_layers <= 0:
+    # torch.nn compares num_layers and proj_size with 0, then uses them as ints (range(),
+    # torch.empty), so anything with __index__ works: numpy ints, 0-d integer tensors.
+    layers, proj = _index(num_layers), _index(proj_size)
+    if layers is not None and layers <= 0 or isinstance(num_layers, float) and num_layers <= 0:
         fail(
             ValueError,
             f"num_layers: expected a positive int, got {num_layers!r}",
             "num_layers must be greater than zero",
         )
-    if isinstance(proj_size, numbers.Real) and proj_size < 0:
+    if proj is not None and proj < 0 or isinstance(proj_size, float) and proj_size < 0:
         fail(
             ValueError,
             f"proj_size: expected 0 (no projection) or a positive int, got {proj_size!r}",
             "proj_size should be a positive integer or zero to disable projections",
         )
-    if isinstance(proj_size, numbers.Real) and proj_size >= hidden_size:
+    p = proj if proj is not None else proj_size if isinstance(proj_size, float) else None
+    if p is not None and p >= hidden_size:
         fail(
             ValueError,
             f"proj_size: expected < hidden_size={hidden_size}, got {proj_size!r}",
@@ -130,13 +136,22 @@ def check_config(
         (num_layers, "num_layers", 1),
         (proj_size, "proj_size", 0),
     ):
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or _index(value) is None:
             kind = "a positive int" if least else "a non-negative int"
-            fail(
-                TypeError,
-                f"{argument}: expected {kind}, got {value!r}",
-                f"'{type(value).__name__}' object cannot be interpreted as an integer",
-            )
+            raise TypeError(f"{argument}: expected {kind}, got {value!r}")
+    assert layers is not None and proj is not None
+    return layers, proj
+
+
+def _index(value: Any) -> int | None:
+    """``value`` as a Python int if it is one (``__index__``: numpy ints, 0-d integer tensors)
+    and not a bool; else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def factory_kwargs(device: Any, dtype: Any) -> dict[str, Any]:

@@ -78,7 +78,9 @@ class _RNNBase(tnn.Module):
         cell_kwargs: dict[str, Any],
     ) -> None:
         super().__init__()
-        check_config(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
+        num_layers, proj_size = check_config(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size
+        )
         factory = factory_kwargs(device, dtype)
         self.input_size = input_size
         self.hidden_size = hidden_size
