@@ -111,8 +111,10 @@ _RUN_FILES = {
     "grad_norms.jsonl",
     "loss.png",
     "grad_norms.png",
+    "history.jsonl",
     ".rnnlab-lock",
 }
+_RUN_TMP = re.compile(r"^\.(config\.yaml|metrics\.jsonl|grad_norms\.jsonl)\.tmp-\d+$")
 _CKPT = re.compile(r"^(step-\d{8}|best)\.safetensors$|^\.(step-\d{8}|best)\.safetensors\.tmp-\d+$")
 _EXPERIMENT_FILE = re.compile(r"^[\w.-]+\.(json|png|html|md|txt|csv)$")
 
@@ -125,7 +127,7 @@ def _is_run_layout(p: Path) -> bool:
     for e in p.iterdir():
         if e.is_symlink():
             return False
-        if e.is_file() and e.name in _RUN_FILES:
+        if e.is_file() and (e.name in _RUN_FILES or _RUN_TMP.match(e.name)):
             continue
         if e.is_dir() and e.name == "checkpoints":
             if all(c.is_file() and not c.is_symlink() and _CKPT.match(c.name) for c in e.iterdir()):

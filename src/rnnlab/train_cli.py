@@ -181,8 +181,15 @@ def _fail(cmd: str, err: BaseException) -> int:
 def run_train(args: argparse.Namespace) -> int:
     import yaml
 
+    from ._files import describe_os_error
     from .training.config import ConfigError, check_config
-    from .training.trainer import RunDirError, Trainer, TrainingDiverged
+    from .training.trainer import (
+        RunDirError,
+        RunWriteError,
+        Trainer,
+        TrainingDiverged,
+        TrainingInterrupted,
+    )
 
     try:
         if args.resume and args.run_dir is None:
@@ -202,6 +209,9 @@ def run_train(args: argparse.Namespace) -> int:
         trainer = Trainer(config, run_dir, resume=args.resume, overwrite=args.overwrite)
     except (ConfigError, RunDirError, ValueError, TypeError, FileNotFoundError, ImportError) as err:
         return _fail("train", err)
+    except OSError as err:  # the run folder cannot be made or written (read-only, disk full)
+        print(f"rnnlab train: error: could not write {describe_os_error(err)}", file=sys.stderr)
+        return 1
     main = trainer.is_main
     if main:
         n = sum(p.numel() for p in trainer.model.parameters())
@@ -221,6 +231,16 @@ def run_train(args: argparse.Namespace) -> int:
         if main:
             print(f"rnnlab train: {err}", file=sys.stderr)
         return 1
+    except RunWriteError as err:
+        if main:
+            print(f"rnnlab train: error: {err}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as err:
+        if main:
+            print(f"rnnlab train: {err}", file=sys.stderr)
+        return 128 + err.signum
+    except RunDirError as err:  # the run folder's lock is held by another trainer
+        return _fail("train", err)
     finally:
         from .training.distributed import shutdown
 

@@ -32,8 +32,10 @@ from .tbptt import TruncatedBPTT, Window, WindowResult
 from .trainer import (
     FitResult,
     RunDirError,
+    RunWriteError,
     Trainer,
     TrainingDiverged,
+    TrainingInterrupted,
     load_run,
     trainer_from_checkpoint,
 )
@@ -52,6 +54,7 @@ __all__ = [
     "Linear",
     "ModelOutput",
     "RunDirError",
+    "RunWriteError",
     "ScheduledSampling",
     "SequenceModel",
     "StateGradientTap",
@@ -59,6 +62,7 @@ __all__ = [
     "TaskData",
     "Trainer",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "TruncatedBPTT",
     "Window",
     "WindowResult",

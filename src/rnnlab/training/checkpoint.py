@@ -170,14 +170,39 @@ def list_checkpoints(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
 
 
+class CheckpointWarning(UserWarning):
+    """A newer checkpoint was truncated or corrupt and an older one was used."""
+
+
 def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
-    """The newest checkpoint of ``folder`` that loads, or None."""
+    """The newest checkpoint of ``folder`` that loads, or None.
+
+    A newer one that does not load (cut short by a full disk, damaged) is skipped with a
+    :class:`CheckpointWarning` naming it and the older checkpoint used instead.
+    """
+    import warnings
+
+    broken: list[str] = []
     for p in reversed(list_checkpoints(folder)):
         try:
             load_checkpoint(p)
-        except (ValueError, KeyError, json.JSONDecodeError):
+        except (ValueError, KeyError, json.JSONDecodeError) as err:
+            broken.append(f"{p.name} ({err})")
             continue
+        if broken:
+            warnings.warn(
+                f"checkpoint: skipped the newer {'; '.join(broken)}: truncated or corrupt; "
+                f"using the older {str(p)!r}",
+                CheckpointWarning,
+                stacklevel=2,
+            )
         return p
+    if broken:
+        warnings.warn(
+            f"checkpoint: no checkpoint of {str(folder)!r} loads: {'; '.join(broken)}",
+            CheckpointWarning,
+            stacklevel=2,
+        )
     return None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -445,6 +446,16 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _o(
         "train",
+        "divergence_factor",
+        1e6,
+        "float",
+        "a finite training loss above this factor times the lowest loss so far stops the run "
+        "as diverged (like NaN), keeping the last good checkpoint",
+        "--divergence-factor",
+        low=1.0,
+    ),
+    _o(
+        "train",
         "monitor",
         "val_loss",
         "str",
@@ -494,6 +505,7 @@ RESUMABLE = {
     "train.keep",
     "train.patience",
     "train.min_delta",
+    "train.divergence_factor",
     "train.device",
     "train.progress",
     "train.grad_monitor_every",
@@ -531,9 +543,20 @@ def check_value(o: Option, value: Any) -> Any:
     if o.kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{o.name}: expected an int, got {value!r}")
     if o.kind == "float":
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string; a number written as text is a number
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ConfigError(
+                    f"{o.name}: expected a number, got the string {value!r} (write numbers "
+                    "like 0.001 or 1.0e-3)"
+                ) from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{o.name}: expected a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{o.name}: expected a finite number, got {value!r}")
     if o.kind == "str" and not isinstance(value, str):
         raise ConfigError(f"{o.name}: expected a string, got {value!r}")
     if o.choices is not None and (value not in o.choices or isinstance(value, bool)):
@@ -576,6 +599,8 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML config file (``yaml.safe_load``: no code runs)."""
     import yaml
 
+    if os.path.isdir(path):
+        raise ConfigError(f"config: expected a YAML file, got {str(path)!r}, which is a directory")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config: expected a YAML file, got {str(path)!r} (no such file)")
     with open(path, encoding="utf-8") as f:

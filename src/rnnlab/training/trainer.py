@@ -112,6 +112,29 @@ class TrainingDiverged(RuntimeError):
     last good checkpoint)."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: the run wrote a checkpoint at the next batch boundary and stopped.
+
+    ``signum``: the signal; ``checkpoint``: the checkpoint written (resume from it). The CLI
+    exits with 128 + signum."""
+
+    def __init__(self, message: str, signum: int, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+class RunWriteError(OSError):
+    """A checkpoint, config or metrics write failed (disk full, read-only folder); the message
+    names the path and errno. The last good checkpoint and the trainer's state are kept."""
+
+    def __init__(self, message: str, cause: OSError) -> None:
+        super().__init__(cause.errno, message)
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class RunDirError(ValueError):
     """The run directory exists (and neither resume nor overwrite was asked), or cannot be
     resumed."""
@@ -242,7 +265,13 @@ class _Writer:
         if not self.enabled:
             return
         kept: dict[str, list[dict[str, Any]]] = {}
-        for name in ("metrics.jsonl", "grad_norms.jsonl"):
+        # metrics rows carry the step after their update (kept up to the checkpoint's step);
+        # grad_norms rows the step before it: the row labelled `step` belongs to the update
+        # after the checkpoint and is written again by the resumed run
+        for name, keep in (
+            ("metrics.jsonl", lambda k: k <= step),
+            ("grad_norms.jsonl", lambda k: k < step),
+        ):
             p = self.run_dir / name
             rows = []
             if p.is_file():
@@ -251,28 +280,30 @@ class _Writer:
                         r = json.loads(line)
                     except json.JSONDecodeError:
                         continue
-                    if isinstance(r, dict) and r.get("step", 0) <= step:
+                    if isinstance(r, dict) and keep(r.get("step", 0)):
                         rows.append(r)
-                p.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+                from .._files import atomic_write_text
+
+                atomic_write_text(p, "".join(_json_line(r) for r in rows))
             kept[name] = rows
         with (self.run_dir / "metrics.csv").open("w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
             w.writeheader()
             for r in kept["metrics.jsonl"]:
-                w.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
+                w.writerow({k: _csv_value(r.get(k)) for k in CSV_COLUMNS})
 
     def row(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
         with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(_json_line(row))
         p = self.run_dir / "metrics.csv"
         new = not p.is_file()
         with p.open("a", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
             if new:
                 w.writeheader()
-            w.writerow({k: row.get(k, "") for k in CSV_COLUMNS})
+            w.writerow({k: _csv_value(row.get(k)) for k in CSV_COLUMNS})
         if self.tb is not None:
             for k, v in row.items():
                 if k not in ("step", "epoch", "split") and isinstance(v, (int, float)):
@@ -283,7 +314,7 @@ class _Writer:
             return
         with (self.run_dir / "grad_norms.jsonl").open("a", encoding="utf-8") as f:
             for r in rows:
-                f.write(json.dumps(r) + "\n")
+                f.write(_json_line(r))
 
     def close(self) -> None:
         if self.tb is not None:
@@ -448,6 +479,9 @@ class Trainer:
         self.elapsed = 0.0
         self.carry: Any = None
         self.carry_out: Tensor | None = None
+        self.lowest_loss: float | None = None  # divergence_factor's reference
+        self.run_losses: list[float] = []  # training losses since the last log row
+        self._signal: int | None = None
         if self._ckpt is not None:
             self._restore(self._ckpt.meta)
 
@@ -466,7 +500,19 @@ class Trainer:
                     else:
                         self.run_id = make_folder(self.run_dir, "run")["run_id"]
                 (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-                self._write_config()
+                if saved is None:
+                    self._write_config(self.config)
+                    self._history("created", run_id=self.run_id)
+                else:
+                    # only the keys that may change on resume are rewritten
+                    kept = {sec: dict(v) for sec, v in saved.items()}
+                    moved: dict[str, list[Any]] = {}
+                    for k in diff(saved, self.config):
+                        sec, key = k.split(".")
+                        moved[k] = [saved[sec][key], self.config[sec][key]]
+                        kept[sec][key] = self.config[sec][key]
+                    self._write_config(kept)
+                    self._history("resumed", checkpoint=str(self._ckpt.path), changed=moved)
                 if resume:
                     self.writer.truncate(self.step)
             barrier(self.dist)
@@ -501,6 +547,8 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = p["step"], p["epoch"], p["batch_in_epoch"]
         self.best, self.best_step, self.bad_evals = p["best"], p["best_step"], p["bad_evals"]
         self.elapsed = p.get("elapsed", 0.0)
+        self.lowest_loss = p.get("lowest_loss")
+        self.run_losses = list(p.get("run_losses", []))
         set_rng_state(meta["rng"])
         if meta.get("carry") is not None:
             B = self.config["train"]["batch_size"]
@@ -537,6 +585,8 @@ class Trainer:
                 "best_step": self.best_step,
                 "bad_evals": self.bad_evals,
                 "elapsed": self.elapsed,
+                "lowest_loss": self.lowest_loss,
+                "run_losses": list(self.run_losses),
             },
             "carry": carry,
             "carry_out": carry_out,
@@ -547,14 +597,14 @@ class Trainer:
             "world_size": self.dist.world_size,
         }
 
-    def _write_config(self) -> None:
+    def _write_config(self, config: Mapping[str, Any]) -> None:
         import yaml
 
+        from .._files import atomic_write_text
+
         assert self.run_dir is not None
-        text = yaml.safe_dump(self.config, sort_keys=False)
-        tmp = self.run_dir / ".config.yaml.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(self.run_dir / "config.yaml")
+        text = yaml.safe_dump(dict(config), sort_keys=False)
+        atomic_write_text(self.run_dir / "config.yaml", text)
 
     def save(self) -> Path | None:
         """Write a checkpoint of the current step (rank 0; all ranks must call under DDP)."""
@@ -823,13 +873,14 @@ class Trainer:
         last_ckpt = None
         if self.run_dir is not None:
             if self._ckpt is None:
-                last_ckpt = self.save()  # there is always a good checkpoint to go back to
+                last_ckpt = self._guarded(self.save, None)  # always a checkpoint to go back to
             else:
                 last_ckpt = Path(self._ckpt.path)
         stopped = "steps"
         last_val: dict[str, float] = {}
-        run_losses: list[float] = []
         t0 = time.perf_counter() - self.elapsed
+        self._signal = None
+        restore = self._catch_signals()
         try:
             while self.step < tr["steps"]:
                 if self.batch_in_epoch >= nb:
@@ -841,10 +892,22 @@ class Trainer:
                     loss, gnorm, eps, records = self._train_batch()
                 except FloatingPointError as err:
                     self._diverged(err, last_ckpt)
+                factor = tr["divergence_factor"]
+                if self.lowest_loss is not None and loss > factor * self.lowest_loss:
+                    # finite but exploded: as good as NaN (the checkpoint is not overwritten)
+                    self._diverged(
+                        FloatingPointError(
+                            f"the training loss {loss:.6g} is above train.divergence_factor "
+                            f"({factor:g}) x the lowest loss so far ({self.lowest_loss:.6g})"
+                        ),
+                        last_ckpt,
+                        updated=True,
+                    )
+                self.lowest_loss = loss if self.lowest_loss is None else min(self.lowest_loss, loss)
                 self.batch_in_epoch += 1
                 self.elapsed = time.perf_counter() - t0
-                run_losses.append(loss)
-                self.writer.grad_norms(records)
+                self.run_losses.append(loss)
+                self._guarded(lambda r=records: self.writer.grad_norms(r), last_ckpt)
                 bar.update(self.step - before)
                 bar.set_postfix(loss=f"{loss:.4g}")
 
@@ -853,19 +916,18 @@ class Trainer:
 
                 done = self.step >= tr["steps"]
                 if crossed(tr["log_every"]) or done:
-                    self.writer.row(
-                        {
-                            "step": self.step,
-                            "epoch": self.epoch,
-                            "split": "train",
-                            "loss": sum(run_losses) / len(run_losses),
-                            "lr": self.optimizer.param_groups[0]["lr"],
-                            "grad_norm": gnorm,
-                            "epsilon": eps,
-                            "elapsed_s": round(self.elapsed, 3),
-                        }
-                    )
-                    run_losses = []
+                    train_row = {
+                        "step": self.step,
+                        "epoch": self.epoch,
+                        "split": "train",
+                        "loss": sum(self.run_losses) / len(self.run_losses),
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "grad_norm": gnorm,
+                        "epsilon": eps,
+                        "elapsed_s": round(self.elapsed, 3),
+                    }
+                    self._guarded(lambda r=train_row: self.writer.row(r), last_ckpt)
+                    self.run_losses = []
                 if crossed(tr["eval_every"]) or done:
                     last_val = self.evaluate()
                     row: dict[str, Any] = {
@@ -877,7 +939,14 @@ class Trainer:
                     }
                     if self.model.feedback != "none":
                         row["forced_loss"] = last_val["forced_loss"]
-                    self.writer.row(row)
+                    self._guarded(lambda r=row: self.writer.row(r), last_ckpt)
+                    bad = [k for k, v in last_val.items() if not math.isfinite(v)]
+                    if bad:
+                        self._diverged(
+                            FloatingPointError(f"the validation {bad[0]} is {last_val[bad[0]]}"),
+                            last_ckpt,
+                            updated=True,
+                        )
                     value = last_val["loss" if tr["monitor"] == "val_loss" else "forced_loss"]
                     improved = self.best is None or value < self.best - tr["min_delta"]
                     if improved:
@@ -886,15 +955,21 @@ class Trainer:
                         self.bad_evals += 1
                     stop_early = tr["patience"] is not None and self.bad_evals >= tr["patience"]
                     if crossed(tr["checkpoint_every"]) or done or improved or stop_early:
-                        last_ckpt = self.save() or last_ckpt
+                        last_ckpt = self._guarded(self.save, last_ckpt) or last_ckpt
                         if improved and last_ckpt is not None and self.is_main:
-                            link_or_copy(last_ckpt, last_ckpt.parent / "best.safetensors")
+                            self._guarded(
+                                lambda b=last_ckpt: link_or_copy(b, b.parent / "best.safetensors"),
+                                last_ckpt,
+                            )
                     if stop_early:
                         stopped = "early_stopping"
                         break
                 elif crossed(tr["checkpoint_every"]):
-                    last_ckpt = self.save() or last_ckpt
+                    last_ckpt = self._guarded(self.save, last_ckpt) or last_ckpt
+                if self._interrupted():
+                    self._stop_on_signal(last_ckpt)
         finally:
+            restore()
             bar.close()
             self.writer.close()
             self._plots()
@@ -914,18 +989,115 @@ class Trainer:
             last_ckpt,
         )
 
-    def _diverged(self, err: Exception, last: Path | None) -> None:
-        where = f"at update step {self.step + 1} (epoch {self.epoch})"
-        keep = (
-            f"the last good checkpoint is {last} (step {int(last.stem.split('-')[1])})"
-            if last is not None
-            else "no checkpoint was written (run_dir is None)"
+    # --- faults -----------------------------------------------------------------------------
+    def _keep_text(self, last: Path | None) -> str:
+        if last is None:
+            why = " (run_dir is None)" if self.run_dir is None else ""
+            return f"no checkpoint was written{why}"
+        return f"the last good checkpoint is {last} (step {int(last.stem.split('-')[1])})"
+
+    def _guarded(self, write: Any, last: Path | None) -> Any:
+        """Run a file write; an OSError (disk full, read-only folder, ...) stops the run with
+        :class:`RunWriteError` naming the path and errno. The last good checkpoint stays (each
+        write is atomic or append-only) and so does the trainer's state in memory."""
+        try:
+            return write()
+        except OSError as err:
+            from .._files import describe_os_error
+
+            raise RunWriteError(
+                f"could not write {describe_os_error(err)} at update step {self.step}; "
+                f"{self._keep_text(last)}; the trainer's state in memory is unchanged "
+                "(free space or fix the folder, then resume)",
+                err,
+            ) from None
+
+    def _catch_signals(self) -> Any:
+        """SIGINT and SIGTERM only set a flag; the loop checkpoints at the next batch boundary.
+        (Handlers can only be installed from the main thread; elsewhere signals are not caught.)"""
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        old = {}
+
+        def flag(signum: int, frame: Any) -> None:
+            self._signal = signum
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, flag)
+
+        def restore() -> None:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+        return restore
+
+    def _interrupted(self) -> bool:
+        """Whether any process got a signal (one collective per batch under DDP, so that every
+        rank stops at the same step and joins the checkpoint's collective)."""
+        got = self._signal is not None
+        if self.dist.enabled:
+            flag = torch.tensor([float(self._signal or 0)], device=self.device)
+            total = float(all_sum(flag, self.dist)[0])
+            if total > 0 and self._signal is None:
+                import signal
+
+                self._signal = int(signal.SIGTERM)
+            got = total > 0
+        return got
+
+    def _stop_on_signal(self, last: Path | None) -> None:
+        assert self._signal is not None
+        signum = int(self._signal)
+        if last is None or int(last.stem.split("-")[1]) != self.step:
+            last = self._guarded(self.save, last) or last
+        self._history("interrupted", signal=signum)
+        import signal
+
+        raise TrainingInterrupted(
+            f"stopped by {signal.Signals(signum).name} at update step {self.step} (epoch "
+            f"{self.epoch}); {self._keep_text(last)}; resume with --resume",
+            signum,
+            last,
         )
-        self.writer.row(
-            {"step": self.step, "epoch": self.epoch, "split": "diverged", "loss": float("nan")}
+
+    def _history(self, event: str, **info: Any) -> None:
+        """Append an event (created, resumed, interrupted, diverged) to history.jsonl."""
+        if self.run_dir is None or not self.is_main:
+            return
+        import datetime
+
+        row = {
+            "event": event,
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "step": self.step,
+            **info,
+        }
+        try:
+            with (self.run_dir / "history.jsonl").open("a", encoding="utf-8") as f:
+                f.write(_json_line(row))
+        except OSError:  # the history is a courtesy: never lose a run over it
+            pass
+
+    def _diverged(self, err: Exception, last: Path | None, updated: bool = False) -> None:
+        where = f"at update step {self.step if updated else self.step + 1} (epoch {self.epoch})"
+        keep = self._keep_text(last)
+        try:
+            self.writer.row(
+                {"step": self.step, "epoch": self.epoch, "split": "diverged", "loss": float("nan")}
+            )
+        except OSError:
+            pass
+        self._history("diverged", reason=str(err))
+        stopped = (
+            "Stopped; the checkpoint is not overwritten"
+            if updated
+            else "Stopped before updating the parameters"
         )
         raise TrainingDiverged(
-            f"training diverged {where}: {err}. Stopped before updating the parameters; {keep}. "
+            f"training diverged {where}: {err}. {stopped}; {keep}. "
             "Try a lower optim.lr, clip.grad_norm, or a smaller spectral radius."
         ) from None
 
@@ -959,6 +1131,34 @@ class _WithSource(nn.Module):
 
     def forward(self, x: Tensor, state: Any = None, **kw: Any) -> Any:
         return self.inner[0](x, state, source=self.source, source_lengths=self.lengths, **kw)
+
+
+def _finite_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with NaN and infinities replaced by null and their keys listed in ``nonfinite``
+    (JSON has no NaN token; a bare ``NaN`` makes the file unreadable for strict parsers)."""
+    out: dict[str, Any] = {}
+    bad: list[str] = []
+    for k, v in row.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            out[k] = None
+            bad.append(f"{k}={v}")
+        elif isinstance(v, list) and any(isinstance(e, float) and not math.isfinite(e) for e in v):
+            out[k] = [e if not isinstance(e, float) or math.isfinite(e) else None for e in v]
+            bad.append(f"{k}[]")
+        else:
+            out[k] = v
+    if bad:
+        out["nonfinite"] = bad
+    return out
+
+
+def _json_line(row: Mapping[str, Any]) -> str:
+    """One JSONL line, strictly valid JSON."""
+    return json.dumps(_finite_row(row), allow_nan=False) + "\n"
+
+
+def _csv_value(v: Any) -> Any:
+    return "" if v is None else v
 
 
 def _jsonable(obj: Any) -> Any:
