@@ -116,7 +116,14 @@ class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM: the run wrote a checkpoint at the next batch boundary and stopped.
 
     ``signum``: the signal; ``checkpoint``: the checkpoint written (resume from it). The CLI
-    exits with 128 + signum."""
+    exits with 128 + signum.
+
+    Example:
+        >>> import signal
+        >>> err = TrainingInterrupted("stopped by SIGTERM", signal.SIGTERM, None)
+        >>> 128 + err.signum, isinstance(err, KeyboardInterrupt)
+        (143, True)
+    """
 
     def __init__(self, message: str, signum: int, checkpoint: Path | None) -> None:
         super().__init__(message)
@@ -125,7 +132,15 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class RunWriteError(OSError):
     """A checkpoint, config or metrics write failed (disk full, read-only folder); the message
-    names the path and errno. The last good checkpoint and the trainer's state are kept."""
+    names the path and errno. The last good checkpoint and the trainer's state are kept.
+
+    Example:
+        >>> import errno
+        >>> cause = OSError(errno.ENOSPC, "No space left on device", "runs/a/metrics.jsonl")
+        >>> err = RunWriteError("could not write runs/a/metrics.jsonl: disk full (ENOSPC)", cause)
+        >>> err.errno == errno.ENOSPC, str(err)
+        (True, 'could not write runs/a/metrics.jsonl: disk full (ENOSPC)')
+    """
 
     def __init__(self, message: str, cause: OSError) -> None:
         super().__init__(cause.errno, message)
