@@ -1,0 +1,270 @@
+"""The whole time loop of a traced cell as one C++ source, forward and backward.
+
+From the recurrent graph of :mod:`.trace`, ``make_fx`` of ``torch.func.vjp`` gives the joint
+graph of one step: its forward part (the ancestors of y and the new state) runs in
+``rnnlab_forward``'s loop over t, its backward part (the traced vector-Jacobian product, never a
+hand-written rule) in ``rnnlab_backward``'s loop from T-1 down to 0. Forward values the backward
+reads are saved per step (or read back from the state sequence, where they are the state).
+
+The C ABI (every array contiguous, time-major; ``n`` a step's element count of that array):
+
+``rnnlab_forward(T, H, K, S, Y, SV, W, len)``: H[k] hoisted (T, B, ·), K[k] constants,
+S[k] the state sequence (T+1, B, H_k) with S[k][0] = the initial state, Y (T, B, O), SV[j] saved
+(T, n_j), W the workspace, len the lengths (B,) or null. Past a sequence's length the state is
+carried and y is zero, as in the reference loop.
+
+``rnnlab_backward(T, H, K, S, Y, SV, GY, GS, GH, GK, G0, W, len)``: GY (T, B, O) and GS[k]
+(T+1, B, H_k) the incoming gradients; writes GH[k] (T, B, ·), G0[k] (B, H_k) and adds into
+GK[k] (zeroed by the caller).
+
+Shapes: T time, B batch, O output, H_k a state field's size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx
+
+from .cpp import Step, Val, contiguous, shape2
+from .trace import VIEWS, Split, Unsupported, trace
+
+PRELUDE = r"""
+#include <cmath>
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+typedef %(ctype)s T;
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*, const int*);
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*);
+}
+// Row-major C[M,N] = alpha op(A) op(B) + beta C, as the column-major C^T = op(B)^T op(A)^T.
+static inline void gemm(int ta, int tb, int M, int N, int K, T alpha, const T* A, int lda,
+                        const T* B, int ldb, T beta, T* C, int ldc) {
+  const char* a = ta ? "T" : "N";
+  const char* b = tb ? "T" : "N";
+  if (K == 0) { for (int i = 0; i < M; ++i) for (int j = 0; j < N; ++j) C[i*ldc+j] *= beta; return; }
+  %(gemm)s(b, a, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+// exp by range reduction and a polynomial (Cephes expf): plain arithmetic, so loops vectorise
+static inline float exp_(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f; y = y * r + 8.3334519073e-3f; y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f; y = y * r + 5.0000001201e-1f; y = y * r * r + r + 1.0f;
+  int32_t e = (static_cast<int32_t>(n) + 127) << 23;
+  float s; std::memcpy(&s, &e, sizeof(s));
+  return y * s;
+}
+static inline double exp_(double x) { return std::exp(x); }
+static inline T sigm(T x) { return T(1) / (T(1) + exp_(-x)); }
+static inline double tanh_(double x) { return std::tanh(x); }
+static inline float tanh_(float x) {
+  typedef float T;
+  T ax = std::fabs(x), e = exp_(T(-2) * ax), x2 = x * x;
+  T r = ax < T(0.0625) ? ax * (T(1) - x2 * (T(1) / T(3) - x2 * T(2) / T(15))) : (T(1) - e) / (T(1) + e);
+  return std::copysign(r, x);
+}
+static inline T pw(T x, double e) {
+  return e == 2.0 ? x * x : e == 1.0 ? x : e == 0.5 ? std::sqrt(x) : std::pow(x, T(e));
+}
+"""
+
+
+def _is_compute(n: fx.Node) -> bool:
+    return n.op == "call_function" and n.target not in VIEWS
+
+
+def _root(n: fx.Node) -> fx.Node:
+    while n.op == "call_function" and n.target in VIEWS:
+        n = n.args[0]  # type: ignore[assignment]
+    return n
+
+
+def generate(sp: Split, dtype: torch.dtype) -> tuple[str, dict[str, Any]]:
+    """C++ source and the layout (``meta``) of the loop of ``sp``'s recurrent graph."""
+    rec = sp.rec
+    ph = [n for n in rec.graph.nodes if n.op == "placeholder"]
+    nh = len(sp.hoisted)
+    ns = sum(1 for p in ph if p.name.startswith("state"))
+    examples = [torch.zeros(p.meta["val"].shape, dtype=dtype) for p in ph]
+    out_vals = [o.meta["val"] for o in next(iter(reversed(rec.graph.nodes))).args[0]]
+    cots = [torch.zeros(v.shape, dtype=dtype) for v in out_vals]
+    n_in = len(examples)
+
+    def joint(*args: torch.Tensor) -> Any:
+        outs, pull = torch.func.vjp(rec, *args[:n_in])
+        return (*outs, *pull(tuple(args[n_in:])))
+
+    j = trace(joint, (*examples, *cots))
+    jph = [n for n in j.graph.nodes if n.op == "placeholder"]
+    ins, cot_ph = jph[:n_in], jph[n_in:]
+    outs = list(next(n for n in j.graph.nodes if n.op == "output").args[0])  # type: ignore
+    f_outs, grads = outs[: 1 + ns], outs[1 + ns :]
+    for o in f_outs:
+        if not isinstance(o, fx.Node):
+            raise Unsupported("the step returns a constant")
+
+    fwd_set: set[fx.Node] = set()
+    stack = list(f_outs)
+    while stack:
+        n = stack.pop()
+        if n in fwd_set or n.op != "call_function":
+            continue
+        fwd_set.add(n)
+        stack.extend(n.all_input_nodes)
+    order = [n for n in j.graph.nodes if n.op == "call_function"]
+    fwd_nodes = [n for n in order if n in fwd_set]
+    bwd_nodes = [n for n in order if n not in fwd_set]
+
+    sizes = [shape2(p) for p in ins]
+    hs = sizes[:nh]
+    ss = sizes[nh : nh + ns]
+    ks = sizes[nh + ns :]
+    O = shape2(f_outs[0])
+
+    def nel(rc: tuple[int, int]) -> int:
+        return rc[0] * rc[1]
+
+    def at_t(arr: str, rc: tuple[int, int], t: str = "t") -> Val:
+        return contiguous(f"({arr} + {t}*{nel(rc)})", *rc)
+
+    def inputs() -> dict[fx.Node, Val]:
+        v: dict[fx.Node, Val] = {}
+        for k in range(nh):
+            v[ins[k]] = at_t(f"H[{k}]", hs[k])
+        for k in range(ns):
+            v[ins[nh + k]] = at_t(f"S[{k}]", ss[k])
+        for k in range(len(ks)):
+            v[ins[nh + ns + k]] = contiguous(f"K[{k}]", *ks[k])
+        return v
+
+    # ---- forward step: outputs straight into Y and S(t+1); saved values into SV
+    work = [0]
+    fhomes: dict[fx.Node, Val] = {}
+    f_dests = [at_t("Y", O)] + [at_t(f"S[{k}]", ss[k], "(t+1)") for k in range(ns)]
+    late: list[tuple[fx.Node, Val]] = []
+    for o, d in zip(f_outs, f_dests):
+        if _is_compute(o) and o not in fhomes and o in fwd_set:
+            fhomes[o] = d
+        else:
+            late.append((o, d))
+    saved: list[fx.Node] = []
+    for n in bwd_nodes:
+        for a in n.all_input_nodes:
+            r = _root(a)
+            if r in fwd_set and _is_compute(r) and r not in saved:
+                saved.append(r)
+    for g in grads:
+        if isinstance(g, fx.Node) and _root(g) in fwd_set and _root(g) not in saved:
+            saved.append(_root(g))
+    sv_sizes: list[int] = []
+    for r in saved:
+        if r not in fhomes:
+            fhomes[r] = at_t(f"SV[{len(sv_sizes)}]", shape2(r))
+            sv_sizes.append(nel(shape2(r)))
+    fstep = Step(fwd_nodes, inputs(), dict(fhomes), work)
+    fstep.emit()
+    for o, d in late:
+        fstep.store(o, d)
+    f_work = work[0]
+
+    # ---- backward step: reads saved values at t, cotangents from CY/CS, writes GH, GSb, GK
+    work = [0]
+    cy = Step([], {}, {}, work).tmp(*O)
+    cs = [Step([], {}, {}, work).tmp(*rc) for rc in ss]
+    gs_a = [Step([], {}, {}, work).tmp(*rc) for rc in ss]
+    gs_b = [Step([], {}, {}, work).tmp(*rc) for rc in ss]
+    bvals = inputs()
+    bvals[cot_ph[0]] = cy
+    for k in range(ns):
+        bvals[cot_ph[1 + k]] = cs[k]
+    for r in saved:
+        bvals[r] = fhomes[r]
+    bstep = Step(bwd_nodes, bvals, {}, work)
+    for n in fwd_nodes:
+        if fstep._kind(n) == "scalar":
+            bstep.scalars[n] = fstep._scalar(n)
+    b_dests: list[tuple[Any, Val, str]] = []
+    for k in range(nh):
+        b_dests.append((grads[k], at_t(f"GH[{k}]", hs[k]), "="))
+    for k in range(ns):
+        b_dests.append((grads[nh + k], contiguous(f"gsb[{k}]", *ss[k]), "="))
+    for k in range(len(ks)):
+        b_dests.append((grads[nh + ns + k], contiguous(f"GK[{k}]", *ks[k]), "+="))
+    blate = []
+    for g, d, mode in b_dests:
+        if mode == "=" and isinstance(g, fx.Node) and _is_compute(g) and g not in fwd_set \
+                and g not in bstep.homes:
+            bstep.homes[g] = d
+        else:
+            blate.append((g, d, mode))
+    bstep.emit()
+    for g, d, mode in blate:
+        bstep.store(g, d, mode)
+    b_work = work[0]
+
+    src = _assemble(dtype, fstep, bstep, O, ss, cy, cs, gs_a, gs_b)
+    meta = {
+        "dtype": str(dtype).replace("torch.", ""),
+        "hoisted": [list(rc) for rc in hs],
+        "states": [list(rc) for rc in ss],
+        "consts": [list(p.meta["val"].shape) for p in ins[nh + ns :]],
+        "out": list(O),
+        "saved": sv_sizes,
+        "work": max(f_work, b_work) + 16,
+    }
+    return src, meta
+
+
+def _assemble(dtype: torch.dtype, fstep: Step, bstep: Step, O: tuple[int, int],
+              ss: list[tuple[int, int]], cy: Val, cs: list[Val], gs_a: list[Val],
+              gs_b: list[Val]) -> str:  # fmt: skip
+    B = O[0]
+    ctype, gemm = ("float", "sgemm_") if dtype == torch.float32 else ("double", "dgemm_")
+    ns = len(ss)
+    L = [PRELUDE % {"ctype": ctype, "gemm": gemm}]
+    arr = "T* const* H, T* const* K, T* const* S, T* Y, T* const* SV"
+    L.append(f'extern "C" void rnnlab_forward(long nT, {arr}, T* W, const int64_t* len) {{')
+    L.append("for (long t = 0; t < nT; ++t) {")
+    L += fstep.lines
+    L.append("if (len) for (int b = 0; b < %d; ++b) if (t >= len[b]) {" % B)
+    for k, (_, h) in enumerate(ss):
+        L.append(f"  std::memcpy(S[{k}] + (t+1)*{B * h} + b*{h}, S[{k}] + t*{B * h} + b*{h}, "
+                 f"{h}*sizeof(T));")  # fmt: skip
+    L.append(f"  std::memset(Y + t*{B * O[1]} + b*{O[1]}, 0, {O[1]}*sizeof(T)); }}")
+    L.append("}}")
+    L.append(f'extern "C" void rnnlab_backward(long nT, {arr}, T* GY, T* const* GS, '
+             "T* const* GH, T* const* GK, T* const* G0, T* W, const int64_t* len) {")  # fmt: skip
+    L.append(f"T* gsa[{max(ns, 1)}]; T* gsb[{max(ns, 1)}];")
+    for k, (_, h) in enumerate(ss):
+        L.append(f"gsa[{k}] = {gs_a[k].base}; gsb[{k}] = {gs_b[k].base};")
+        L.append(f"std::memset(gsa[{k}], 0, {B * h}*sizeof(T));")
+    L.append("for (long t = nT - 1; t >= 0; --t) {")
+    for k, (_, h) in enumerate(ss):
+        L.append(f"for (int e = 0; e < {B * h}; ++e) gsa[{k}][e] += GS[{k}][(t+1)*{B * h} + e];")
+        L.append(f"std::memcpy({cs[k].base}, gsa[{k}], {B * h}*sizeof(T));")
+    L.append(f"std::memcpy({cy.base}, GY + t*{B * O[1]}, {B * O[1]}*sizeof(T));")
+    L.append("if (len) for (int b = 0; b < %d; ++b) if (t >= len[b]) {" % B)
+    for k, (_, h) in enumerate(ss):
+        L.append(f"  std::memset({cs[k].base} + b*{h}, 0, {h}*sizeof(T));")
+    L.append(f"  std::memset({cy.base} + b*{O[1]}, 0, {O[1]}*sizeof(T)); }}")
+    L += bstep.lines
+    L.append("if (len) for (int b = 0; b < %d; ++b) if (t >= len[b]) {" % B)
+    for k, (_, h) in enumerate(ss):
+        L.append(f"  std::memcpy(gsb[{k}] + b*{h}, gsa[{k}] + b*{h}, {h}*sizeof(T));")
+    L.append("}")
+    for k in range(ns):
+        L.append(f"{{ T* tmp = gsa[{k}]; gsa[{k}] = gsb[{k}]; gsb[{k}] = tmp; }}")
+    L.append("}")
+    for k, (_, h) in enumerate(ss):
+        L.append(f"for (int e = 0; e < {B * h}; ++e) G0[{k}][e] = gsa[{k}][e] + GS[{k}][e];")
+    L.append("}")
+    return "\n".join(L) + "\n"

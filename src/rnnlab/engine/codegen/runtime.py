@@ -1,0 +1,179 @@
+"""A compiled cell at run time: the loaded library, its PyTorch operators and its gradient.
+
+``torch.ops.rnnlab_user.forward`` / ``.backward`` are one pair of torch.library operators for
+every compiled cell (the cell is named by its cache key, a string argument), each with a fake
+that computes output shapes from the cell's layout, so that ``torch.compile`` and
+``torch.export`` see one node. :class:`_Run` is the ``autograd.Function`` (with
+``setup_context``, as torch.func needs) whose backward calls the backward op.
+
+Shapes: T time, B batch, O output, H_k a state field's size, n_j a saved value's size.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+_PLANS: dict[str, Plan] = {}
+
+_lib = torch.library.Library("rnnlab_user", "DEF")
+_lib.define("forward(str key, int T, Tensor[] hoisted, Tensor[] consts, Tensor[] h0, "
+            "Tensor? lengths) -> Tensor[]")  # fmt: skip
+_lib.define("backward(str key, Tensor[] grads, Tensor[] hoisted, Tensor[] consts, "
+            "Tensor[] outs, Tensor? lengths) -> Tensor[]")  # fmt: skip
+
+_SECOND_ORDER = (
+    "rnnlab.engine.CompiledCell: second-order gradients through the compiled loop are not "
+    "supported; run this code under `with rnnlab.engine.disabled():` (the reference loop)"
+)
+
+
+@dataclass
+class Plan:
+    """Everything a compiled cell needs at run time (rebuilt from the cache without tracing)."""
+
+    key: str
+    meta: dict[str, Any]
+    fwd: Any
+    bwd: Any
+    consts_fn: Any  # (*params) -> constants the loop reads
+    hoist_fn: Any  # (x rows, *params) -> hoisted values
+    vmap_hoist: bool
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.meta["dtype"])
+
+
+def load(key: str, so: str, meta: dict[str, Any]) -> Plan:
+    lib = ctypes.CDLL(so)
+    ns: dict[str, Any] = {"torch": torch}
+    exec(compile(meta["python"], f"<rnnlab cell {key}>", "exec"), ns)  # our own cached code
+    plan = Plan(key, meta, lib.rnnlab_forward, lib.rnnlab_backward, ns["consts"], ns["hoist"],
+                bool(meta["vmap_hoist"]))  # fmt: skip
+    _PLANS[key] = plan
+    return plan
+
+
+def _ptrs(ts: list[Tensor]) -> Any:
+    arr = (ctypes.c_void_p * max(len(ts), 1))()
+    for i, t in enumerate(ts):
+        arr[i] = t.data_ptr()
+    return arr
+
+
+def _outs_like(plan: Plan, T: int, like: Tensor) -> list[Tensor]:
+    m = plan.meta
+    B, O = m["out"]
+    n = like.new_empty
+    return [n(T, B, O)] + [n(T + 1, *rc) for rc in m["states"]] + [n(T, s) for s in m["saved"]]
+
+
+@torch.library.register_fake("rnnlab_user::forward", lib=_lib)
+def _forward_fake(key, T, hoisted, consts, h0, lengths):  # type: ignore[no-untyped-def]
+    return _outs_like(_PLANS[key], T, h0[0])
+
+
+@torch.library.register_fake("rnnlab_user::backward", lib=_lib)
+def _backward_fake(key, grads, hoisted, consts, outs, lengths):  # type: ignore[no-untyped-def]
+    return [torch.empty_like(h) for h in hoisted] + [torch.empty_like(c) for c in consts] + [
+        o.new_empty(o.shape[1:]) for o in outs[1 : 1 + len(_PLANS[key].meta["states"])]
+    ]
+
+
+def _lengths_ptr(lengths: Tensor | None) -> tuple[Any, Tensor | None]:
+    if lengths is None:
+        return None, None
+    keep = lengths.to(torch.int64).contiguous()
+    return ctypes.c_void_p(keep.data_ptr()), keep
+
+
+def _forward_cpu(key, T, hoisted, consts, h0, lengths):  # type: ignore[no-untyped-def]
+    plan = _PLANS[key]
+    hoisted = [h.contiguous() for h in hoisted]
+    consts = [c.contiguous() for c in consts]
+    outs = _outs_like(plan, T, h0[0])
+    ns = len(plan.meta["states"])
+    for s, h in zip(outs[1 : 1 + ns], h0):
+        s[0].copy_(h)
+    work = h0[0].new_empty(plan.meta["work"])
+    lp, keep = _lengths_ptr(lengths)
+    plan.fwd(ctypes.c_long(T), _ptrs(hoisted), _ptrs(consts), _ptrs(outs[1 : 1 + ns]),
+             ctypes.c_void_p(outs[0].data_ptr()), _ptrs(outs[1 + ns :]),
+             ctypes.c_void_p(work.data_ptr()), lp)  # fmt: skip
+    del keep
+    return outs
+
+
+def _backward_cpu(key, grads, hoisted, consts, outs, lengths):  # type: ignore[no-untyped-def]
+    plan = _PLANS[key]
+    ns = len(plan.meta["states"])
+    grads = [g.contiguous() for g in grads]
+    hoisted = [h.contiguous() for h in hoisted]
+    consts = [c.contiguous() for c in consts]
+    gh = [torch.empty_like(h) for h in hoisted]
+    gk = [torch.zeros_like(c) for c in consts]
+    g0 = [o.new_empty(o.shape[1:]) for o in outs[1 : 1 + ns]]
+    work = outs[0].new_empty(plan.meta["work"])
+    lp, keep = _lengths_ptr(lengths)
+    plan.bwd(ctypes.c_long(outs[0].shape[0]), _ptrs(hoisted), _ptrs(consts),
+             _ptrs(list(outs[1 : 1 + ns])), ctypes.c_void_p(outs[0].data_ptr()),
+             _ptrs(list(outs[1 + ns :])), ctypes.c_void_p(grads[0].data_ptr()),
+             _ptrs(grads[1:]), _ptrs(gh), _ptrs(gk), _ptrs(g0),
+             ctypes.c_void_p(work.data_ptr()), lp)  # fmt: skip
+    del keep
+    return gh + gk + g0
+
+
+_lib.impl("forward", _forward_cpu, "CPU")
+_lib.impl("backward", _backward_cpu, "CPU")
+
+
+class _Run(torch.autograd.Function):
+    """(key, T, n_hoisted, n_consts, lengths, *hoisted, *consts, *h0) -> (Y, *S, *saved)."""
+
+    @staticmethod
+    def forward(key, T, nh, nk, lengths, *tensors):  # type: ignore[no-untyped-def,override]
+        h, k, s0 = tensors[:nh], tensors[nh : nh + nk], tensors[nh + nk :]
+        return tuple(torch.ops.rnnlab_user.forward(key, T, list(h), list(k), list(s0), lengths))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        key, T, nh, nk, lengths = inputs[:5]
+        tensors = inputs[5:]
+        ns = len(_PLANS[key].meta["states"])
+        ctx.mark_non_differentiable(*output[1 + ns :])
+        ctx.save_for_backward(*tensors[: nh + nk], *output)
+        ctx.info = (key, nh, nk, ns, lengths)
+
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[no-untyped-def]
+        if torch.is_grad_enabled():
+            raise RuntimeError(_SECOND_ORDER)
+        key, nh, nk, ns, lengths = ctx.info
+        saved = ctx.saved_tensors
+        h, k, outs = saved[:nh], saved[nh : nh + nk], saved[nh + nk :]
+        gs = [torch.zeros_like(o) if g is None else g for g, o in zip(grads[: 1 + ns], outs)]
+        res = torch.ops.rnnlab_user.backward(key, gs, list(h), list(k), list(outs), lengths)
+        return (None, None, None, None, None, *res)
+
+
+def run(plan: Plan, x: Tensor, params: list[Tensor], state: tuple[Tensor, ...],
+        lengths: Tensor | None) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
+    """y (B, T, O) and the final state fields of ``x`` (B, T, I) through ``plan``'s loop."""
+    B, T, I = x.shape
+    consts = list(plan.consts_fn(*params))
+    xt = x.transpose(0, 1)  # (T, B, I): step t's rows are contiguous
+    if plan.vmap_hoist:
+        hoisted = list(torch.vmap(lambda xs: plan.hoist_fn(xs, *params))(xt))
+    else:
+        rows = plan.hoist_fn(xt.reshape(T * B, I), *params)
+        hoisted = [r.reshape(T, B, -1) for r in rows]  # (T, B, k)
+    lens = None if lengths is None else lengths.to("cpu", torch.int64)
+    outs = _Run.apply(plan.key, T, len(hoisted), len(consts), lens, *hoisted, *consts, *state)
+    ns = len(state)
+    return outs[0].transpose(0, 1), [s[-1] for s in outs[1 : 1 + ns]]
