@@ -252,57 +252,6 @@ def test_kernels_decline_non_cpu_tensors():
     assert y.device.type == "meta" and y.shape == (2, 5, 4) and s.h.shape == (2, 4)
 
 
-def _user_cell():
-    from rnnlab import GeneralCell
-
-    lin = torch.nn.Linear(4 + 3, 4)
-
-    class F(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = lin
-
-        def forward(self, h, x):
-            return 0.5 * torch.tanh(self.lin(torch.cat([h, x], 1))) + 0.5 * h
-
-    return GeneralCell(F(), input_size=3, state_size=4), lin
-
-
-@pytest.mark.parametrize("chunk", [1, 3])
-def test_compiled_user_cell_equals_reference(chunk, monkeypatch):
-    # The opt-in compiled path for user-defined cells: torch.compile of `chunk` unrolled steps
-    # (T=7: two compiled chunks of 3 and one uncompiled step), with lengths and reverse.
-    from rnnlab.engine import CompiledCell
-
-    torch.manual_seed(0)
-    cell, lin = _user_cell()
-    fast = CompiledCell(cell, chunk=chunk)
-    calls = []
-    real = fast._compiled_steps
-    monkeypatch.setattr(fast, "_compiled_steps", lambda *a: (calls.append(1), real(*a))[1])
-    x = torch.randn(3, 7, 3, requires_grad=True)
-    h0 = torch.randn(3, 4, requires_grad=True)
-    lengths = torch.tensor([7, 2, 5])
-    for L, reverse in [(None, False), (lengths, True)]:
-        y1, s1 = Recurrent(cell, reverse=reverse)(x, cell.State(h0), lengths=L)
-        y2, s2 = Recurrent(fast, reverse=reverse)(x, cell.State(h0), lengths=L)
-        torch.testing.assert_close(y2, y1, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(s2.h, s1.h, rtol=1e-5, atol=1e-5)
-        g1 = torch.autograd.grad((y1**2).sum() + s1.h.sum(), [x, h0, lin.weight])
-        g2 = torch.autograd.grad((y2**2).sum() + s2.h.sum(), [x, h0, lin.weight])
-        for a, b in zip(g2, g1):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    assert len(calls) == (4 if chunk == 3 else 0)
-
-
-def test_compiled_cell_rejects_a_bad_chunk():
-    from rnnlab.engine import CompiledCell
-
-    cell, _ = _user_cell()
-    with pytest.raises(ValueError, match=r"chunk: expected an integer >= 1.*got 0"):
-        CompiledCell(cell, chunk=0)
-
-
 @pytest.mark.parametrize(
     "make",
     [

@@ -124,10 +124,10 @@ class MinimalGatedUnit(Cell):
 def bench_user_cell(
     shape: str, repeats: int, log: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
-    """A user-defined cell on the reference loop vs the opt-in compiled path (CompiledCell:
-    16 unrolled steps per graph, and the one-step graph, chunk=1), training mode; the compile
-    time is the first call's extra time (Inductor's on-disk cache makes later processes
-    faster: rerun with an empty TORCHINDUCTOR_CACHE_DIR for the cold figure)."""
+    """A user-defined cell on the reference loop vs CompiledCell (the generated C++ loop),
+    training mode; the compile time is the first call's (the on-disk cache makes later
+    processes load it instead: set RNNLAB_CACHE_DIR to an empty folder for the cold figure).
+    The peer comparison with JAX is ``benchmarks/bench_user_cell_peers.py``."""
     from .engine import CompiledCell
 
     T, B, I, H = SHAPES[shape]
@@ -137,17 +137,15 @@ def bench_user_cell(
     w = torch.randn(B, T, H)
     models = {
         "reference": _Ours(cell, reference=True),
-        "compiled": _Ours(CompiledCell(cell, chunk=16), reference=False),
-        "compiled_step": _Ours(CompiledCell(cell, chunk=1), reference=False),
+        "compiled": _Ours(CompiledCell(cell), reference=False),
     }
     first = {k: _run_once(m, x, w, "train") for k, m in models.items()}
     med = _interleaved(_runs(models, x, w, "train"), repeats)
     ref = med["reference"]
     log(
-        f"{shape} user cell (MGU) train: reference {ref:.1f} ms, compiled chunk=16 "
+        f"{shape} user cell (MGU) train: reference {ref:.1f} ms, compiled "
         f"{med['compiled']:.1f} ms ({ref / med['compiled']:.2f}x, first call "
-        f"{first['compiled']:.1f} s), compiled step {med['compiled_step']:.1f} ms "
-        f"({ref / med['compiled_step']:.2f}x, first call {first['compiled_step']:.1f} s)"
+        f"{first['compiled']:.1f} s)"
     )
     return [
         {

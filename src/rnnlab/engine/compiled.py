@@ -79,10 +79,16 @@ class CompiledCell(Cell):
     def _tensors(self) -> list[tuple[str, Tensor]]:
         return list(self.cell.named_parameters()) + list(self.cell.named_buffers())
 
-    @torch.compiler.disable
     def plan(self, x: Tensor) -> Any:
         """The compiled loop for x's batch size and dtype (compiling or loading it on first
         use), or None after warning why the reference loop runs instead."""
+        if "torch._dynamo" in sys.modules:  # under torch.compile: built outside the graph
+            import torch._dynamo
+
+            return torch._dynamo.disable(self._plan)(x)
+        return self._plan(x)
+
+    def _plan(self, x: Tensor) -> Any:
         B, dtype = x.shape[0], x.dtype
         k = (B, dtype)
         if k not in self._plans:
@@ -92,7 +98,9 @@ class CompiledCell(Cell):
             except Exception as exc:  # noqa: BLE001 - every failure: reference loop, warned
                 from .codegen.trace import Unsupported
 
-                reason = str(exc) if isinstance(exc, Unsupported) else f"{type(exc).__name__}: {exc}"
+                reason = (
+                    str(exc) if isinstance(exc, Unsupported) else f"{type(exc).__name__}: {exc}"
+                )
                 warnings.warn(
                     f"CompiledCell({type(self.cell).__name__}): running the reference loop "
                     f"instead, because {reason}",
@@ -135,7 +143,7 @@ def _symbolic_key(cc: CompiledCell, B: int, dtype: torch.dtype) -> str | None:
     w = _Wrap()
     w.cell = cc.cell
     w.fn = cc._inner()
-    w.State = cc.State
+    w.State = cc.State  # type: ignore[assignment]
     try:
         code = torch.fx.symbolic_trace(w).code
     except Exception:  # noqa: BLE001 - untraceable symbolically: compile, but do not cache
@@ -208,6 +216,7 @@ def _rows_independent(sp: Any) -> bool:
     """Whether the hoisted part treats every row of x separately (then it runs on all T·B
     rows at once; otherwise it is vmapped over T)."""
     from .codegen.cpp import POINTWISE
+
     aten = torch.ops.aten
     ph = [n for n in sp.full.graph.nodes if n.op == "placeholder"]
     x = ph[0]
@@ -238,8 +247,10 @@ def _rows_independent(sp: Any) -> bool:
             continue
         if t is aten.mm.default and n.args[0] in dep_x and n.args[1] not in dep_x:
             continue
-        if t is aten.addmm.default and n.args[1] in dep_x and not (
-            n.args[0] in dep_x or n.args[2] in dep_x
+        if (
+            t is aten.addmm.default
+            and n.args[1] in dep_x
+            and not (n.args[0] in dep_x or n.args[2] in dep_x)
         ):
             continue
         return False

@@ -65,6 +65,10 @@ REDUCE = {aten.sum.dim_IntList: "+", aten.amax.default: "max", aten.amin.default
 GEMM = {aten.mm.default, aten.addmm.default}
 
 
+def _args(n: fx.Node) -> Any:
+    return n.args
+
+
 def shape2(n: Any) -> tuple[int, int]:
     """A node's value as (R, C): (n,) is (1, n), a scalar is (1, 1)."""
     s = tuple(int(d) for d in n.meta["val"].shape)
@@ -128,21 +132,22 @@ class Step:
         return v
 
     def _view(self, n: fx.Node) -> Val:
-        t, a = n.target, n.args
+        t, a = n.target, _args(n)
         if t is operator.getitem:
             src = a[0]
             assert isinstance(src, fx.Node)
-            base = self.val(src.args[0])
-            sizes = src.args[1]
-            dim = src.args[2] if len(src.args) > 2 else 0
+            sargs = _args(src)
+            base = self.val(sargs[0])
+            sizes = sargs[1]
+            dim = sargs[2] if len(sargs) > 2 else 0
             if src.target is aten.split.Tensor:
-                total = src.args[0].meta["val"].shape[dim]  # type: ignore[union-attr]
-                sizes = [min(sizes, total - k) for k in range(0, total, sizes)]  # type: ignore
-            start = sum(sizes[: a[1]])  # type: ignore[index]
-            return self._slice(base, src.args[0], dim, start, start + sizes[a[1]])  # type: ignore
+                total = sargs[0].meta["val"].shape[dim]
+                sizes = [min(sizes, total - k) for k in range(0, total, sizes)]
+            start = sum(sizes[: a[1]])
+            return self._slice(base, sargs[0], dim, start, start + sizes[a[1]])
         base = self.val(a[0])
         R, C = shape2(n)
-        nd_in = len(a[0].meta["val"].shape)  # type: ignore[union-attr]
+        nd_in = len(a[0].meta["val"].shape)
         if t in (aten.permute.default, aten.t.default, aten.transpose.int):
             if nd_in < 2:
                 return base
@@ -152,10 +157,10 @@ class Step:
             step = a[4] if len(a) > 4 else 1
             if step != 1:
                 raise Unsupported("a strided slice inside the loop")
-            size = a[0].meta["val"].shape[dim]  # type: ignore[union-attr]
+            size = a[0].meta["val"].shape[dim]
             start = 0 if start is None else start
             end = size if end is None else min(end, size)
-            return self._slice(base, a[0], dim, start, end)  # type: ignore[arg-type]
+            return self._slice(base, a[0], dim, start, end)
         if t is aten.expand.default:
             return Val(base.base, R, C, base.rs if base.R == R else 0,
                        base.cs if base.C == C else 0, base.off)  # fmt: skip
@@ -234,8 +239,7 @@ class Step:
         if t in VIEWS:
             return "view"
         if t in (aten.scalar_tensor.default,) or (
-            t in (aten.full.default, aten.zeros.default, aten.ones.default)
-            and shape2(n) == (1, 1)
+            t in (aten.full.default, aten.zeros.default, aten.ones.default) and shape2(n) == (1, 1)
         ):
             return "scalar"
         if t in POINTWISE:
@@ -256,7 +260,7 @@ class Step:
         for a in n.all_input_nodes:
             m = a
             while m.op == "call_function" and m.target in VIEWS:
-                m = m.args[0]  # type: ignore[assignment]
+                m = _args(m)[0]
                 if m in members:
                     return True
         return False
@@ -299,7 +303,7 @@ class Step:
         self.lines.append("}}")
 
     def _pointwise(self, n: fx.Node, op: Any) -> str:
-        t, a, kw = n.target, n.args, n.kwargs
+        t, a, kw = n.target, _args(n), dict(n.kwargs)
         if t in UNARY:
             return UNARY[t].format(op(a[0]))
         if t in BINARY:
@@ -345,17 +349,18 @@ class Step:
         return "T(1)"  # ones, ones_like
 
     def _emit_other(self, n: fx.Node) -> None:
-        t = n.target
+        t: Any = n.target
+        args, kwargs = _args(n), dict[str, Any](n.kwargs)
         out = self._home(n)
         if t in GEMM:
-            bias = n.args[0] if t is aten.addmm.default else None
-            a, b = (n.args[1], n.args[2]) if bias is not None else (n.args[0], n.args[1])
+            bias = args[0] if t is aten.addmm.default else None
+            a, b = (args[1], args[2]) if bias is not None else (args[0], args[1])
             beta = 0.0
             if bias is not None:
                 bv = self._value_of(bias)
                 self._copy(bv, out, "=")
-                beta = float(n.kwargs.get("beta", 1))
-            alpha = float(n.kwargs.get("alpha", 1))
+                beta = float(kwargs.get("beta", 1))
+            alpha = float(kwargs.get("alpha", 1))
             va, vb = self._gemm_operand(a), self._gemm_operand(b)
             (ta, lda), (tb, ldb) = self._layout(va), self._layout(vb)
             M, K, N = va.R, va.C, vb.C
@@ -366,42 +371,52 @@ class Step:
             )
             return
         if t is aten.cat.default:
-            dim = n.args[1] if len(n.args) > 1 else 0
+            dim = args[1] if len(args) > 1 else 0
             nd = len(n.meta["val"].shape)
             axis = 1 if nd == 1 or dim % nd == 1 else 0
             k = 0
-            for part in n.args[0]:  # type: ignore[union-attr]
+            for part in args[0]:
                 v = self._value_of(part)
                 size = v.C if axis == 1 else v.R
-                dst = Val(out.base, out.R if axis == 1 else size, size if axis == 1 else out.C,
-                          out.rs, out.cs, out.off + k * (out.cs if axis == 1 else out.rs))  # fmt: skip
+                dst = Val(
+                    out.base,
+                    out.R if axis == 1 else size,
+                    size if axis == 1 else out.C,
+                    out.rs,
+                    out.cs,
+                    out.off + k * (out.cs if axis == 1 else out.rs),
+                )
                 self._copy(v, dst, "=")
                 k += size
             return
         # reductions
-        src = n.args[0]
+        src = args[0]
         v = self._value_of(src)
-        nd = len(src.meta["val"].shape)  # type: ignore[union-attr]
-        dims = n.args[1] if len(n.args) > 1 else list(range(nd))
+        nd = len(src.meta["val"].shape)
+        dims = args[1] if len(args) > 1 else list(range(nd))
         if dims is None or dims == []:
             dims = list(range(nd))
-        axes = {1 if nd == 1 else d % nd for d in dims} if nd else set()  # type: ignore
+        axes = {1 if nd == 1 else d % nd for d in dims} if nd else set()
         rows, cols = 0 in axes, 1 in axes
-        kind = REDUCE[t]  # type: ignore[index]
+        kind = REDUCE[t]
         init = {"+": "T(0)", "max": "(-INFINITY)", "min": "INFINITY"}[kind]
         comb = {"+": "acc + {0}", "max": "std::max(acc, {0})", "min": "std::min(acc, {0})"}[kind]
         R, C = v.R, v.C
         if cols and not rows:  # over j: one value per row
             self.lines.append(f"for (int i = 0; i < {R}; ++i) {{ T acc = {init};")
             self.lines.append(f"for (int j = 0; j < {C}; ++j) acc = {comb.format(v.at('i', 'j'))};")
-            self.lines.append(f"{out.base}[{out.off} + i*{out.rs if out.R > 1 else out.cs}] = acc; }}")
+            self.lines.append(
+                f"{out.base}[{out.off} + i*{out.rs if out.R > 1 else out.cs}] = acc; }}"
+            )
         elif rows and not cols:  # over i: one value per column, accumulated row by row
             dst = Val(out.base, 1, C, 0, out.cs if out.C > 1 else 1, out.off)
             self.lines.append(f"for (int j = 0; j < {C}; ++j) {dst.at('0', 'j')} = {init};")
             self.lines.append(f"for (int i = 0; i < {R}; ++i) {{")
             self.lines.append("#pragma omp simd")
-            self.lines.append(f"for (int j = 0; j < {C}; ++j) {{ T acc = {dst.at('0', 'j')}; "
-                              f"{dst.at('0', 'j')} = {comb.format(v.at('i', 'j'))}; }} }}")  # fmt: skip
+            self.lines.append(
+                f"for (int j = 0; j < {C}; ++j) {{ T acc = {dst.at('0', 'j')}; "
+                f"{dst.at('0', 'j')} = {comb.format(v.at('i', 'j'))}; }} }}"
+            )
         else:
             self.lines.append(f"{{ T acc = {init}; for (int i = 0; i < {R}; ++i) "
                               f"for (int j = 0; j < {C}; ++j) acc = {comb.format(v.at('i', 'j'))};"

@@ -48,7 +48,10 @@ static inline void gemm(int ta, int tb, int M, int N, int K, T alpha, const T* A
                         const T* B, int ldb, T beta, T* C, int ldc) {
   const char* a = ta ? "T" : "N";
   const char* b = tb ? "T" : "N";
-  if (K == 0) { for (int i = 0; i < M; ++i) for (int j = 0; j < N; ++j) C[i*ldc+j] *= beta; return; }
+  if (K == 0) {
+    for (int i = 0; i < M; ++i) for (int j = 0; j < N; ++j) C[i*ldc+j] *= beta;
+    return;
+  }
   %(gemm)s(b, a, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
 }
 // exp by range reduction and a polynomial (Cephes expf): plain arithmetic, so loops vectorise
@@ -69,7 +72,8 @@ static inline double tanh_(double x) { return std::tanh(x); }
 static inline float tanh_(float x) {
   typedef float T;
   T ax = std::fabs(x), e = exp_(T(-2) * ax), x2 = x * x;
-  T r = ax < T(0.0625) ? ax * (T(1) - x2 * (T(1) / T(3) - x2 * T(2) / T(15))) : (T(1) - e) / (T(1) + e);
+  T small = ax * (T(1) - x2 * (T(1) / T(3) - x2 * T(2) / T(15)));
+  T r = ax < T(0.0625) ? small : (T(1) - e) / (T(1) + e);
   return std::copysign(r, x);
 }
 static inline T pw(T x, double e) {
@@ -100,7 +104,7 @@ def generate(sp: Split, dtype: torch.dtype) -> tuple[str, dict[str, Any]]:
     n_in = len(examples)
 
     def joint(*args: torch.Tensor) -> Any:
-        outs, pull = torch.func.vjp(rec, *args[:n_in])
+        outs, pull = torch.func.vjp(rec, *args[:n_in])  # type: ignore[misc]
         return (*outs, *pull(tuple(args[n_in:])))
 
     j = trace(joint, (*examples, *cots))
@@ -201,8 +205,13 @@ def generate(sp: Split, dtype: torch.dtype) -> tuple[str, dict[str, Any]]:
         b_dests.append((grads[nh + ns + k], contiguous(f"GK[{k}]", *ks[k]), "+="))
     blate = []
     for g, d, mode in b_dests:
-        if mode == "=" and isinstance(g, fx.Node) and _is_compute(g) and g not in fwd_set \
-                and g not in bstep.homes:
+        if (
+            mode == "="
+            and isinstance(g, fx.Node)
+            and _is_compute(g)
+            and g not in fwd_set
+            and g not in bstep.homes
+        ):
             bstep.homes[g] = d
         else:
             blate.append((g, d, mode))
@@ -235,7 +244,7 @@ def _assemble(dtype: torch.dtype, fstep: Step, bstep: Step, O: tuple[int, int],
     L.append(f'extern "C" void rnnlab_forward(long nT, {arr}, T* W, const int64_t* len) {{')
     L.append("for (long t = 0; t < nT; ++t) {")
     L += fstep.lines
-    L.append("if (len) for (int b = 0; b < %d; ++b) if (t >= len[b]) {" % B)
+    L.append(f"if (len) for (int b = 0; b < {B}; ++b) if (t >= len[b]) {{")
     for k, (_, h) in enumerate(ss):
         L.append(f"  std::memcpy(S[{k}] + (t+1)*{B * h} + b*{h}, S[{k}] + t*{B * h} + b*{h}, "
                  f"{h}*sizeof(T));")  # fmt: skip
@@ -252,12 +261,12 @@ def _assemble(dtype: torch.dtype, fstep: Step, bstep: Step, O: tuple[int, int],
         L.append(f"for (int e = 0; e < {B * h}; ++e) gsa[{k}][e] += GS[{k}][(t+1)*{B * h} + e];")
         L.append(f"std::memcpy({cs[k].base}, gsa[{k}], {B * h}*sizeof(T));")
     L.append(f"std::memcpy({cy.base}, GY + t*{B * O[1]}, {B * O[1]}*sizeof(T));")
-    L.append("if (len) for (int b = 0; b < %d; ++b) if (t >= len[b]) {" % B)
+    L.append(f"if (len) for (int b = 0; b < {B}; ++b) if (t >= len[b]) {{")
     for k, (_, h) in enumerate(ss):
         L.append(f"  std::memset({cs[k].base} + b*{h}, 0, {h}*sizeof(T));")
     L.append(f"  std::memset({cy.base} + b*{O[1]}, 0, {O[1]}*sizeof(T)); }}")
     L += bstep.lines
-    L.append("if (len) for (int b = 0; b < %d; ++b) if (t >= len[b]) {" % B)
+    L.append(f"if (len) for (int b = 0; b < {B}; ++b) if (t >= len[b]) {{")
     for k, (_, h) in enumerate(ss):
         L.append(f"  std::memcpy(gsb[{k}] + b*{h}, gsa[{k}] + b*{h}, {h}*sizeof(T));")
     L.append("}")

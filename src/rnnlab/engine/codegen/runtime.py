@@ -80,9 +80,11 @@ def _forward_fake(key, T, hoisted, consts, h0, lengths):  # type: ignore[no-unty
 
 @torch.library.register_fake("rnnlab_user::backward", lib=_lib)
 def _backward_fake(key, grads, hoisted, consts, outs, lengths):  # type: ignore[no-untyped-def]
-    return [torch.empty_like(h) for h in hoisted] + [torch.empty_like(c) for c in consts] + [
-        o.new_empty(o.shape[1:]) for o in outs[1 : 1 + len(_PLANS[key].meta["states"])]
-    ]
+    return (
+        [torch.empty_like(h) for h in hoisted]
+        + [torch.empty_like(c) for c in consts]
+        + [o.new_empty(o.shape[1:]) for o in outs[1 : 1 + len(_PLANS[key].meta["states"])]]
+    )
 
 
 def _lengths_ptr(lengths: Tensor | None) -> tuple[Any, Tensor | None]:
@@ -152,14 +154,35 @@ class _Run(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):  # type: ignore[no-untyped-def]
-        if torch.is_grad_enabled():
-            raise RuntimeError(_SECOND_ORDER)
         key, nh, nk, ns, lengths = ctx.info
         saved = ctx.saved_tensors
-        h, k, outs = saved[:nh], saved[nh : nh + nk], saved[nh + nk :]
+        outs = saved[nh + nk :]
         gs = [torch.zeros_like(o) if g is None else g for g, o in zip(grads[: 1 + ns], outs)]
-        res = torch.ops.rnnlab_user.backward(key, gs, list(h), list(k), list(outs), lengths)
+        res = _RunBackward.apply(key, nh + nk, 1 + ns, lengths, *saved, *gs)
         return (None, None, None, None, None, *res)
+
+
+class _RunBackward(torch.autograd.Function):
+    """The backward op as a Function of its own, so that differentiating it again (double
+    backward, hessians) raises a clear error instead of returning silent zeros."""
+
+    @staticmethod
+    def forward(key, n_in, n_g, lengths, *tensors):  # type: ignore[no-untyped-def,override]
+        ins, outs, gs = tensors[:n_in], tensors[n_in:-n_g], tensors[-n_g:]
+        nh = len(_PLANS[key].meta["hoisted"])
+        return tuple(
+            torch.ops.rnnlab_user.backward(
+                key, list(gs), list(ins[:nh]), list(ins[nh:]), list(outs), lengths
+            )
+        )
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[no-untyped-def]
+        raise RuntimeError(_SECOND_ORDER)
 
 
 def run(plan: Plan, x: Tensor, params: list[Tensor], state: tuple[Tensor, ...],

@@ -48,8 +48,8 @@ def decompositions() -> dict[Any, Any]:
     table.update(
         get_decompositions(
             [
-                aten.native_layer_norm, aten.native_layer_norm_backward, aten.var_mean,
-                aten.var, aten.mean, aten.softplus, aten.softplus_backward, aten.silu,
+                aten.native_layer_norm, aten.native_layer_norm_backward,
+                aten.softplus, aten.softplus_backward, aten.silu,
                 aten.silu_backward, aten.gelu, aten.gelu_backward, aten.elu,
                 aten.elu_backward, aten.hardtanh, aten.hardtanh_backward, aten.addcmul,
                 aten.clamp_min, aten.clamp_max, aten._softmax, aten._softmax_backward_data,
@@ -57,7 +57,34 @@ def decompositions() -> dict[Any, Any]:
             ]
         )
     )  # fmt: skip
+    table[aten.var_mean.correction] = _var_mean
+    table[aten.var.correction] = lambda *a, **k: _var_mean(*a, **k)[0]
+    table[aten.mean.dim] = _mean
     return table
+
+
+def _count(x: Tensor, dim: Any) -> tuple[list[int], int]:
+    dims = list(range(x.dim())) if dim is None else [dim] if isinstance(dim, int) else list(dim)
+    n = 1
+    for d in dims:
+        n *= x.shape[d]
+    return dims, n
+
+
+def _mean(x: Tensor, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
+    dims, n = _count(x, dim)
+    return x.sum(dims, keepdim=keepdim) / n
+
+
+def _var_mean(x: Tensor, dim: Any = None, *, correction: Any = None,
+              keepdim: bool = False) -> tuple[Tensor, Tensor]:  # fmt: skip
+    # sums and pointwise ops only, which the loop's code generator lowers
+    dims, n = _count(x, dim)
+    mean = x.sum(dims, keepdim=True) / n
+    d = x - mean
+    c = 1 if correction is None else correction
+    var = (d * d).sum(dims, keepdim=keepdim) / max(n - c, 0)
+    return var, mean if keepdim else mean.squeeze(dims)
 
 
 def trace(fn: Any, args: tuple[Tensor, ...]) -> fx.GraphModule:
