@@ -420,11 +420,34 @@ def test_experiment_pipeline_on_tiny_data(tmp_path):
     for name in ("results.md", "results.json", "curves.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "| RCNN |" in (tmp_path / "results.md").read_text()
-    claims = _claims(summary, 1.0)
+    claims = _claims(summary, 1.0, results=runs)
     assert [c.status for c in claims][:3] == [
         "pass" if summary["RCNN"]["mean"] > summary[b]["mean"] else "fail"
         for b in ("WCNN", "FF", "rCNN")
     ]
+    assert claims[3].status == ("pass" if summary["rCNN"]["mean"] > 0.2 else "fail")
+    # a smoke run (toy budget) never passes or fails the paper's claims: it says what it is
+    smoke = _claims(summary, 1.0, "toy budget: 40 images", runs)
+    assert {c.status for c in smoke} == {"info"}
+    assert all(c.claim.startswith("SMOKE RUN (toy budget: 40 images") for c in smoke[:4])
+
+
+def test_rcnn_first_runs_in_its_working_setting():
+    """rCNN gets He-initialised convolutions and BatchNorm per iteration (it trains there)."""
+    from rnnlab.experiments.rcnn import CPU_CONFIG, TOUR_CONFIG, train_one
+
+    assert "rCNN" in TOUR_CONFIG.models and CPU_CONFIG.rcnn_first_norm == "batch"
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 12, 12)
+    y = torch.arange(16) % 4
+    from dataclasses import replace
+
+    cfg = replace(CPU_CONFIG, channels=4, steps=1, epochs=1, batch_size=16, seeds=(0,))
+    r = train_one("rCNN", cfg, 0, (x, y, x, y), num_classes=4, progress=lambda m: None)
+    assert (
+        r.parameters
+        > train_one("RCNN", cfg, 0, (x, y, x, y), num_classes=4, progress=lambda m: None).parameters
+    )  # BatchNorm's γ, β
 
 
 def test_docstring_examples():

@@ -150,6 +150,13 @@ class RCNNExperimentConfig:
     evals_per_epoch: int = 2
     curve_test_size: int = 1000
     loss_every: int = 25
+    # rCNN (input only at t = 0) does not train under the default initialisation with LRN: its
+    # signal fades through twelve recurrent convolutions (results/rcnn/README.md). Liang & Hu
+    # report that rCNN trains (its training error falls with more iterations while its test
+    # error rises), so it runs in the setting where it does: He initialisation of its
+    # convolutions and BatchNorm per iteration.
+    rcnn_first_norm: str = "batch"
+    rcnn_first_init: str = "he"
 
 
 CPU_CONFIG = RCNNExperimentConfig()
@@ -168,7 +175,7 @@ FULL_CONFIG = RCNNExperimentConfig(
 # The quick version inside `rnnlab run tour` (about a minute on 2 cores): one seed, a small
 # subset; the committed CPU run (results/rcnn/) is shown beside it in the report.
 TOUR_CONFIG = RCNNExperimentConfig(
-    models=("RCNN", "FF", "WCNN"),
+    models=("RCNN", "FF", "WCNN", "rCNN"),
     train_size=2000,
     test_size=2000,
     epochs=1,
@@ -259,17 +266,22 @@ def train_one(
     """Train one model of the comparison and evaluate it on the whole test set."""
     xtr, ytr, xte, yte = data
     torch.manual_seed(seed)
+    first = kind == "rCNN"
     model = build_model(
         kind,
         cfg.channels,
         in_channels=in_channels,
         num_classes=num_classes,
         steps=cfg.steps,
-        norm=cfg.norm,
+        norm=cfg.rcnn_first_norm if first else cfg.norm,
         dropout=cfg.dropout,
         image_size=(xtr.shape[2], xtr.shape[3]),
         device=xtr.device,
     )
+    if first and cfg.rcnn_first_init == "he":
+        for p in model.parameters():
+            if p.dim() == 4:  # convolution kernels (K, C, k, k): He et al. 2015, fan-in, ReLU
+                nn.init.kaiming_normal_(p, nonlinearity="relu")
     width = int(getattr(model, "channels", cfg.channels))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n = xtr.shape[0]
@@ -344,7 +356,7 @@ _DESCRIPTIONS = {
     "RCNN": "RCNN-K (the paper's model)",
     "FF": "same network without recurrence",
     "WCNN": "wider feed-forward CNN, about RCNN-K's parameters",
-    "rCNN": "RCNN-K with the input only at t = 0",
+    "rCNN": "RCNN-K with the input only at t = 0 (He init, BatchNorm per iteration)",
 }
 
 
@@ -448,10 +460,23 @@ def run_comparison(
     return summary, results
 
 
-def _claims(summary: dict[str, Any], seconds: float) -> list[Claim]:
+def _claims(
+    summary: dict[str, Any],
+    seconds: float,
+    smoke: str | None = None,
+    results: Sequence[RunResult] = (),
+) -> list[Claim]:
+    """The paper's claims; with ``smoke`` (a description of the toy budget) every row is
+    informational: a smoke run shows that the pipeline runs, not what the paper claims."""
     claims: list[Claim] = []
     if "RCNN" not in summary:
         return claims
+    prefix = (
+        f"SMOKE RUN ({smoke}; it checks that the comparison runs, it is not a result: the "
+        "result is the committed run below): "
+        if smoke
+        else ""
+    )
     r = summary["RCNN"]
     for base, what in (
         ("WCNN", "a wider feed-forward CNN with about the same number of parameters (WCNN)"),
@@ -465,7 +490,7 @@ def _claims(summary: dict[str, Any], seconds: float) -> list[Claim]:
         claims.append(
             Claim(
                 experiment="rcnn",
-                claim=f"RCNN-{r['channels']} has a higher mean test accuracy than {what}",
+                claim=f"{prefix}RCNN-{r['channels']} has a higher mean test accuracy than {what}",
                 measured={
                     "RCNN": f"{r['mean']:.4f} ± {r['std']:.4f} ({r['parameters']} params)",
                     base: f"{b['mean']:.4f} ± {b['std']:.4f} ({b['parameters']} params)",
@@ -474,8 +499,27 @@ def _claims(summary: dict[str, Any], seconds: float) -> list[Claim]:
                 },
                 expected="RCNN > " + base,
                 source=SOURCE + ", Sec. 4.2",
-                status="pass" if diff > 0 else "fail",
-                seconds=seconds,
+                status="info" if smoke else ("pass" if diff > 0 else "fail"),
+            )
+        )
+    if "rCNN" in summary:
+        rc = summary["rCNN"]
+        last = {
+            k: statistics.fmean(x.loss_curve[-1][1] for x in results if x.model == k)
+            for k in ("RCNN", "rCNN")
+            if any(x.model == k and x.loss_curve for x in results)
+        }
+        claims.append(
+            Claim(
+                experiment="rcnn",
+                claim=f"{prefix}rCNN trains in the paper's working setting (He init, BatchNorm per "
+                "iteration): test accuracy well above chance (0.1); final training loss "
+                + ", ".join(f"{k} {v:.3f}" for k, v in last.items()),
+                measured=f"{rc['mean']:.4f} ± {rc['std']:.4f}",
+                expected="> 0.2 (Liang & Hu: rCNN trains; more iterations lower its training "
+                "error and raise its test error)",
+                source=SOURCE + ", Sec. 4.2",
+                status="info" if smoke else ("pass" if rc["mean"] > 0.2 else "fail"),
             )
         )
     claims.append(
@@ -486,7 +530,7 @@ def _claims(summary: dict[str, Any], seconds: float) -> list[Claim]:
             expected=ANCHORS,
             source="Fashion-MNIST benchmark (Xiao et al. 2017 and its leaderboard)",
             status="info",
-            seconds=seconds,
+            seconds=seconds,  # the run's cost, once (not on every row)
         )
     )
     return claims
@@ -517,5 +561,10 @@ def run(ctx: RunContext) -> list[Claim]:
         w = wcnn_channels(cfg.channels, in_channels=1, num_classes=10, steps=cfg.steps)
         ctx.progress(f"rcnn: WCNN width for RCNN-{cfg.channels}: {w}")
     t0 = time.perf_counter()
-    summary, _ = run_comparison(cfg, data, ctx.out_dir, progress=ctx.progress)
-    return _claims(summary, time.perf_counter() - t0)
+    summary, results = run_comparison(cfg, data, ctx.out_dir, progress=ctx.progress)
+    smoke = None
+    if cfg is TOUR_CONFIG or (ctx.tour and not ctx.full):
+        smoke = (
+            f"toy budget: {len(ytr):,} training images, {cfg.epochs} epoch, {len(cfg.seeds)} seed"
+        )
+    return _claims(summary, time.perf_counter() - t0, smoke, results)

@@ -226,7 +226,12 @@ def full_run_provenance(
         cfg = json.loads((root / name / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
         pass
-    cost = sum(float(r.get("seconds", 0.0) or 0.0) for r in rows)
+    secs = [float(r.get("seconds", 0.0) or 0.0) for r in rows]
+    # the wall time when the run recorded it; else the rows' seconds (some experiments put the
+    # whole run's time on every row: then it counts once)
+    cost = float(
+        cfg.get("wall_seconds") or (max(secs) if len(set(secs)) == 1 else sum(secs)) or 0.0
+    )
     preset = cfg.get("preset") or ("--full" if cfg.get("full") else "the default preset")
     text = (
         f"`rnnlab run {name}` with {preset}, {cfg.get('date', DEFAULT_DATE)} on "
