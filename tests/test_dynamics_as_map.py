@@ -322,3 +322,35 @@ def test_closed_loop_map_feeds_the_readout_back() -> None:
     assert (f(h) - as_map(core).flatten(new)).abs().max() < TOL
     with pytest.raises(ValueError, match="not one of its state fields"):
         ClosedLoopMap(as_map(ElmanCell(1, H, 2)), nn.Linear(2, 1))  # type: ignore[arg-type]
+
+
+def test_model_that_feeds_its_output_back_is_analysed_closed_loop() -> None:
+    from rnnlab.training import SequenceModel
+
+    torch.manual_seed(7)
+    spec = {"cell": "GRUCell", "input_size": 2, "hidden_size": H, "output_size": 2}
+    model = SequenceModel({**spec, "feedback": "input"}).double()
+    f = as_map(model)
+    assert isinstance(f, ClosedLoopMap) and f.input_size == 0
+    h = _random_state(f)
+    x = model.readout(h)  # written out: the output of state h is the next input
+    _, new = model.core.cell(x, model.core.cell.State(h))
+    assert (f(h) - new.h).abs().max() < TOL
+    assert not isinstance(as_map(model, loop="open"), ClosedLoopMap)
+    plain = SequenceModel(spec)
+    assert not isinstance(as_map(plain), ClosedLoopMap)
+    with pytest.raises(ValueError, match="loop: 'closed' needs.*feedback 'none'"):
+        as_map(plain, loop="closed")
+
+
+def test_recurrent_with_input_feedback_must_choose_its_loop() -> None:
+    torch.manual_seed(8)
+    layer = Recurrent(GRUCell(H, H), input_feedback=torch.tanh).double()
+    with pytest.raises(ValueError, match="loop: this layer feeds its output back"):
+        as_map(layer)
+    f = as_map(layer, loop="closed")
+    h = _random_state(f)
+    # generate from state h: its first input is the fed-back output of h, tanh(y(h)) = tanh(h)
+    _, state = layer.generate(1, torch.tanh(h), layer.cell.State(h))
+    assert (f(h) - state.h).abs().max() < TOL
+    assert as_map(layer, loop="open").input_size == H

@@ -704,8 +704,15 @@ def as_map(
     state_size: int | None = None,
     input_size: int = 0,
     direction: str | None = None,
+    loop: str | None = None,
 ) -> Map:
     """Coerce ``f`` to a :class:`Map`; with ``input`` the result is autonomous.
+
+    ``loop`` ("open" or "closed") chooses, for a model that feeds its output back as its next
+    input (a training ``SequenceModel`` with feedback "input", or ``Recurrent(...,
+    input_feedback=...)``), between the closed loop h -> f(h, φ(g(h))) and the open loop at a
+    given input. None: closed for real-valued SequenceModels; a Recurrent with input feedback
+    must say which (its feedback may be an argmax, which is no differentiable map).
 
     ``f`` may be a Map, an rnnlab Cell (through its own step), a list of Cells (a stack), an
     rnnlab module (the drop-ins of :mod:`rnnlab.nn` with every option, ``Recurrent``,
@@ -725,7 +732,7 @@ def as_map(
         m = TorchRNNMap(f, direction=direction)
     else:
         for adapter in _ADAPTERS:
-            m = adapter(f, direction=direction)
+            m = adapter(f, direction=direction, loop=loop)
             if m is not None:
                 break
     if m is not None:

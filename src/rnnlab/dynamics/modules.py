@@ -189,13 +189,38 @@ class DropInMap(LayersMap):
         return torch.cat(cols, dim=-1)  # (B, N)
 
 
-def module_map(module: Any, *, direction: str | None = None) -> Map | None:
-    """The map of an rnnlab module (drop-in, Recurrent, Stacked, Bidirectional), or None.
+LOOPS = (None, "open", "closed")
+
+
+def _model_map(model: Any, loop: str | None) -> Map:
+    """A training SequenceModel (duck-typed: core, readout, feedback, tokens, seq2seq)."""
+    core = module_map(model.core)
+    assert core is not None
+    real = model.feedback == "input" and not model.tokens and not model.seq2seq
+    if loop == "open" or (loop is None and not real):
+        return core
+    if not real:
+        why = (
+            "its tokens are fed back by argmax or sampling, which is not a differentiable map"
+            if model.feedback == "input"
+            else f"its output is not fed back as its input (feedback {model.feedback!r})"
+        )
+        raise ValueError(f"loop: 'closed' needs a real-valued output fed back as input; {why}")
+    return ClosedLoopMap(
+        core, model.readout, output_skip=bool(getattr(model.core, "output_skip", False))
+    )
+
+
+def module_map(module: Any, *, direction: str | None = None, loop: str | None = None) -> Map | None:
+    """The map of an rnnlab module (drop-in, Recurrent, Stacked, Bidirectional, a training
+    SequenceModel), or None.
 
     Args:
         module: the module.
         direction: ``"forward"`` analyses the forward half of a one-layer bidirectional module
             (the only causal part of it); None (default) rejects bidirectional modules.
+        loop: for modules that feed their output back as their next input: "closed" (the
+            autonomous loop), "open" (the map at a given input) or None (see :func:`as_map`).
 
     Returns:
         The map, or None when ``module`` is not an rnnlab module (the caller tries others).
@@ -205,6 +230,10 @@ def module_map(module: Any, *, direction: str | None = None) -> Map | None:
 
     if direction not in DIRECTIONS:
         raise ValueError(f"direction: expected None or 'forward', got {direction!r}")
+    if loop not in LOOPS:
+        raise ValueError(f"loop: expected None, 'open' or 'closed', got {loop!r}")
+    if all(hasattr(module, a) for a in ("core", "readout", "feedback", "tokens", "seq2seq")):
+        return _model_map(module, loop)
     if isinstance(module, _RNNBase):
         if module.bidirectional:
             if direction != "forward":
@@ -231,7 +260,21 @@ def module_map(module: Any, *, direction: str | None = None) -> Map | None:
             )
         return CellMap(module.forward_layer.cell)
     if isinstance(module, Recurrent):
-        return CellMap(module.cell)
+        base = CellMap(module.cell)
+        if module.input_feedback is None:
+            if loop == "closed":
+                raise ValueError(
+                    "loop: 'closed' needs a layer that feeds its output back "
+                    "(Recurrent(..., input_feedback=fn)); this one has none"
+                )
+            return base
+        if loop is None:
+            raise ValueError(
+                "loop: this layer feeds its output back as its next input (input_feedback), so "
+                "say which system to analyse: loop='closed' (h -> f(h, fn(y(h))); fn must be "
+                "differentiable, not an argmax) or loop='open' (a given input)"
+            )
+        return base if loop == "open" else ClosedLoopMap(base, feed=module.input_feedback)
     if isinstance(module, Stacked):
         cells = []
         for k, layer in enumerate(module.layers):
