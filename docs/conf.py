@@ -63,6 +63,7 @@ autoclass_content = "class"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
+napoleon_use_ivar = True  # Attributes as one compact field list, not one block each
 
 doctest_global_setup = """
 import os

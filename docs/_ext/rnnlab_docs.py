@@ -221,7 +221,9 @@ def render_page(space: str, all_entries: list[Entry]) -> str:
                 lines += _data_entry(entry, obj)
                 continue
             if entry.kind == "class":
-                options = ["   :members:", "   :show-inheritance:"]
+                options = ["   :members:"]
+                if obj.__bases__ != (object,):  # "Bases: object" says nothing
+                    options.append("   :show-inheritance:")
                 fields = getattr(obj, "_fields", None) or getattr(obj, "__dataclass_fields__", None)
                 if fields:  # fields are described by the class docstring's Attributes
                     options.append(f"   :exclude-members: __init__, forward, {', '.join(fields)}")
