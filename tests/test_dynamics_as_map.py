@@ -354,3 +354,10 @@ def test_recurrent_with_input_feedback_must_choose_its_loop() -> None:
     _, state = layer.generate(1, torch.tanh(h), layer.cell.State(h))
     assert (f(h) - state.h).abs().max() < TOL
     assert as_map(layer, loop="open").input_size == H
+
+
+def test_recurrent_weight_of_a_one_layer_dropin() -> None:
+    from rnnlab.dynamics import recurrent_weight
+
+    m = rnnlab.nn.RNN(I, H)
+    assert torch.equal(recurrent_weight(as_map(m)), m.weight_hh_l0.detach())

@@ -31,7 +31,16 @@ from torch import Tensor, nn
 
 from ..cells.simple import ElmanCell
 from ._checks import as_tensor, check_finite, check_int, check_states
-from .maps import CellMap, LinearMap, Map, TorchRNNMap, as_map, autonomous, check_sequence_inputs
+from .maps import (
+    CellMap,
+    LinearMap,
+    Map,
+    StackedCellsMap,
+    TorchRNNMap,
+    as_map,
+    autonomous,
+    check_sequence_inputs,
+)
 from .stability import sorted_eig
 
 
@@ -73,6 +82,10 @@ def recurrent_weight(f: Any) -> Tensor:
     linear map. Gated cells have several U blocks; use :func:`jacobian_products` for them.
     """
     obj = f.cell if isinstance(f, CellMap) else f
+    if isinstance(obj, StackedCellsMap) and len(obj.module) == 1:  # type: ignore[arg-type]
+        obj = obj.module[0]  # type: ignore[index]  # a one-layer drop-in (rnnlab.nn.RNN) maps through its cell
+    if isinstance(obj, Map) and not isinstance(obj, (LinearMap, TorchRNNMap)):
+        obj = getattr(obj, "module", obj)
     if isinstance(obj, LinearMap):
         return obj.A.detach()
     if isinstance(obj, ElmanCell):
