@@ -31,9 +31,11 @@ __all__ = [
 
 def register_defaults() -> None:
     """Register the compiled kernels of the built-in cells (done on import)."""
+    from .gpu import register_all as register_gpu
     from .kernels import register_all
 
     register_all()
+    register_gpu()
 
 
 register_defaults()

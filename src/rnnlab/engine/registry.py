@@ -19,20 +19,46 @@ TeacherForcedKernel = Callable[
 ]
 
 _KERNELS: dict[type, Kernel] = {}
+# Kernels for one device type ("cuda"), tried before the type's general kernel; see
+# docs/design/0009-gpu-engine.md.
+_DEVICE_KERNELS: dict[tuple[type, str], Kernel] = {}
+_DISPATCH: dict[type, Kernel] = {}
 _TEACHER_FORCED: dict[type, TeacherForcedKernel] = {}
 _enabled = [True]
 
 
-def register(cell_type: type, kernel: Kernel) -> None:
-    """Use ``kernel`` for cells whose type is exactly ``cell_type``."""
-    _KERNELS[cell_type] = kernel
+def register(cell_type: type, kernel: Kernel, *, device: str | None = None) -> None:
+    """Use ``kernel`` for cells whose type is exactly ``cell_type``; with ``device`` (a device
+    type such as ``"cuda"``) only for inputs on that device, before the general kernel (which
+    still runs when the device kernel declines)."""
+    if device is None:
+        _KERNELS[cell_type] = kernel
+        return
+    _DEVICE_KERNELS[(cell_type, device)] = kernel
+    _DISPATCH[cell_type] = lambda cell, x, state, lengths: _by_device(
+        cell_type, cell, x, state, lengths
+    )
+
+
+def _device_type(x: Tensor) -> str:
+    return x.device.type
+
+
+def _by_device(cell_type: type, cell: Any, x: Tensor, state: Any, lengths: Any) -> Any:
+    kernel = _DEVICE_KERNELS.get((cell_type, _device_type(x)))
+    if kernel is not None:
+        res = kernel(cell, x, state, lengths)
+        if res is not None:
+            return res
+    general = _KERNELS.get(cell_type)
+    return None if general is None else general(cell, x, state, lengths)
 
 
 def lookup(cell: Any) -> Kernel | None:
     """The kernel for ``type(cell)``, or None (also while :func:`disabled` is active)."""
     if not _enabled[-1]:
         return None
-    return _KERNELS.get(type(cell))
+    return _DISPATCH.get(type(cell)) or _KERNELS.get(type(cell))
 
 
 def register_teacher_forced(cell_type: type, kernel: TeacherForcedKernel) -> None:
@@ -49,6 +75,8 @@ def lookup_teacher_forced(cell: Any) -> TeacherForcedKernel | None:
 def clear() -> None:
     _KERNELS.clear()
     _TEACHER_FORCED.clear()
+    _DEVICE_KERNELS.clear()
+    _DISPATCH.clear()
 
 
 @contextlib.contextmanager

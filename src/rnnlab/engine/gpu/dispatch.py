@@ -1,0 +1,57 @@
+"""Which path a run on a CUDA tensor takes, and the kernel registered for it.
+
+Order of preference for an exact cell type (never isinstance, as for every engine kernel):
+
+1. ``"cudnn"``: the cell's maths is one torch.nn RNN/GRU/LSTM layer's (:func:`cudnn.torch_maths`),
+   so torch's own fused function runs it, with or without ``lengths``;
+2. ``"triton"``: a fused op exists for the cell (:func:`fused.supports`), triton is installed
+   and the batch is full-length;
+3. ``None``: the kernel declines and the reference loop runs (what CUDA ran before).
+
+:func:`plan` is pure (no device needed), so the choice is tested on CPU; the registry calls
+:func:`cuda_kernel` only for CUDA tensors (``registry.register(..., device="cuda")``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from typing import Any
+
+from torch import Tensor
+
+from . import cudnn, fused
+
+CUDNN = "cudnn"
+TRITON = "triton"
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether the optional ``rnnlab[gpu]`` extra (triton) is installed."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def plan(cell: Any, lengths: Tensor | None = None) -> str | None:
+    """The path a CUDA run of ``cell`` takes: ``"cudnn"``, ``"triton"`` or None (the loop).
+
+    Example:
+        >>> from rnnlab.cells import GRUCell
+        >>> plan(GRUCell(3, 4)), plan(GRUCell(3, 4, reset="before")) in ("triton", None)
+        ('cudnn', True)
+    """
+    if cudnn.torch_maths(cell):
+        return CUDNN
+    if lengths is None and fused.supports(cell) and triton_available():
+        return TRITON
+    return None
+
+
+def cuda_kernel(cell: Any, x: Tensor, state: Any, lengths: Tensor | None) -> Any:
+    """The engine kernel for CUDA tensors (the registry's contract; None declines)."""
+    path = plan(cell, lengths)
+    if path == CUDNN:
+        return cudnn.run(cell, x, state, lengths)
+    if path == TRITON:
+        return fused.RUNNERS[type(cell)](cell, x, state)
+    return None
