@@ -5,7 +5,7 @@ the product, the LSTM with peepholes and Greff et al.'s variants).
 Nothing here runs for CPU tensors: :func:`register_all` registers :func:`dispatch.cuda_kernel`
 under ``device="cuda"`` in the engine registry, beside (not instead of) the CPU kernels.
 Triton is imported only when a fused op first runs (the optional ``rnnlab[gpu]`` extra).
-See docs/design/0009-gpu-engine.md.
+See docs/design/0012-gpu-engine.md.
 """
 
 from __future__ import annotations
@@ -16,7 +16,16 @@ __all__ = ["CUDNN", "TRITON", "cuda_kernel", "plan", "register_all", "triton_ava
 
 
 def register_all() -> None:
-    """Register the CUDA kernel for the built-in cells it covers."""
+    """Register :func:`cuda_kernel` for the built-in cells it covers, under ``device="cuda"``
+    (done when :mod:`rnnlab.engine` is imported; calling it again changes nothing).
+
+    Example:
+        >>> from rnnlab import engine
+        >>> from rnnlab.cells import JordanCell
+        >>> register_all()
+        >>> engine.lookup(JordanCell(2, 3, 1)) is not None
+        True
+    """
     from ...cells.gru import GRUCell
     from ...cells.lstm import LSTMCell
     from ...cells.simple import ElmanCell, JordanCell

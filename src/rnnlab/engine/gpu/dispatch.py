@@ -28,7 +28,12 @@ TRITON = "triton"
 
 @functools.cache
 def triton_available() -> bool:
-    """Whether the optional ``rnnlab[gpu]`` extra (triton) is installed."""
+    """Whether the optional ``rnnlab[gpu]`` extra (triton) is installed.
+
+    Example:
+        >>> isinstance(triton_available(), bool)
+        True
+    """
     return importlib.util.find_spec("triton") is not None
 
 
@@ -48,7 +53,19 @@ def plan(cell: Any, lengths: Tensor | None = None) -> str | None:
 
 
 def cuda_kernel(cell: Any, x: Tensor, state: Any, lengths: Tensor | None) -> Any:
-    """The engine kernel for CUDA tensors (the registry's contract; None declines)."""
+    """The engine kernel for CUDA tensors (the registry's contract: ``(cell, x (B, T, I),
+    state, lengths)`` -> ``(output (B, T, O), final_state)``, or None to decline). The registry
+    calls it for CUDA tensors only; called directly on CPU tensors, the cuDNN path runs torch's
+    CPU kernels (the tests use that).
+
+    Example:
+        >>> import torch
+        >>> from rnnlab.cells import GRUCell
+        >>> cell = GRUCell(3, 4)  # torch.nn.GRU's maths: torch.gru
+        >>> y, state = cuda_kernel(cell, torch.randn(2, 5, 3), cell.initial_state(2), None)
+        >>> y.shape, state.h.shape
+        (torch.Size([2, 5, 4]), torch.Size([2, 4]))
+    """
     path = plan(cell, lengths)
     if path == CUDNN:
         return cudnn.run(cell, x, state, lengths)
