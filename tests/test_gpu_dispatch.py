@@ -206,6 +206,30 @@ def test_device_kernel_that_declines_falls_back_to_the_general_kernel(
     assert seen == ["general", "cuda", "general"]  # asked first; it declined (None)
 
 
+def test_wrapping_what_lookup_returns_and_restoring_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spy pattern (tests/test_nn_reparam.py): wrap lookup(cell), register the wrapper,
+    restore. No loop, the wrapper runs, and afterwards the registry is as before."""
+    monkeypatch.setattr(registry, "_KERNELS", dict(registry._KERNELS))
+    monkeypatch.setattr(registry, "_DISPATCH", dict(registry._DISPATCH))
+    cell = ElmanCell(2, 3)
+    original = registry.lookup(cell)
+    assert original is not None
+    calls = []
+
+    def spy(*a: Any) -> Any:
+        calls.append(1)
+        return original(*a)
+
+    registry.register(ElmanCell, spy)
+    x = torch.randn(1, 2, 2)
+    y, _ = rnnlab.layers.Recurrent(cell)(x)
+    assert calls == [1]
+    registry.register(ElmanCell, original)
+    assert registry._KERNELS[ElmanCell] is getattr(original, "general", original)
+    rnnlab.layers.Recurrent(cell)(x)
+    assert calls == [1]
+
+
 # ----------------------------------------------------------------------- with a GPU only ----
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])

@@ -31,27 +31,39 @@ def register(cell_type: type, kernel: Kernel, *, device: str | None = None) -> N
     """Use ``kernel`` for cells whose type is exactly ``cell_type``; with ``device`` (a device
     type such as ``"cuda"``) only for inputs on that device, before the general kernel (which
     still runs when the device kernel declines)."""
-    if device is None:
+    if device is not None:
+        _DEVICE_KERNELS[(cell_type, device)] = kernel
+    elif isinstance(kernel, _ByDevice):
+        # re-registering what lookup returned (wrap-and-restore): keep its general kernel
+        _KERNELS[cell_type] = kernel.general  # type: ignore[assignment]
+    else:
         _KERNELS[cell_type] = kernel
-        return
-    _DEVICE_KERNELS[(cell_type, device)] = kernel
-    _DISPATCH[cell_type] = lambda cell, x, state, lengths: _by_device(
-        cell_type, cell, x, state, lengths
-    )
+    devices = {d: k for (t, d), k in _DEVICE_KERNELS.items() if t is cell_type}
+    if devices:
+        _DISPATCH[cell_type] = _ByDevice(_KERNELS.get(cell_type), devices)
 
 
 def _device_type(x: Tensor) -> str:
     return x.device.type
 
 
-def _by_device(cell_type: type, cell: Any, x: Tensor, state: Any, lengths: Any) -> Any:
-    kernel = _DEVICE_KERNELS.get((cell_type, _device_type(x)))
-    if kernel is not None:
-        res = kernel(cell, x, state, lengths)
-        if res is not None:
-            return res
-    general = _KERNELS.get(cell_type)
-    return None if general is None else general(cell, x, state, lengths)
+class _ByDevice:
+    """What :func:`lookup` returns for a type with device kernels: the kernel for the input's
+    device type first, the general kernel (captured when registered) if it declines or none
+    exists. It captures the general kernel, so a caller that wraps ``lookup(cell)`` and
+    registers the wrapper (a spy) gets no loop."""
+
+    def __init__(self, general: Kernel | None, devices: dict[str, Kernel]) -> None:
+        self.general = general
+        self.devices = devices
+
+    def __call__(self, cell: Any, x: Tensor, state: Any, lengths: Any) -> Any:
+        kernel = self.devices.get(_device_type(x))
+        if kernel is not None:
+            res = kernel(cell, x, state, lengths)
+            if res is not None:
+                return res
+        return None if self.general is None else self.general(cell, x, state, lengths)
 
 
 def lookup(cell: Any) -> Kernel | None:
