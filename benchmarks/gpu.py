@@ -1,4 +1,4 @@
-"""GPU benchmark, prepared for the day a CUDA machine is lent (docs/design/0013-gpu-engine.md).
+"""GPU benchmark, prepared for the day a CUDA machine is lent (docs/design/0014-gpu-engine.md).
 
     python benchmarks/gpu.py                 # on a CUDA device: a few minutes
     python benchmarks/gpu.py --tiny          # CPU, Triton interpreter, tiny shape: seconds

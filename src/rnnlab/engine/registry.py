@@ -20,7 +20,7 @@ TeacherForcedKernel = Callable[
 
 _KERNELS: dict[type, Kernel] = {}
 # Kernels for one device type ("cuda"), tried before the type's general kernel; see
-# docs/design/0013-gpu-engine.md.
+# docs/design/0014-gpu-engine.md.
 _DEVICE_KERNELS: dict[tuple[type, str], Kernel] = {}
 _DISPATCH: dict[type, Kernel] = {}
 _TEACHER_FORCED: dict[type, TeacherForcedKernel] = {}

@@ -5,7 +5,7 @@ the product, the LSTM with peepholes and Greff et al.'s variants).
 Nothing here runs for CPU tensors: :func:`register_all` registers :func:`dispatch.cuda_kernel`
 under ``device="cuda"`` in the engine registry, beside (not instead of) the CPU kernels.
 Triton is imported only when a fused op first runs (the optional ``rnnlab[gpu]`` extra).
-See docs/design/0013-gpu-engine.md.
+See docs/design/0014-gpu-engine.md.
 """
 
 from __future__ import annotations
