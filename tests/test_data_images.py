@@ -180,12 +180,20 @@ def test_missing_data_names_every_place(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("RNNLAB_DATA", str(tmp_path / "env"))
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "train-images-idx3-ubyte").write_bytes(b"")  # labels missing
+    monkeypatch.setattr(images_module, "DEBIAN_DIR", tmp_path / "no-debian")
+    # an explicit root is used as written: an error naming it, no fallback
     with pytest.raises(FileNotFoundError) as info:
         load_fashion_mnist(tmp_path / "half")
     text = str(info.value)
+    assert text.startswith(f"root: the folder given, {str(tmp_path / 'half')!r}, does not hold")
+    for place in (tmp_path / "half", tmp_path / "half" / "FashionMNIST" / "raw"):
+        assert str(place) in text
+    assert "train-labels-idx1-ubyte" in text and str(tmp_path / "env" / "fashion-mnist") not in text
+    # no root: the documented fallback, every place named
+    with pytest.raises(FileNotFoundError) as info:
+        load_fashion_mnist()
+    text = str(info.value)
     for place in (
-        tmp_path / "half",
-        tmp_path / "half" / "FashionMNIST" / "raw",
         tmp_path / "env" / "fashion-mnist",
         tmp_path / "env" / "FashionMNIST" / "raw",
         tmp_path / "no-debian",

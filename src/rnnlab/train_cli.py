@@ -360,6 +360,13 @@ def run_generate(args: argparse.Namespace) -> int:
                 f"{args.num}, {args.prime_steps}"
             ),
         )
+    if not args.temperature >= 0 or args.temperature == float("inf"):
+        return _fail(
+            "generate",
+            ValueError(
+                f"--temperature: expected a finite number >= 0 (0 = argmax), got {args.temperature}"
+            ),
+        )
     try:
         model, meta = load_run(args.run, which=args.which, device=args.device)
         g = torch.Generator().manual_seed(args.seed)
@@ -386,10 +393,21 @@ def run_generate(args: argparse.Namespace) -> int:
                 print("-" * 40)
             return 0
         t = trainer_from_checkpoint(args.run, which=args.which, device=args.device)
+        n = args.num
+        if n > len(t.task.val):
+            raise ValueError(
+                f"--num: expected at most the {len(t.task.val)} validation sequences, got {n}"
+            )
+        p = t._prepare(t.task.batch("val", torch.arange(n)))
+        available = p["x"].shape[1]
+        primed = not (t.model.feedback == "state" or t.model.seq2seq)
+        if primed and args.prime_steps > available:
+            raise ValueError(
+                f"--prime-steps: expected at most the {available} steps of a validation "
+                f"sequence, got {args.prime_steps}"
+            )
     except (ConfigError, ValueError, TypeError, FileNotFoundError, ImportError) as err:
         return _fail("generate", err)
-    n = min(args.num, len(t.task.val))
-    p = t._prepare(t.task.batch("val", torch.arange(n)))
     dev = t.device
     if t.model.feedback == "state":
         with torch.no_grad():

@@ -55,6 +55,13 @@ class Cell(nn.Module):
     def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         """One step: validate ``x`` (B, I) and ``state``, then return ``(y, new_state)``."""
         check_input(x, self.input_size, ndim=2, argument="x")
+        ref = self._param_like()
+        if ref is not None and ref.is_floating_point() and x.dtype != ref.dtype:
+            # our message before torch's "mat1 and mat2 must have the same dtype"
+            raise TypeError(
+                f"x: expected dtype {ref.dtype} (the cell's parameters), got {x.dtype}; "
+                f"convert the cell with cell.to({x.dtype}) or the input with x.to({ref.dtype})"
+            )
         if state is None:
             state = self.initial_state(x.shape[0], device=x.device, dtype=x.dtype)
         else:

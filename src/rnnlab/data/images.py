@@ -114,9 +114,10 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def _candidates(root: str | os.PathLike[str] | None) -> list[Path]:
-    places: list[Path] = []
     if root is not None:
-        places += [Path(root), Path(root) / "FashionMNIST" / "raw"]
+        # an explicit root is used as written: no silent fallback to another copy of the data
+        return [Path(root), Path(root) / "FashionMNIST" / "raw"]
+    places: list[Path] = []
     env = os.environ.get("RNNLAB_DATA")
     if env:
         places += [Path(env) / "fashion-mnist", Path(env) / "FashionMNIST" / "raw"]
@@ -136,7 +137,8 @@ def find_fashion_mnist(
 ) -> tuple[Path, Path]:
     """The (images, labels) IDX files of one split, from the first folder that has both.
 
-    Search order: ``root``, ``root/FashionMNIST/raw`` (torchvision's layout), then
+    Search order: an explicit ``root`` is used as written: ``root`` or
+    ``root/FashionMNIST/raw`` (torchvision's layout), else an error. Without ``root``:
     ``$RNNLAB_DATA/fashion-mnist``, ``$RNNLAB_DATA/FashionMNIST/raw``, then the Debian
     package's ``/usr/share/datasets/fashion-mnist``. Each file may be raw or ``.gz``.
 
@@ -152,6 +154,13 @@ def find_fashion_mnist(
         if found[0] is not None and found[1] is not None:
             return found[0], found[1]
     searched = "\n".join(f"  {p}" for p in places)
+    if root is not None:
+        raise FileNotFoundError(
+            f"root: the folder given, {str(root)!r}, does not hold Fashion-MNIST's "
+            f"{'train' if train else 'test'} split: no folder holds both {stems[0]}[.gz] and "
+            f"{stems[1]}[.gz]. Looked in:\n{searched}\n(RNNLAB_DATA and Debian's "
+            f"{DEBIAN_DIR} are searched only when no root is given)"
+        )
     raise FileNotFoundError(
         f"Fashion-MNIST ({'train' if train else 'test'} split): no folder holds both "
         f"{stems[0]}[.gz] and {stems[1]}[.gz]. Searched:\n{searched}\n"

@@ -636,6 +636,8 @@ def resolve(config: Mapping[str, Any], task: TaskData) -> dict[str, dict[str, An
     c = check_config(config)
     m, s, f, b = c["model"], c["supervision"], c["forcing"], c["bptt"]
     name = c["task"]["name"]
+    if "root" in task.params:
+        c["task"]["options"]["root"] = task.params["root"]  # the data folder actually used
     if s["case"] == "auto":
         s["case"] = task.case
     elif s["case"] != task.case:

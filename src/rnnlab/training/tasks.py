@@ -258,6 +258,7 @@ def _images(
 
     train: ImageClassification
     val: ImageClassification
+    used: dict[str, Any] = {}
     if name == "digits":
         from ..data import Digits
 
@@ -265,9 +266,13 @@ def _images(
         val = Digits("test", view=view, seed=seed, **opts)
     else:
         from ..data import FashionMNIST
+        from ..data.images import find_fashion_mnist
 
-        train = FashionMNIST(opts.get("root"), train=True, view=view)
-        val = FashionMNIST(opts.get("root"), train=False, view=view)
+        # the folder actually used (an explicit root must hold the data; see find_fashion_mnist)
+        root = find_fashion_mnist(opts.get("root"), train=True)[0].parent
+        used["root"] = str(root)
+        train = FashionMNIST(root, train=True, view=view)
+        val = FashionMNIST(root, train=False, view=view)
     parts = []
     for ds, n in ((train, n_train), (val, n_val)):
         keep = min(n, len(ds))
@@ -288,7 +293,7 @@ def _images(
         I,
         10,
         tokens=True,
-        params={"dataset": name, "view": view},
+        params={"dataset": name, "view": view, **used},
     )
 
 

@@ -209,6 +209,50 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     raise ConfigError(f"train.device: expected one of auto, cpu, cuda, cuda:N, mps, got {name!r}")
 
 
+_GATES = {"LSTMCell": 4, "GRUCell": 3}
+
+
+def estimated_bytes(spec: Mapping[str, Any]) -> int:
+    """A lower estimate of the float32 bytes training ``spec`` needs: the recurrent weights
+    (gates x H x (I + H + 2) per layer and direction) and the output layer, counted four times
+    (parameters, gradients and Adam's two moments).
+
+    Example:
+        >>> estimated_bytes({"cell": "GRUCell", "input_size": 1, "hidden_size": 10,
+        ...                  "output_size": 1, "num_layers": 1, "bidirectional": False})
+        6416
+    """
+    H, I, O = int(spec["hidden_size"]), int(spec["input_size"]), int(spec["output_size"])
+    g = _GATES.get(str(spec["cell"]), 1)
+    dirs = 2 if spec.get("bidirectional") else 1
+    n = 0
+    for layer in range(int(spec["num_layers"])):
+        width = I if layer == 0 else H * dirs
+        n += dirs * g * H * (width + H + 2)
+    n += O * (H * dirs + 1)
+    return 4 * 4 * n
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def check_model_size(spec: Mapping[str, Any]) -> None:
+    """Refuse a model that cannot fit in this machine's memory, *before* allocating it (a
+    hidden size of 10^6 would otherwise fail deep inside torch, or swap the machine)."""
+    need, have = estimated_bytes(spec), _memory_bytes()
+    if have is not None and need > have:
+        raise ConfigError(
+            f"model.hidden_size: {spec['hidden_size']} needs about {need / 2**30:.1f} GiB for "
+            f"the parameters, gradients and optimizer state ({spec['num_layers']} layer(s) of "
+            f"{spec['cell']}), more than this machine's {have / 2**30:.1f} GiB; choose a smaller "
+            "hidden size"
+        )
+
+
 def checkpoint_of(path: str | Path, which: str = "latest") -> Path:
     """A checkpoint file from a run directory (``"latest"`` or ``"best"``) or the file itself."""
     p = Path(path)
@@ -460,6 +504,7 @@ class Trainer:
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         random.seed(seed)
+        check_model_size(self.spec)
         try:
             self.model = SequenceModel(self.spec).to(self.device)
         except ValueError as err:
