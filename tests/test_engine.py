@@ -4,6 +4,8 @@ gradient (initial states included), for every cell x lengths x direction x stack
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -12,8 +14,9 @@ from cell_zoo import ZOO
 from rnnlab import Bidirectional, GRUCell, JordanCell, LSTMCell, Recurrent, Stacked, engine
 from rnnlab.engine import build
 
-pytestmark = pytest.mark.skipif(
-    build.ops() is None, reason=f"compiled engine unavailable: {build.status()['error']}"
+pytestmark = pytest.mark.skipif(  # under CI a failed build fails (tests/test_engine_paths.py)
+    build.ops() is None and os.environ.get("CI", "").lower() not in ("true", "1"),
+    reason=f"compiled engine unavailable: {build.status()['error']}",
 )
 
 FAST = sorted(n for n in ZOO if engine.lookup(ZOO[n]()) is not None)
