@@ -27,7 +27,9 @@ th{background:#f4f4f4} td.num{font-variant-numeric:tabular-nums}
 .figs{display:flex;flex-wrap:wrap;gap:1rem} .figs figure{margin:0;max-width:31rem}
 .figs img{max-width:100%;border:1px solid #eee} figcaption{font-size:.85rem;color:#555}
 nav a{margin-right:.8rem} .scroll{overflow-x:auto;max-width:100%}
-td{overflow-wrap:anywhere} .figs a{display:block} .lecture{color:#555;font-size:.9rem}
+td{overflow-wrap:anywhere} td:first-child{width:36%}
+td.nw{white-space:nowrap;overflow-wrap:normal} .figs a{display:block}
+.lecture{color:#555;font-size:.9rem}
 """
 
 # Where each experiment comes from in the lecture (/work/shared/lecture: "section › slide").
@@ -138,8 +140,8 @@ def _claims_table(
             f'<td class="num">{html.escape(_fmt(r.get("expected")))}</td>'
             f"<td>{html.escape(str(r.get('source', '')))}</td>"
             f'<td><span class="badge {st}">{st}</span></td>'
-            f'<td class="num">{float(r.get("seconds", 0.0)):.1f}</td>'
-            f"<td class='num'>{link}</td></tr>"
+            f'<td class="num nw">{float(r.get("seconds", 0.0)):.1f}</td>'
+            f"<td class='num nw'>{link}</td></tr>"
         )
     out.append("</table></div>")
     return "\n".join(out)
