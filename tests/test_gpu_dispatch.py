@@ -37,7 +37,7 @@ F64 = torch.float64
         (lambda: LSTMCell(3, 4), True, "cudnn"),
         (lambda: LSTMCell(3, 4, variant="V"), False, "triton"),
         (lambda: LSTMCell(3, 4, variant="FGR"), False, "triton"),
-        (lambda: LSTMCell(3, 4, variant="CIFG"), True, None),  # padded: the loop for now
+        (lambda: LSTMCell(3, 4, variant="CIFG"), True, "triton"),
         (lambda: LSTMCell(3, 4, proj_size=2), False, None),  # projection: the loop
     ],
 )

@@ -69,7 +69,12 @@ CELLS: dict[str, Any] = {
 
 
 def _run_both(
-    make: Any, dtype: torch.dtype, B: int = 3, T: int = 5, seed: int = 0
+    make: Any,
+    dtype: torch.dtype,
+    B: int = 3,
+    T: int = 5,
+    seed: int = 0,
+    lengths: torch.Tensor | None = None,
 ) -> tuple[Any, Any, list[Any], list[Any]]:
     """(fused output/state, reference output/state in float64, inputs of each)."""
     torch.manual_seed(seed)
@@ -84,9 +89,9 @@ def _run_both(
     xs, sts = x.to(dtype).requires_grad_(), type(st)(*(s.to(dtype).requires_grad_() for s in st))
     x.requires_grad_()
     st = type(st)(*(s.requires_grad_() for s in st))
-    y, final = fused.RUNNERS[type(cell)](cell, xs, sts)
+    y, final = fused.RUNNERS[type(cell)](cell, xs, sts, lengths)
     with rnnlab.engine.disabled():
-        ref = unroll(ref_cell, x, st)
+        ref = unroll(ref_cell, x, st, lengths)
     return (
         (y, final),
         (ref.output, ref.state),
@@ -103,8 +108,8 @@ def _loss(y: Any, state: Any, seed: int = 1) -> Any:
     return loss
 
 
-def _check(make: Any, dtype: torch.dtype, atol: float) -> None:
-    (y, final), (ry, rfinal), inputs, ref_inputs = _run_both(make, dtype)
+def _check(make: Any, dtype: torch.dtype, atol: float, lengths: Any = None) -> None:
+    (y, final), (ry, rfinal), inputs, ref_inputs = _run_both(make, dtype, lengths=lengths)
     assert y.dtype == dtype
     torch.testing.assert_close(y.double(), ry, rtol=0, atol=atol)
     for a, b in zip(final, rfinal):
@@ -124,6 +129,15 @@ def test_fused_op_equals_reference_loop_float64(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(CELLS))
 def test_fused_op_equals_reference_loop_float32(name: str) -> None:
     _check(CELLS[name], torch.float32, 2e-6)
+
+
+@pytest.mark.parametrize(
+    "name", ["elman-output", "jordan-relu-tanh", "gru-before", "lstm-V", "lstm-CIFG", "lstm-FGR"]
+)
+def test_fused_op_with_lengths_equals_masked_reference_loop(name: str) -> None:
+    """Padded batches: outputs zero past each length, final states at each length, and every
+    gradient, as the reference loop's masking gives them."""
+    _check(CELLS[name], F64, 1e-12, lengths=torch.tensor([5, 2, 1]))
 
 
 @pytest.mark.parametrize("name", ["elman-output", "jordan-relu-tanh", "gru-before", "lstm-FGR"])
@@ -224,8 +238,8 @@ def test_op_reads_an_expanded_gradient_like_a_dense_one(k: int) -> None:
 
 
 def test_through_the_registry_as_if_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole CUDA route on CPU tensors: a bidirectional peephole drop-in and a reversed
-    Jordan layer take the fused ops (counted) and equal the reference loop."""
+    """The whole CUDA route on CPU tensors: a bidirectional peephole drop-in (full and packed)
+    and a reversed, padded Jordan layer take the fused ops (counted) and equal the loop."""
     calls = []
     runners = dict(fused.RUNNERS)
     monkeypatch.setattr(registry, "_device_type", lambda x: "cuda")
@@ -237,14 +251,18 @@ def test_through_the_registry_as_if_on_cuda(monkeypatch: pytest.MonkeyPatch) -> 
     torch.manual_seed(0)
     lstm = rnnlab.nn.LSTM(3, 4, bidirectional=True, peephole=True).double()
     x = torch.randn(5, 2, 3, dtype=F64)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, [5, 3])
     out, (h, c) = lstm(x)
+    outp, (hp, cp) = lstm(packed)
     jordan = rnnlab.layers.Recurrent(JordanCell(3, 4, 2).double(), reverse=True)
-    yj, _ = jordan(x.transpose(0, 1))
-    assert len(calls) == 3
+    yj, _ = jordan(x.transpose(0, 1), lengths=torch.tensor([2, 5]))
+    assert len(calls) == 5
     with rnnlab.engine.disabled():
         out_ref, (h_ref, c_ref) = lstm(x)
-        yj_ref, _ = jordan(x.transpose(0, 1))
-    for a, b in ((out, out_ref), (h, h_ref), (c, c_ref), (yj, yj_ref)):
+        outp_ref, (hp_ref, cp_ref) = lstm(packed)
+        yj_ref, _ = jordan(x.transpose(0, 1), lengths=torch.tensor([2, 5]))
+    pairs = [(out, out_ref), (h, h_ref), (c, c_ref), (yj, yj_ref), (outp.data, outp_ref.data)]
+    for a, b in pairs + [(hp, hp_ref), (cp, cp_ref)]:
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 

@@ -4,8 +4,8 @@ Order of preference for an exact cell type (never isinstance, as for every engin
 
 1. ``"cudnn"``: the cell's maths is one torch.nn RNN/GRU/LSTM layer's (:func:`cudnn.torch_maths`),
    so torch's own fused function runs it, with or without ``lengths``;
-2. ``"triton"``: a fused op exists for the cell (:func:`fused.supports`), triton is installed
-   and the batch is full-length;
+2. ``"triton"``: a fused op exists for the cell (:func:`fused.supports`) and triton is
+   installed, padded or not;
 3. ``None``: the kernel declines and the reference loop runs (what CUDA ran before).
 
 :func:`plan` is pure (no device needed), so the choice is tested on CPU; the registry calls
@@ -47,7 +47,7 @@ def plan(cell: Any, lengths: Tensor | None = None) -> str | None:
     """
     if cudnn.torch_maths(cell):
         return CUDNN
-    if lengths is None and fused.supports(cell) and triton_available():
+    if fused.supports(cell) and triton_available():
         return TRITON
     return None
 
@@ -70,5 +70,5 @@ def cuda_kernel(cell: Any, x: Tensor, state: Any, lengths: Tensor | None) -> Any
     if path == CUDNN:
         return cudnn.run(cell, x, state, lengths)
     if path == TRITON:
-        return fused.RUNNERS[type(cell)](cell, x, state)
+        return fused.RUNNERS[type(cell)](cell, x, state, lengths)
     return None

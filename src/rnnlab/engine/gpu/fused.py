@@ -4,6 +4,11 @@ Each runner hoists the input projection of all T steps into one GEMM (autograd, 
 the recurrence to one ``torch.ops.rnnlab_gpu`` op and reads outputs and final states off the
 returned state sequence; Elman's output layer is hoisted out of the loop as one GEMM as well.
 
+Padded batches (``lengths``): padding sits at the end of each sequence and the recurrence is
+causal, so the ops run all T steps and the runner reads each sequence's outputs up to its length
+(zero after) and its final state at s[length]; the padded steps' values reach neither, nor their
+gradients. The reference loop's masking gives the same numbers (tests/test_gpu_kernels.py).
+
 Mixed precision: under autocast the projection comes out in the autocast dtype (torch's rule
 for ``linear``); the recurrent weights and the initial state are cast to that dtype, so the
 whole recurrence stores fp16/bf16 while every kernel computes in float32, and gradients reach
@@ -17,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -71,22 +77,42 @@ def _like(t: Tensor | None, gx: Tensor) -> Tensor:
     return gx.new_empty(0) if t is None else t.to(gx.dtype)
 
 
+def _zero_past(y: Tensor, lengths: Tensor | None) -> Tensor:
+    """Batch-first outputs (B, T, n) with the steps past each sequence's length set to 0 (by
+    ``where``, so whatever the padded steps computed never leaks, not even an inf)."""
+    if lengths is None:
+        return y
+    valid = torch.arange(y.shape[1], device=y.device) < lengths.to(y.device).unsqueeze(1)
+    return torch.where(valid.unsqueeze(-1), y, torch.zeros((), dtype=y.dtype, device=y.device))
+
+
+def _final(seq: Tensor, lengths: Tensor | None) -> Tensor:
+    """The state after each sequence's last valid step, s[length] of s[0..T] (T+1, B, n)."""
+    if lengths is None:
+        return seq[-1]
+    return seq[lengths.to(seq.device), torch.arange(seq.shape[1], device=seq.device)]
+
+
 def _ops() -> Any:
     from . import ops
 
     return ops
 
 
-def elman(cell: ElmanCell, x: Tensor, state: ElmanState) -> tuple[Tensor, ElmanState]:
+def elman(
+    cell: ElmanCell, x: Tensor, state: ElmanState, lengths: Tensor | None = None
+) -> tuple[Tensor, ElmanState]:
     gx = _projection(x, cell.weight_ih, _summed_bias(cell))
     hs = _ops().elman_fwd(
         gx, _like(cell.weight_hh, gx), _like(state.h, gx), _act(cell.activation_name)
     )
     h_seq = hs[1:].transpose(0, 1)  # (B, T, H)
-    return cell.readout(h_seq), ElmanState(hs[-1])
+    return _zero_past(cell.readout(h_seq), lengths), ElmanState(_final(hs, lengths))
 
 
-def jordan(cell: JordanCell, x: Tensor, state: JordanState) -> tuple[Tensor, JordanState]:
+def jordan(
+    cell: JordanCell, x: Tensor, state: JordanState, lengths: Tensor | None = None
+) -> tuple[Tensor, JordanState]:
     gx = _projection(x, cell.weight_ih, _summed_bias(cell))
     ys, _ = _ops().jordan_fwd(
         gx,
@@ -97,16 +123,18 @@ def jordan(cell: JordanCell, x: Tensor, state: JordanState) -> tuple[Tensor, Jor
         _act(cell.activation_name),
         _act(cell.output_activation_name),
     )
-    return ys[1:].transpose(0, 1), JordanState(ys[-1])
+    return _zero_past(ys[1:].transpose(0, 1), lengths), JordanState(_final(ys, lengths))
 
 
-def gru(cell: GRUCell, x: Tensor, state: GRUState) -> tuple[Tensor, GRUState]:
+def gru(
+    cell: GRUCell, x: Tensor, state: GRUState, lengths: Tensor | None = None
+) -> tuple[Tensor, GRUState]:
     # reset before: every bias sits outside the reset product and folds into the projection
     gx = _projection(x, cell.weight_ih, _summed_bias(cell))
     hs, _, _ = _ops().gru_fwd(
         gx, _like(cell.weight_hh, gx), _like(state.h, gx), _act(cell.activation_name)
     )
-    return hs[1:].transpose(0, 1), GRUState(hs[-1])
+    return _zero_past(hs[1:].transpose(0, 1), lengths), GRUState(_final(hs, lengths))
 
 
 def lstm_config(cell: LSTMCell) -> list[int]:
@@ -118,7 +146,9 @@ def lstm_config(cell: LSTMCell) -> list[int]:
             _act(cell.activation_name), _act(cell.cell_activation_name)]  # fmt: skip
 
 
-def lstm(cell: LSTMCell, x: Tensor, state: Any) -> tuple[Tensor, Any]:
+def lstm(
+    cell: LSTMCell, x: Tensor, state: Any, lengths: Tensor | None = None
+) -> tuple[Tensor, Any]:
     gx = _projection(x, cell.weight_ih, _summed_bias(cell))
     fgr = cell.weight_gg is not None
     ys, cs, gs, _ = _ops().lstm_fwd(
@@ -133,10 +163,11 @@ def lstm(cell: LSTMCell, x: Tensor, state: Any) -> tuple[Tensor, Any]:
         _like(state.gates if fgr else None, gx),
         lstm_config(cell),
     )
-    y = ys[1:].transpose(0, 1)  # (B, T, H)
+    y = _zero_past(ys[1:].transpose(0, 1), lengths)  # (B, T, H)
+    h, c = _final(ys, lengths), _final(cs, lengths)
     if fgr:
-        return y, LSTMFGRState(ys[-1], cs[-1], gs[-1])
-    return y, LSTMState(ys[-1], cs[-1])
+        return y, LSTMFGRState(h, c, _final(gs, lengths))
+    return y, LSTMState(h, c)
 
 
 RUNNERS: dict[type, Callable[..., tuple[Tensor, Any]]] = {
