@@ -104,9 +104,16 @@ def generate(sp: Split, dtype: torch.dtype) -> tuple[str, dict[str, Any]]:
     n_in = len(examples)
 
     def joint(*args: torch.Tensor) -> Any:
-        outs, pull = torch.func.vjp(rec, *args[:n_in])  # type: ignore[misc]
-        return (*outs, *pull(tuple(args[n_in:])))
+        # torch.autograd.grad, not torch.func.vjp: the latter imports dynamo (seconds)
+        xs = args[:n_in]
+        outs = rec(*xs)
+        used = [(o, c) for o, c in zip(outs, args[n_in:]) if o.requires_grad]
+        gs = torch.autograd.grad([o for o, _ in used], xs, [c for _, c in used],
+                                 allow_unused=True)  # fmt: skip
+        gs = tuple(torch.zeros_like(x) if g is None else g for g, x in zip(gs, xs))
+        return (*outs, *gs)
 
+    examples = [e.requires_grad_() for e in examples]
     j = trace(joint, (*examples, *cots))
     jph = [n for n in j.graph.nodes if n.op == "placeholder"]
     ins, cot_ph = jph[:n_in], jph[n_in:]

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, fx
+from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
 
@@ -89,18 +90,102 @@ def _var_mean(x: Tensor, dim: Any = None, *, correction: Any = None,
 
 def trace(fn: Any, args: tuple[Tensor, ...]) -> fx.GraphModule:
     """``make_fx`` with the decompositions; a failure becomes :class:`Unsupported`."""
-    from torch.fx.experimental.proxy_tensor import make_fx
-
     try:
-        return make_fx(fn, decomposition_table=decompositions(), tracing_mode="fake")(*args)
+        return _make_fx(fn, args)
     except Exception as exc:  # noqa: BLE001 - any tracing failure is a reason to fall back
         name = type(exc).__name__
-        if "DataDependent" in name or "data-dependent" in str(exc) or "GuardOn" in name:
+        msg = str(exc)
+        if any(k in name + msg for k in ("DataDependent", "data-dependent", "GuardOn",
+                                          "_local_scalar_dense", "value out of")):
             raise Unsupported(
                 "the step has data-dependent control flow (a Python branch or loop on a "
                 f"tensor's value), which a traced loop cannot follow ({name})"
             ) from exc
         raise Unsupported(f"tracing the step failed ({name}: {str(exc)[:200]})") from exc
+
+
+def _make_fx(fn: Any, args: tuple[Tensor, ...]) -> fx.GraphModule:
+    # make_fx itself imports torch._inductor (and with it dynamo: 2-3 s of the 5 s budget,
+    # for one config flag). This records the same ATen graph with a dispatch mode: every op
+    # the step (or its vjp) runs on the small example tensors becomes a node; a
+    # decomposition, where the table has one, is recorded instead of the op.
+    rec = _Recorder(decompositions())
+    for i, a in enumerate(args):
+        rec.bind(a, rec.graph.placeholder(f"arg{i}"))
+    with rec:
+        out = fn(*args)
+    flat = out if isinstance(out, (tuple, list)) else (out,)
+    rec.graph.output(tuple(rec.node_of(o) if isinstance(o, Tensor) else o for o in flat))
+    return fx.GraphModule(torch.nn.Module(), rec.graph)
+
+
+class _Recorder(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # else __torch_dispatch__ is wrapped by dynamo.disable (imports dynamo)
+
+    def __init__(self, table: dict[Any, Any]) -> None:
+        super().__init__()
+        self.graph = fx.Graph()
+        self.table = table
+        self.env: dict[int, fx.Node] = {}
+        self.keep: list[Tensor] = []  # alive, so that no id() is reused
+
+    def bind(self, t: Tensor, n: fx.Node) -> None:
+        n.meta["val"] = t
+        self.env[id(t)] = n
+        self.keep.append(t)
+
+    def node_of(self, t: Tensor) -> fx.Node:
+        n = self.env.get(id(t))
+        if n is None:
+            raise Unsupported(
+                "the step uses a tensor that is neither an input, a parameter, a buffer nor "
+                "computed from them (a constant tensor); register it as a buffer"
+            )
+        return n
+
+    def _arg(self, a: Any) -> Any:
+        if isinstance(a, Tensor):
+            return self.node_of(a)
+        if isinstance(a, (list, tuple)):
+            return type(a)(self._arg(v) for v in a)
+        return a
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in _DATA_DEPENDENT:
+            raise Unsupported(
+                "the step has data-dependent control flow (a Python branch or loop on a "
+                f"tensor's value, {func}), which a traced loop cannot follow"
+            )
+        if func in self.table:
+            with self:
+                r = self.table[func](*args, **kwargs)
+            if r is not NotImplemented:
+                return r
+        with self:  # a composite op (to, linear, ...) as the ops it is made of
+            r = func.decompose(*args, **kwargs)
+        if r is not NotImplemented:
+            return r
+        if func._schema.is_mutable:
+            raise Unsupported(f"the step mutates a tensor in place ({func})")
+        out = func(*args, **kwargs)
+        n = self.graph.call_function(func, self._arg(tuple(args)), self._arg(dict(kwargs)))
+        if isinstance(out, Tensor):
+            self.bind(out, n)
+        elif isinstance(out, (tuple, list)):
+            n.meta["val"] = out
+            for i, o in enumerate(out):
+                if isinstance(o, Tensor):
+                    self.bind(o, self.graph.call_function(operator.getitem, (n, i)))
+        return out
+
+
+_DATA_DEPENDENT = {
+    aten._local_scalar_dense.default, aten.is_nonzero.default, aten.nonzero.default,
+    aten.equal.default, aten.masked_select.default,
+}  # fmt: skip
 
 
 @dataclass
