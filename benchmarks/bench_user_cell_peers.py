@@ -190,7 +190,8 @@ def run(p, x):
         h = (1 - f) * h + f * jnp.tanh(b + (f * h) @ p[3])
         return h, h
     return jax.lax.scan(step, jnp.zeros((B, H)), jnp.swapaxes(gx, 0, 1))[1]
-p = (jnp.ones((I, 2 * H)) * 0.01, jnp.zeros(2 * H), jnp.ones((H, H)) * 0.01, jnp.ones((H, H)) * 0.01)
+p = (jnp.ones((I, 2 * H)) * 0.01, jnp.zeros(2 * H), jnp.ones((H, H)) * 0.01,
+     jnp.ones((H, H)) * 0.01)
 jax.jit(run)(p, jnp.ones((B, T, I))).block_until_ready()
 print(0.0, time.perf_counter() - t0, False, False)
 """
@@ -204,8 +205,12 @@ def compile_times(shape: tuple[int, int, int, int], env: dict[str, str]) -> dict
             res = subprocess.run([sys.executable, "-c", code.format(shape=shape)], env=e,
                                  capture_output=True, text=True, check=True)  # fmt: skip
             imp, call, dyn, ind = res.stdout.split()
-            out[label] = {"import_rnnlab_s": float(imp), "first_call_s": float(call),
-                          "dynamo_imported": dyn == "True", "inductor_imported": ind == "True"}  # fmt: skip
+            out[label] = {
+                "import_rnnlab_s": float(imp),
+                "first_call_s": float(call),
+                "dynamo_imported": dyn == "True",
+                "inductor_imported": ind == "True",
+            }
     return out
 
 
@@ -248,13 +253,16 @@ def main() -> None:
                     "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")},
         "shapes": {}, "rounds": a.rounds, "repeats": a.repeats,
     }  # fmt: skip
-    lines = ["| shape | mode | CompiledCell MGU | JAX MGU | ratio | rnnlab GRU | JAX GRU | "
-             "Flax GRU | ratio to the better |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| shape | mode | CompiledCell MGU | JAX MGU | ratio | rnnlab GRU | JAX GRU | Flax GRU "
+        "| ratio to the better |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for s, shape in shapes.items():
         workers = {k: _start(k, shape, a.threads, env) for k in ("torch", "jax")}
         rounds: dict[str, list[float]] = {}
         for r in range(a.rounds):
-            for k in (("torch", "jax") if r % 2 == 0 else ("jax", "torch")):
+            for k in ("torch", "jax") if r % 2 == 0 else ("jax", "torch"):
                 for n, v in _ask(workers[k], a.repeats, r).items():
                     rounds.setdefault(n, []).append(v)
         for p in workers.values():

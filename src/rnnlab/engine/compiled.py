@@ -63,6 +63,7 @@ class CompiledCell(Cell):
         self.feedback_field = cell.feedback_field
         self._plans: dict[tuple[Any, ...], Any] = {}
         self.last_fallback: str | None = None  # the reason of the last reference-loop run
+        self._where: list[tuple[nn.Module, str]] | None = None
 
     def _inner(self) -> Any:
         return self.cell.step if type(self.cell).forward is Cell.forward else self.cell.forward
@@ -78,6 +79,18 @@ class CompiledCell(Cell):
 
     def _tensors(self) -> list[tuple[str, Tensor]]:
         return list(self.cell.named_parameters()) + list(self.cell.named_buffers())
+
+    def _current(self) -> list[Tensor]:
+        """The parameters and buffers in traced order, read by (module, name) on every call
+        (cheaper than named_parameters, and a reassigned parameter is still seen)."""
+        if self._where is None:
+            mods = dict(self.cell.named_modules())
+            where: list[tuple[nn.Module, str]] = []
+            for n, _ in self._tensors():
+                mod, _, attr = n.rpartition(".")
+                where.append((mods[mod], attr))
+            self._where = where
+        return [getattr(m, a) for m, a in self._where]
 
     def plan(self, x: Tensor) -> Any:
         """The compiled loop for x's batch size and dtype (compiling or loading it on first
@@ -266,7 +279,7 @@ def compiled_cell_kernel(
     plan = cell.plan(x)
     if plan is None:
         return None
-    params = [t for _, t in cell._tensors()]
+    params = cell._current()
     y, final = _run(plan, x, params, tuple(state), lengths)
     return y, cell.State(*final)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-VERSION = "1"  # bump when the generated code changes meaning
+VERSION = "2"  # bump when the generated code changes meaning
 MARKER = ".rnnlab-cache"
 CXX = os.environ.get("CXX", "g++")
 

@@ -120,6 +120,7 @@ class Step:
     homes: dict[fx.Node, Val]
     work: list[int]  # [next free element of the workspace], shared by the steps of a cell
     lines: list[str] = field(default_factory=list)
+    post: list[str] = field(default_factory=list)  # after the time loop
     scalars: dict[fx.Node, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------- values ----

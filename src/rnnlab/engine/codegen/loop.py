@@ -13,15 +13,17 @@ S[k] the state sequence (T+1, B, H_k) with S[k][0] = the initial state, Y (T, B,
 (T, n_j), W the workspace, len the lengths (B,) or null. Past a sequence's length the state is
 carried and y is zero, as in the reference loop.
 
-``rnnlab_backward(T, H, K, S, Y, SV, GY, GS, GH, GK, G0, W, len)``: GY (T, B, O) and GS[k]
-(T+1, B, H_k) the incoming gradients; writes GH[k] (T, B, ·), G0[k] (B, H_k) and adds into
-GK[k] (zeroed by the caller).
+``rnnlab_backward(T, H, K, S, Y, SV, GY, GS, GH, GK, G0, BT, W, len)``: GY (T, B, O) and
+GS[k] (T+1, B, H_k) the incoming gradients; writes GH[k] (T, B, ·), G0[k] (B, H_k) and adds
+into GK[k] (zeroed by the caller). BT[j] (T, n_j) keeps per-step operands of the weight
+gradients, which are one GEMM over all T·B rows after the loop.
 
 Shapes: T time, B batch, O output, H_k a state field's size.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -29,6 +31,8 @@ from torch import fx
 
 from .cpp import Step, Val, contiguous, shape2
 from .trace import VIEWS, Split, Unsupported, trace
+
+aten = torch.ops.aten
 
 PRELUDE = r"""
 #include <cmath>
@@ -199,32 +203,40 @@ def generate(sp: Split, dtype: torch.dtype) -> tuple[str, dict[str, Any]]:
         bvals[cot_ph[1 + k]] = cs[k]
     for r in saved:
         bvals[r] = fhomes[r]
-    bstep = Step(bwd_nodes, bvals, {}, work)
-    for n in fwd_nodes:
-        if fstep._kind(n) == "scalar":
-            bstep.scalars[n] = fstep._scalar(n)
     b_dests: list[tuple[Any, Val, str]] = []
     for k in range(nh):
         b_dests.append((grads[k], at_t(f"GH[{k}]", hs[k]), "="))
     for k in range(ns):
         b_dests.append((grads[nh + k], contiguous(f"gsb[{k}]", *ss[k]), "="))
-    for k in range(len(ks)):
-        b_dests.append((grads[nh + ns + k], contiguous(f"GK[{k}]", *ks[k]), "+="))
+    bhomes: dict[fx.Node, Val] = {}
     blate = []
     for g, d, mode in b_dests:
-        if (
-            mode == "="
-            and isinstance(g, fx.Node)
-            and _is_compute(g)
-            and g not in fwd_set
-            and g not in bstep.homes
-        ):
-            bstep.homes[g] = d
+        if isinstance(g, fx.Node) and _is_compute(g) and g not in fwd_set and g not in bhomes:
+            bhomes[g] = d
         else:
             blate.append((g, d, mode))
+    deferred, bt_sizes = _defer_weight_grads(grads[nh + ns :], fwd_set, bvals, bhomes, O[0], at_t)
+    for k in range(len(ks)):
+        if k not in deferred:
+            blate.append((grads[nh + ns + k], contiguous(f"GK[{k}]", *ks[k]), "+="))
+    skip = {d[0] for d in deferred.values()}
+    bstep = Step([n for n in bwd_nodes if n not in skip], bvals, bhomes, work)
+    for n in fwd_nodes:
+        if fstep._kind(n) == "scalar":
+            bstep.scalars[n] = fstep._scalar(n)
     bstep.emit()
     for g, d, mode in blate:
         bstep.store(g, d, mode)
+    post = []
+    for k, (_, pa, pb, n_, m_, trans) in deferred.items():
+        rows = f"(int)(nT*{O[0]})"
+        if trans:
+            post.append(f"gemm(1, 0, {m_}, {n_}, {rows}, T(1), {pb}, {m_}, {pa}, {n_}, T(1), "
+                        f"GK[{k}], {n_});")  # fmt: skip
+        else:
+            post.append(f"gemm(1, 0, {n_}, {m_}, {rows}, T(1), {pa}, {n_}, {pb}, {m_}, T(1), "
+                        f"GK[{k}], {m_});")  # fmt: skip
+    bstep.post = post
     b_work = work[0]
 
     src = _assemble(dtype, fstep, bstep, O, ss, cy, cs, gs_a, gs_b)
@@ -235,9 +247,66 @@ def generate(sp: Split, dtype: torch.dtype) -> tuple[str, dict[str, Any]]:
         "consts": [list(p.meta["val"].shape) for p in ins[nh + ns :]],
         "out": list(O),
         "saved": sv_sizes,
+        "bt": bt_sizes,
         "work": max(f_work, b_work) + 16,
     }
     return src, meta
+
+
+_PER_T = re.compile(r"^\((.+) \+ (t|\(t\+1\))\*(\d+)\)$")
+
+
+def _t0(v: Val) -> str | None:
+    """The pointer to step 0 of a per-step array view (rows of all T steps contiguous), or
+    None when ``v`` is not one."""
+    m = _PER_T.match(v.base)
+    if not m or v.off or v.cs != 1 or v.rs != v.C or int(m.group(3)) != v.R * v.C:
+        return None
+    return m.group(1) if m.group(2) == "t" else f"({m.group(1)} + {m.group(3)})"
+
+
+def _defer_weight_grads(
+    kgrads: list[Any], fwd_set: set[fx.Node], bvals: dict[fx.Node, Val],
+    bhomes: dict[fx.Node, Val], B: int, at_t: Any,
+) -> tuple[dict[int, tuple[Any, ...]], list[int]]:  # fmt: skip
+    """A weight's gradient sum_t a_tᵀ b_t (a, b: (B, ·) per step) as one GEMM over all T·B
+    rows after the loop instead of T small ones: a and b get per-step homes (BT arrays where
+    they have none), the per-step product is dropped. Returns {const: (mm node, a ptr, b ptr,
+    n, m, transposed)} and the sizes of the BT arrays."""
+    tr = (aten.permute.default, aten.t.default, aten.transpose.int)
+    out: dict[int, tuple[Any, ...]] = {}
+    bt: list[int] = []
+    for k, g in enumerate(kgrads):
+        if not isinstance(g, fx.Node) or g in fwd_set or len(g.users) != 1:
+            continue
+        r, trans = g, False
+        while r.target in tr and len(r.users) == 1:
+            r, trans = r.args[0], not trans  # type: ignore[assignment]
+        if r.target is not aten.mm.default or len(r.users) != 1 or r in fwd_set:
+            continue
+        A, b = r.args
+        if not isinstance(A, fx.Node) or A.target not in tr or not isinstance(b, fx.Node):
+            continue
+        a = A.args[0]
+        assert isinstance(a, fx.Node)
+        ptrs = []
+        for x in (a, b):
+            if shape2(x)[0] != B or (x.op == "call_function" and x.target in VIEWS):
+                break
+            if x in bvals or x in bhomes:
+                p = _t0(bvals[x] if x in bvals else bhomes[x])
+            elif _is_compute(x) and x not in fwd_set:
+                bhomes[x] = at_t(f"BT[{len(bt)}]", shape2(x))
+                bt.append(shape2(x)[0] * shape2(x)[1])
+                p = _t0(bhomes[x])
+            else:
+                p = None
+            if p is None:
+                break
+            ptrs.append(p)
+        if len(ptrs) == 2:
+            out[k] = (r, ptrs[0], ptrs[1], shape2(a)[1], shape2(b)[1], trans)
+    return out, bt
 
 
 def _assemble(dtype: torch.dtype, fstep: Step, bstep: Step, O: tuple[int, int],
@@ -258,7 +327,8 @@ def _assemble(dtype: torch.dtype, fstep: Step, bstep: Step, O: tuple[int, int],
     L.append(f"  std::memset(Y + t*{B * O[1]} + b*{O[1]}, 0, {O[1]}*sizeof(T)); }}")
     L.append("}}")
     L.append(f'extern "C" void rnnlab_backward(long nT, {arr}, T* GY, T* const* GS, '
-             "T* const* GH, T* const* GK, T* const* G0, T* W, const int64_t* len) {")  # fmt: skip
+             "T* const* GH, T* const* GK, T* const* G0, T* const* BT, T* W, "
+             "const int64_t* len) {")  # fmt: skip
     L.append(f"T* gsa[{max(ns, 1)}]; T* gsb[{max(ns, 1)}];")
     for k, (_, h) in enumerate(ss):
         L.append(f"gsa[{k}] = {gs_a[k].base}; gsb[{k}] = {gs_b[k].base};")
@@ -282,5 +352,6 @@ def _assemble(dtype: torch.dtype, fstep: Step, bstep: Step, O: tuple[int, int],
     L.append("}")
     for k, (_, h) in enumerate(ss):
         L.append(f"for (int e = 0; e < {B * h}; ++e) G0[{k}][e] = gsa[{k}][e] + GS[{k}][e];")
+    L += bstep.post
     L.append("}")
     return "\n".join(L) + "\n"

@@ -12,6 +12,7 @@ Shapes: T time, B batch, O output, H_k a state field's size, n_j a saved value's
 from __future__ import annotations
 
 import ctypes
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,11 +122,13 @@ def _backward_cpu(key, grads, hoisted, consts, outs, lengths):  # type: ignore[n
     gk = [torch.zeros_like(c) for c in consts]
     g0 = [o.new_empty(o.shape[1:]) for o in outs[1 : 1 + ns]]
     work = outs[0].new_empty(plan.meta["work"])
+    T = outs[0].shape[0]
+    bt = [outs[0].new_empty(T, n) for n in plan.meta["bt"]]
     lp, keep = _lengths_ptr(lengths)
     plan.bwd(ctypes.c_long(outs[0].shape[0]), _ptrs(hoisted), _ptrs(consts),
              _ptrs(list(outs[1 : 1 + ns])), ctypes.c_void_p(outs[0].data_ptr()),
              _ptrs(list(outs[1 + ns :])), ctypes.c_void_p(grads[0].data_ptr()),
-             _ptrs(grads[1:]), _ptrs(gh), _ptrs(gk), _ptrs(g0),
+             _ptrs(grads[1:]), _ptrs(gh), _ptrs(gk), _ptrs(g0), _ptrs(bt),
              ctypes.c_void_p(work.data_ptr()), lp)  # fmt: skip
     del keep
     return gh + gk + g0
@@ -185,6 +188,12 @@ class _RunBackward(torch.autograd.Function):
         raise RuntimeError(_SECOND_ORDER)
 
 
+# autograd.Function.apply calls inspect.signature(forward) on every call (0.1 ms here): a
+# precomputed __signature__ is returned at once
+for _fn in (_Run, _RunBackward):
+    _fn.forward.__signature__ = inspect.signature(_fn.forward)  # type: ignore[union-attr]
+
+
 def run(plan: Plan, x: Tensor, params: list[Tensor], state: tuple[Tensor, ...],
         lengths: Tensor | None) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
     """y (B, T, O) and the final state fields of ``x`` (B, T, I) through ``plan``'s loop."""
@@ -197,6 +206,10 @@ def run(plan: Plan, x: Tensor, params: list[Tensor], state: tuple[Tensor, ...],
         rows = plan.hoist_fn(xt.reshape(T * B, I), *params)
         hoisted = [r.reshape(T, B, -1) for r in rows]  # (T, B, k)
     lens = None if lengths is None else lengths.to("cpu", torch.int64)
-    outs = _Run.apply(plan.key, T, len(hoisted), len(consts), lens, *hoisted, *consts, *state)
+    tensors = (*hoisted, *consts, *state)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        outs = _Run.apply(plan.key, T, len(hoisted), len(consts), lens, *tensors)
+    else:  # nothing to differentiate: the op alone, without the autograd.Function's cost
+        outs = torch.ops.rnnlab_user.forward(plan.key, T, hoisted, consts, list(state), lens)
     ns = len(state)
     return outs[0].transpose(0, 1), [s[-1] for s in outs[1 : 1 + ns]]

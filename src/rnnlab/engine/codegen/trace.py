@@ -95,8 +95,16 @@ def trace(fn: Any, args: tuple[Tensor, ...]) -> fx.GraphModule:
     except Exception as exc:  # noqa: BLE001 - any tracing failure is a reason to fall back
         name = type(exc).__name__
         msg = str(exc)
-        if any(k in name + msg for k in ("DataDependent", "data-dependent", "GuardOn",
-                                          "_local_scalar_dense", "value out of")):
+        if any(
+            k in name + msg
+            for k in (
+                "DataDependent",
+                "data-dependent",
+                "GuardOn",
+                "_local_scalar_dense",
+                "value out of",
+            )
+        ):
             raise Unsupported(
                 "the step has data-dependent control flow (a Python branch or loop on a "
                 f"tensor's value), which a traced loop cannot follow ({name})"
