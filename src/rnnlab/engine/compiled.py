@@ -181,13 +181,20 @@ def _build(cc: CompiledCell, B: int, dtype: torch.dtype) -> Any:
             return runtime.load(key, str(hit[0]), hit[1])
     name = type(cc.cell).__name__
     t0 = time.perf_counter()
-    print(f"rnnlab: compiling {name} for B={B}, {str(dtype).replace('torch.', '')} "
-          "(first use; cached afterwards) ...", file=sys.stderr, flush=True)  # fmt: skip
-    src, meta = _generate(cc, B, dtype)
-    k = key or cache.key({"uncached": id(cc), "t": time.time()})
-    so = cache.compile_and_store(k, src, meta)
-    plan = runtime.load(k, str(so), meta)
-    print(f"rnnlab: compiled {name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    # one line: the message now, its end (the time, or "failed") when done
+    dt = str(dtype).replace("torch.", "")
+    print(f"rnnlab: compiling {name} for B={B}, {dt} (first use; cached afterwards) ...",
+          end="", file=sys.stderr, flush=True)  # fmt: skip
+    ok = False
+    try:
+        src, meta = _generate(cc, B, dtype)
+        k = key or cache.key({"uncached": id(cc), "t": time.time()})
+        so = cache.compile_and_store(k, src, meta)
+        plan = runtime.load(k, str(so), meta)
+        ok = True
+    finally:
+        end = f" {time.perf_counter() - t0:.1f} s" if ok else " not compiled"
+        print(end, file=sys.stderr, flush=True)
     return plan
 
 
