@@ -264,3 +264,25 @@ def test_cached_loop_loads_in_a_new_process_without_tracing(tmp_path):
     files = list((tmp_path / "shared_cache" / "cells").iterdir())
     assert any(f.suffix == ".so" for f in files) and any(f.name == ".rnnlab-cache" for f in files)
     assert not any(f.name.endswith(".tmp") for f in files)
+
+
+def test_export_sees_one_operator_and_matches():
+    # torch.export (dynamo) traces the loop as one rnnlab_user.forward node through its fake
+    torch.manual_seed(0)
+    layer = Recurrent(CompiledCell(MinimalGatedUnit(3, 4)))
+    x = torch.randn(2, 5, 3)
+    y0, _ = Recurrent(layer.cell.cell)(x)
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return self.layer(x)[0]
+
+    layer(x)  # compile the loop before the export traces it
+    ep = torch.export.export(M(), (x,))
+    ops = [str(n.target) for n in ep.graph.nodes if "rnnlab_user" in str(n.target)]
+    assert ops == ["rnnlab_user.forward.default"]
+    torch.testing.assert_close(ep.module()(x), y0, rtol=1e-5, atol=1e-6)

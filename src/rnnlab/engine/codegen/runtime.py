@@ -60,6 +60,22 @@ def load(key: str, so: str, meta: dict[str, Any]) -> Plan:
     return plan
 
 
+def _plan(key: str) -> Plan:
+    """The loaded plan of ``key``; a program exported in another process finds it in the
+    cache."""
+    if key not in _PLANS:
+        from . import cache
+
+        hit = cache.lookup(key)
+        if hit is None:
+            raise RuntimeError(
+                f"rnnlab_user: no compiled cell {key} in this process or in the cache "
+                f"({cache.cache_dir()}); run the CompiledCell once to compile it"
+            )
+        load(key, str(hit[0]), hit[1])
+    return _PLANS[key]
+
+
 def _ptrs(ts: list[Tensor]) -> Any:
     arr = (ctypes.c_void_p * max(len(ts), 1))()
     for i, t in enumerate(ts):
@@ -76,7 +92,7 @@ def _outs_like(plan: Plan, T: int, like: Tensor) -> list[Tensor]:
 
 @torch.library.register_fake("rnnlab_user::forward", lib=_lib)
 def _forward_fake(key, T, hoisted, consts, h0, lengths):  # type: ignore[no-untyped-def]
-    return _outs_like(_PLANS[key], T, h0[0])
+    return _outs_like(_plan(key), T, h0[0])
 
 
 @torch.library.register_fake("rnnlab_user::backward", lib=_lib)
@@ -84,7 +100,7 @@ def _backward_fake(key, grads, hoisted, consts, outs, lengths):  # type: ignore[
     return (
         [torch.empty_like(h) for h in hoisted]
         + [torch.empty_like(c) for c in consts]
-        + [o.new_empty(o.shape[1:]) for o in outs[1 : 1 + len(_PLANS[key].meta["states"])]]
+        + [o.new_empty(o.shape[1:]) for o in outs[1 : 1 + len(_plan(key).meta["states"])]]
     )
 
 
@@ -96,7 +112,7 @@ def _lengths_ptr(lengths: Tensor | None) -> tuple[Any, Tensor | None]:
 
 
 def _forward_cpu(key, T, hoisted, consts, h0, lengths):  # type: ignore[no-untyped-def]
-    plan = _PLANS[key]
+    plan = _plan(key)
     hoisted = [h.contiguous() for h in hoisted]
     consts = [c.contiguous() for c in consts]
     outs = _outs_like(plan, T, h0[0])
@@ -113,7 +129,7 @@ def _forward_cpu(key, T, hoisted, consts, h0, lengths):  # type: ignore[no-untyp
 
 
 def _backward_cpu(key, grads, hoisted, consts, outs, lengths):  # type: ignore[no-untyped-def]
-    plan = _PLANS[key]
+    plan = _plan(key)
     ns = len(plan.meta["states"])
     grads = [g.contiguous() for g in grads]
     hoisted = [h.contiguous() for h in hoisted]
@@ -138,31 +154,38 @@ _lib.impl("forward", _forward_cpu, "CPU")
 _lib.impl("backward", _backward_cpu, "CPU")
 
 
+def _counts(key: str) -> tuple[int, int, int]:
+    m = _plan(key).meta
+    return len(m["hoisted"]), len(m["consts"]), len(m["states"])
+
+
 class _Run(torch.autograd.Function):
-    """(key, T, n_hoisted, n_consts, lengths, *hoisted, *consts, *h0) -> (Y, *S, *saved)."""
+    """(key, T, lengths, *hoisted, *consts, *h0) -> (Y, *S, *saved). Only the key and tensors
+    cross into the Function (the counts are read from the plan: dynamo traces the backward
+    of a Function speculatively, with the context's values wrapped)."""
 
     @staticmethod
-    def forward(key, T, nh, nk, lengths, *tensors):  # type: ignore[no-untyped-def,override]
+    def forward(key, T, lengths, *tensors):  # type: ignore[no-untyped-def,override]
+        nh, nk, _ = _counts(key)
         h, k, s0 = tensors[:nh], tensors[nh : nh + nk], tensors[nh + nk :]
         return tuple(torch.ops.rnnlab_user.forward(key, T, list(h), list(k), list(s0), lengths))
 
     @staticmethod
     def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def]
-        key, T, nh, nk, lengths = inputs[:5]
-        tensors = inputs[5:]
-        ns = len(_PLANS[key].meta["states"])
+        key, _, lengths = inputs[:3]
+        nh, nk, ns = _counts(key)
         ctx.mark_non_differentiable(*output[1 + ns :])
-        ctx.save_for_backward(*tensors[: nh + nk], *output)
-        ctx.info = (key, nh, nk, ns, lengths)
+        ctx.save_for_backward(*inputs[3 : 3 + nh + nk], *output)
+        ctx.key, ctx.lengths = key, lengths
 
     @staticmethod
     def backward(ctx, *grads):  # type: ignore[no-untyped-def]
-        key, nh, nk, ns, lengths = ctx.info
+        nh, nk, ns = _counts(ctx.key)
         saved = ctx.saved_tensors
         outs = saved[nh + nk :]
         gs = [torch.zeros_like(o) if g is None else g for g, o in zip(grads[: 1 + ns], outs)]
-        res = _RunBackward.apply(key, nh + nk, 1 + ns, lengths, *saved, *gs)
-        return (None, None, None, None, None, *res)
+        res = _RunBackward.apply(ctx.key, ctx.lengths, *saved, *gs)
+        return (None, None, None, *res)
 
 
 class _RunBackward(torch.autograd.Function):
@@ -170,9 +193,10 @@ class _RunBackward(torch.autograd.Function):
     backward, hessians) raises a clear error instead of returning silent zeros."""
 
     @staticmethod
-    def forward(key, n_in, n_g, lengths, *tensors):  # type: ignore[no-untyped-def,override]
-        ins, outs, gs = tensors[:n_in], tensors[n_in:-n_g], tensors[-n_g:]
-        nh = len(_PLANS[key].meta["hoisted"])
+    def forward(key, lengths, *tensors):  # type: ignore[no-untyped-def,override]
+        nh, nk, ns = _counts(key)
+        ins, rest = tensors[: nh + nk], tensors[nh + nk :]
+        outs, gs = rest[: len(rest) - 1 - ns], rest[len(rest) - 1 - ns :]
         return tuple(
             torch.ops.rnnlab_user.backward(
                 key, list(gs), list(ins[:nh]), list(ins[nh:]), list(outs), lengths
@@ -208,7 +232,7 @@ def run(plan: Plan, x: Tensor, params: list[Tensor], state: tuple[Tensor, ...],
     lens = None if lengths is None else lengths.to("cpu", torch.int64)
     tensors = (*hoisted, *consts, *state)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        outs = _Run.apply(plan.key, T, len(hoisted), len(consts), lens, *tensors)
+        outs = _Run.apply(plan.key, T, lens, *tensors)
     else:  # nothing to differentiate: the op alone, without the autograd.Function's cost
         outs = torch.ops.rnnlab_user.forward(plan.key, T, hoisted, consts, list(state), lens)
     ns = len(state)
