@@ -129,19 +129,24 @@ def _copy_torch(mod: Any, kind: type, **kw: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    "ours, theirs, kw",
+    "ours, theirs, fn, kw",
     [
-        (rnnlab.nn.RNN, tnn.RNN, {"nonlinearity": "relu"}),
-        (rnnlab.nn.GRU, tnn.GRU, {"bidirectional": True}),
-        (rnnlab.nn.LSTM, tnn.LSTM, {"num_layers": 2}),
+        (rnnlab.nn.RNN, tnn.RNN, "rnn_relu", {"nonlinearity": "relu"}),
+        (rnnlab.nn.GRU, tnn.GRU, "gru", {"bidirectional": True}),
+        (rnnlab.nn.LSTM, tnn.LSTM, "lstm", {"num_layers": 2, "bidirectional": True}),
+        (rnnlab.nn.LSTM, tnn.LSTM, "lstm", {"num_layers": 3, "dropout": 0.5}),
     ],
 )
-def test_drop_ins_take_torchs_path_on_cuda(
-    as_if_cuda: Any, ours: Any, theirs: Any, kw: Any
+def test_drop_ins_make_torchs_one_call_on_cuda(
+    as_if_cuda: Any, monkeypatch: pytest.MonkeyPatch, ours: Any, theirs: Any, fn: str, kw: Any
 ) -> None:
-    """With the device check patched, every layer and direction of a plain drop-in goes to
-    torch's functional RNN, and the module equals torch.nn with the same weights, on a padded
-    (packed) batch as well."""
+    """With the device check patched, a plain drop-in makes torch.nn's call: torch's functional
+    RNN once for all layers and directions (so cuDNN on CUDA), and equals torch.nn with the same
+    weights, on a padded (packed) batch as well, in training with inter-layer dropout too (the
+    same function draws the same masks from the same seed)."""
+    calls = []
+    real = getattr(torch, fn)
+    monkeypatch.setattr(torch, fn, lambda *a: calls.append(1) or real(*a))
     torch.manual_seed(0)
     layers = kw.pop("num_layers", 1)
     mod = ours(3, 5, layers, **kw).double()
@@ -149,17 +154,46 @@ def test_drop_ins_take_torchs_path_on_cuda(
     x = torch.randn(6, 4, 3, dtype=F64)  # (T, B, I)
     packed = pack_padded_sequence(x, torch.tensor([6, 3, 5, 1]), enforce_sorted=False)
     for inp in (x, packed):
+        torch.manual_seed(1)
         out, h = mod(inp)
+        torch.manual_seed(1)
         want, h_want = ref(inp)
         out = out.data if not isinstance(out, torch.Tensor) else out
         want = want.data if not isinstance(want, torch.Tensor) else want
         torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
-        for a, b in zip(
-            h if isinstance(h, tuple) else (h,), h_want if isinstance(h_want, tuple) else (h_want,)
-        ):
+        hs = h if isinstance(h, tuple) else (h,)
+        for a, b in zip(hs, h_want if isinstance(h_want, tuple) else (h_want,)):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
-    directions = 2 if kw.get("bidirectional") else 1
-    assert as_if_cuda == {"cudnn": 2 * layers * directions, "triton": 0}
+    assert len(calls) == 2  # one per forward, whatever the layers and directions
+    assert as_if_cuda == {"cudnn": 0, "triton": 0}
+
+
+def test_drop_in_with_options_runs_layer_by_layer_on_cuda(as_if_cuda: Any) -> None:
+    """Not torch's maths (peepholes): no whole-module call; each layer asks its own path."""
+    torch.manual_seed(0)
+    mod = rnnlab.nn.LSTM(3, 4, 2, peephole=True).double()
+    x = torch.randn(5, 2, 3, dtype=F64)
+    out, _ = mod(x)
+    with rnnlab.engine.disabled():
+        ref, _ = mod(x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    want = 2 if dispatch.triton_available() else 0
+    assert as_if_cuda == {"cudnn": 0, "triton": want}
+
+
+def test_whole_module_path_is_off_on_cpu_and_when_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = rnnlab.nn.GRU(3, 4, 2)
+    x = torch.randn(2, 5, 3)
+    states = mod._initial(None, 2, x)
+    assert cudnn.whole_module(mod, x, states, None) is None  # a CPU tensor
+    monkeypatch.setattr(registry, "_device_type", lambda x: "cuda")
+    assert cudnn.whole_module(mod, x, states, None) is not None
+    with rnnlab.engine.disabled():
+        assert cudnn.whole_module(mod, x, states, None) is None
+    mod.recurrent_dropout = 0.3
+    assert cudnn.whole_module(mod, x, states, None) is None  # training, variational masks
+    mod.eval()
+    assert cudnn.whole_module(mod, x, states, None) is not None
 
 
 def test_lecture_cells_ask_for_the_fused_op_on_cuda(as_if_cuda: Any) -> None:
@@ -235,8 +269,8 @@ def test_wrapping_what_lookup_returns_and_restoring_it(monkeypatch: pytest.Monke
 @pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
 def test_on_cuda_drop_ins_equal_torch_nn_through_cudnn(kind: str, monkeypatch: Any) -> None:
     calls = []
-    run = cudnn.run
-    monkeypatch.setattr(cudnn, "run", lambda *a: calls.append(1) or run(*a))
+    whole = cudnn.whole_module
+    monkeypatch.setattr(cudnn, "whole_module", lambda *a: calls.append(whole(*a)) or calls[-1])
     torch.manual_seed(0)
     mod = getattr(rnnlab.nn, kind)(8, 16, 2, batch_first=True).cuda()
     ref = getattr(tnn, kind)(8, 16, 2, batch_first=True).cuda()
@@ -248,7 +282,7 @@ def test_on_cuda_drop_ins_equal_torch_nn_through_cudnn(kind: str, monkeypatch: A
     (g,) = torch.autograd.grad(out.square().sum(), x)
     (g_want,) = torch.autograd.grad(want.square().sum(), x)
     torch.testing.assert_close(g, g_want, rtol=1e-4, atol=1e-5)
-    assert len(calls) == 2
+    assert len(calls) == 1 and calls[0] is not None  # the whole module in one cuDNN call
 
 
 @pytest.mark.skipif(not (CUDA and dispatch.triton_available()), reason="needs CUDA and triton")

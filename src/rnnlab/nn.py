@@ -48,6 +48,7 @@ from .cells.gru import GRUCell
 from .cells.layernorm import LayerNormGRUCell, layer_norm_lstm_cell
 from .cells.lstm import LSTMCell, LSTMFGRState, LSTMState
 from .cells.simple import ElmanCell
+from .engine.gpu import cudnn as gpu_cudnn
 from .layers._utils import check_lengths, repack, unpack
 from .layers.recurrent import unroll
 
@@ -264,7 +265,11 @@ class _RNNBase(tnn.Module):
         D = self._num_dir
         layer_in = x
         finals: list[Any] = []
-        for layer in range(self.num_layers):
+        # CUDA, torch's maths: the whole module in one cuDNN call, as torch.nn (docs/design/0014)
+        whole = gpu_cudnn.whole_module(self, x, states, lengths)
+        if whole is not None:
+            layer_in, finals = whole
+        for layer in range(self.num_layers if whole is None else 0):
             outs = []
             for d in range(D):
                 k = layer * D + d

@@ -89,3 +89,52 @@ def run(cell: Any, x: Tensor, state: Any, lengths: Tensor | None) -> tuple[Tenso
         return y, LSTMState(h_n[0], c_n[0])
     y, h_n = _call(cell, x, state.h.unsqueeze(0), lengths)
     return y, (GRUState if type(cell) is GRUCell else ElmanState)(h_n[0])
+
+
+def whole_module(module: Any, x: Tensor, states: list[Any], lengths: Tensor | None) -> Any:
+    """A whole ``rnnlab.nn`` drop-in (every layer and direction) as torch.nn runs it: one call
+    of torch's function with the module's flat weights, so on CUDA cuDNN does all layers at once
+    (inter-layer dropout included) exactly as for the torch.nn module. Returns
+    ``(output (B, T, D·H), final states per layer and direction)`` or None (then the drop-in
+    runs its layers one by one): not a CUDA tensor, fast paths off, any cell not torch's maths
+    or a subclass, recurrent dropout in training.
+    """
+    from .. import registry
+
+    cells = module._cells
+    if registry._device_type(x) != "cuda" or registry.lookup(cells[0]) is None:
+        return None
+    if not all(type(c) is type(cells[0]) and torch_maths(c) for c in cells):
+        return None
+    if getattr(module, "recurrent_dropout", 0.0) > 0 and module.training:
+        return None
+    lstm = type(cells[0]) is LSTMCell
+    fn: Any
+    if lstm:
+        fn = torch.lstm
+    elif type(cells[0]) is GRUCell:
+        fn = torch.gru
+    else:
+        fn = getattr(torch, _ELMAN[cells[0].activation_name])
+    hx: Any = torch.stack([s.h for s in states])  # (L·D, B, H)
+    if lstm:
+        hx = (hx, torch.stack([s.c for s in states]))
+    flags = (module.bias, module.num_layers, module.dropout, module.training, module.bidirectional)
+    weights = module._flat_weights
+    if lengths is None:
+        out = fn(x, hx, weights, *flags, True)
+        y, finals = out[0], out[1:]
+    else:
+        T = x.shape[1]
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        order, unorder = packed.sorted_indices, packed.unsorted_indices
+        assert order is not None and unorder is not None
+        hx = tuple(h.index_select(1, order) for h in hx) if lstm else hx.index_select(1, order)
+        out = fn(packed.data, packed.batch_sizes, hx, weights, *flags)
+        seq = type(packed)(out[0], packed.batch_sizes, order, unorder)
+        y, _ = pad_packed_sequence(seq, batch_first=True, total_length=T)
+        finals = tuple(h.index_select(1, unorder) for h in out[1:])
+    if lstm:
+        return y, [LSTMState(h, c) for h, c in zip(finals[0], finals[1])]
+    state = GRUState if type(cells[0]) is GRUCell else ElmanState
+    return y, [state(h) for h in finals[0]]
