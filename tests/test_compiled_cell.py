@@ -217,6 +217,8 @@ def test_float32_mgu_and_torch_func_grad():
     x = torch.randn(2, 5, 4)
     y1, _ = Recurrent(cell)(x)
     torch.testing.assert_close(fast(x)[0], y1, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # the loop variant that saves nothing for a backward
+        torch.testing.assert_close(fast(x)[0], y1, rtol=1e-5, atol=1e-6)
 
     def loss(x_):  # type: ignore[no-untyped-def]
         return fast(x_)[0].square().sum()

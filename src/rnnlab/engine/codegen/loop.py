@@ -8,7 +8,8 @@ reads are saved per step (or read back from the state sequence, where they are t
 
 The C ABI (every array contiguous, time-major; ``n`` a step's element count of that array):
 
-``rnnlab_forward(T, H, K, S, Y, SV, W, len)``: H[k] hoisted (T, B, ·), K[k] constants,
+``rnnlab_forward(T, H, K, S, Y, SV, W, len)`` (``rnnlab_infer``: the same without writing SV,
+for runs that need no gradient): H[k] hoisted (T, B, ·), K[k] constants,
 S[k] the state sequence (T+1, B, H_k) with S[k][0] = the initial state, Y (T, B, O), SV[j] saved
 (T, n_j), W the workspace, len the lengths (B,) or null. Past a sequence's length the state is
 carried and y is zero, as in the reference loop.
@@ -189,6 +190,11 @@ def generate(sp: Split, dtype: torch.dtype) -> tuple[str, dict[str, Any]]:
     fstep.emit()
     for o, d in late:
         fstep.store(o, d)
+    # the same step without the saves, for runs that need no gradient
+    istep = Step(fwd_nodes, inputs(), {o: d for o, d in fhomes.items() if o in f_outs}, work)
+    istep.emit()
+    for o, d in late:
+        istep.store(o, d)
     f_work = work[0]
 
     # ---- backward step: reads saved values at t, cotangents from CY/CS, writes GH, GSb, GK
@@ -239,7 +245,7 @@ def generate(sp: Split, dtype: torch.dtype) -> tuple[str, dict[str, Any]]:
     bstep.post = post
     b_work = work[0]
 
-    src = _assemble(dtype, fstep, bstep, O, ss, cy, cs, gs_a, gs_b)
+    src = _assemble(dtype, fstep, istep, bstep, O, ss, cy, cs, gs_a, gs_b)
     meta = {
         "dtype": str(dtype).replace("torch.", ""),
         "hoisted": [list(rc) for rc in hs],
@@ -309,7 +315,7 @@ def _defer_weight_grads(
     return out, bt
 
 
-def _assemble(dtype: torch.dtype, fstep: Step, bstep: Step, O: tuple[int, int],
+def _assemble(dtype: torch.dtype, fstep: Step, istep: Step, bstep: Step, O: tuple[int, int],
               ss: list[tuple[int, int]], cy: Val, cs: list[Val], gs_a: list[Val],
               gs_b: list[Val]) -> str:  # fmt: skip
     B = O[0]
@@ -317,15 +323,16 @@ def _assemble(dtype: torch.dtype, fstep: Step, bstep: Step, O: tuple[int, int],
     ns = len(ss)
     L = [PRELUDE % {"ctype": ctype, "gemm": gemm}]
     arr = "T* const* H, T* const* K, T* const* S, T* Y, T* const* SV"
-    L.append(f'extern "C" void rnnlab_forward(long nT, {arr}, T* W, const int64_t* len) {{')
-    L.append("for (long t = 0; t < nT; ++t) {")
-    L += fstep.lines
-    L.append(f"if (len) for (int b = 0; b < {B}; ++b) if (t >= len[b]) {{")
-    for k, (_, h) in enumerate(ss):
-        L.append(f"  std::memcpy(S[{k}] + (t+1)*{B * h} + b*{h}, S[{k}] + t*{B * h} + b*{h}, "
-                 f"{h}*sizeof(T));")  # fmt: skip
-    L.append(f"  std::memset(Y + t*{B * O[1]} + b*{O[1]}, 0, {O[1]}*sizeof(T)); }}")
-    L.append("}}")
+    for name, step in (("rnnlab_forward", fstep), ("rnnlab_infer", istep)):
+        L.append(f'extern "C" void {name}(long nT, {arr}, T* W, const int64_t* len) {{')
+        L.append("for (long t = 0; t < nT; ++t) {")
+        L += step.lines
+        L.append(f"if (len) for (int b = 0; b < {B}; ++b) if (t >= len[b]) {{")
+        for k, (_, h) in enumerate(ss):
+            L.append(f"  std::memcpy(S[{k}] + (t+1)*{B * h} + b*{h}, S[{k}] + t*{B * h} + "
+                     f"b*{h}, {h}*sizeof(T));")  # fmt: skip
+        L.append(f"  std::memset(Y + t*{B * O[1]} + b*{O[1]}, 0, {O[1]}*sizeof(T)); }}")
+        L.append("}}")
     L.append(f'extern "C" void rnnlab_backward(long nT, {arr}, T* GY, T* const* GS, '
              "T* const* GH, T* const* GK, T* const* G0, T* const* BT, T* W, "
              "const int64_t* len) {")  # fmt: skip

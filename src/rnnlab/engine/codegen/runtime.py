@@ -23,7 +23,7 @@ _PLANS: dict[str, Plan] = {}
 
 _lib = torch.library.Library("rnnlab_user", "DEF")
 _lib.define("forward(str key, int T, Tensor[] hoisted, Tensor[] consts, Tensor[] h0, "
-            "Tensor? lengths) -> Tensor[]")  # fmt: skip
+            "Tensor? lengths, bool store=True) -> Tensor[]")  # fmt: skip
 _lib.define("backward(str key, Tensor[] grads, Tensor[] hoisted, Tensor[] consts, "
             "Tensor[] outs, Tensor? lengths) -> Tensor[]")  # fmt: skip
 
@@ -40,6 +40,7 @@ class Plan:
     key: str
     meta: dict[str, Any]
     fwd: Any
+    infer: Any
     bwd: Any
     consts_fn: Any  # (*params) -> constants the loop reads
     hoist_fn: Any  # (x rows, *params) -> hoisted values
@@ -54,8 +55,10 @@ def load(key: str, so: str, meta: dict[str, Any]) -> Plan:
     lib = ctypes.CDLL(so)
     ns: dict[str, Any] = {"torch": torch}
     exec(compile(meta["python"], f"<rnnlab cell {key}>", "exec"), ns)  # our own cached code
-    plan = Plan(key, meta, lib.rnnlab_forward, lib.rnnlab_backward, ns["consts"], ns["hoist"],
-                bool(meta["vmap_hoist"]))  # fmt: skip
+    plan = Plan(
+        key, meta, lib.rnnlab_forward, lib.rnnlab_infer, lib.rnnlab_backward,
+        ns["consts"], ns["hoist"], bool(meta["vmap_hoist"]),
+    )  # fmt: skip
     _PLANS[key] = plan
     return plan
 
@@ -83,16 +86,18 @@ def _ptrs(ts: list[Tensor]) -> Any:
     return arr
 
 
-def _outs_like(plan: Plan, T: int, like: Tensor) -> list[Tensor]:
+def _outs_like(plan: Plan, T: int, like: Tensor, store: bool = True) -> list[Tensor]:
+    """Y, the state sequences and the saved values (empty when ``store`` is false)."""
     m = plan.meta
     B, O = m["out"]
     n = like.new_empty
-    return [n(T, B, O)] + [n(T + 1, *rc) for rc in m["states"]] + [n(T, s) for s in m["saved"]]
+    saved = [n(T, s) if store else n(0) for s in m["saved"]]
+    return [n(T, B, O)] + [n(T + 1, *rc) for rc in m["states"]] + saved
 
 
 @torch.library.register_fake("rnnlab_user::forward", lib=_lib)
-def _forward_fake(key, T, hoisted, consts, h0, lengths):  # type: ignore[no-untyped-def]
-    return _outs_like(_plan(key), T, h0[0])
+def _forward_fake(key, T, hoisted, consts, h0, lengths, store=True):  # type: ignore[no-untyped-def]
+    return _outs_like(_plan(key), T, h0[0], store)
 
 
 @torch.library.register_fake("rnnlab_user::backward", lib=_lib)
@@ -111,19 +116,22 @@ def _lengths_ptr(lengths: Tensor | None) -> tuple[Any, Tensor | None]:
     return ctypes.c_void_p(keep.data_ptr()), keep
 
 
-def _forward_cpu(key, T, hoisted, consts, h0, lengths):  # type: ignore[no-untyped-def]
+def _forward_cpu(key, T, hoisted, consts, h0, lengths, store=True):  # type: ignore[no-untyped-def]
     plan = _plan(key)
     hoisted = [h.contiguous() for h in hoisted]
     consts = [c.contiguous() for c in consts]
-    outs = _outs_like(plan, T, h0[0])
+    outs = _outs_like(plan, T, h0[0], store)
     ns = len(plan.meta["states"])
     for s, h in zip(outs[1 : 1 + ns], h0):
         s[0].copy_(h)
     work = h0[0].new_empty(plan.meta["work"])
     lp, keep = _lengths_ptr(lengths)
-    plan.fwd(ctypes.c_long(T), _ptrs(hoisted), _ptrs(consts), _ptrs(outs[1 : 1 + ns]),
-             ctypes.c_void_p(outs[0].data_ptr()), _ptrs(outs[1 + ns :]),
-             ctypes.c_void_p(work.data_ptr()), lp)  # fmt: skip
+    run = plan.fwd if store else plan.infer
+    run(
+        ctypes.c_long(T), _ptrs(hoisted), _ptrs(consts), _ptrs(outs[1 : 1 + ns]),
+        ctypes.c_void_p(outs[0].data_ptr()), _ptrs(outs[1 + ns :]),
+        ctypes.c_void_p(work.data_ptr()), lp,
+    )  # fmt: skip
     del keep
     return outs
 
@@ -234,6 +242,6 @@ def run(plan: Plan, x: Tensor, params: list[Tensor], state: tuple[Tensor, ...],
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         outs = _Run.apply(plan.key, T, lens, *tensors)
     else:  # nothing to differentiate: the op alone, without the autograd.Function's cost
-        outs = torch.ops.rnnlab_user.forward(plan.key, T, hoisted, consts, list(state), lens)
+        outs = torch.ops.rnnlab_user.forward(plan.key, T, hoisted, consts, list(state), lens, False)
     ns = len(state)
     return outs[0].transpose(0, 1), [s[-1] for s in outs[1 : 1 + ns]]
