@@ -131,6 +131,39 @@ def test_fused_op_equals_reference_loop_float32(name: str) -> None:
     _check(CELLS[name], torch.float32, 2e-6)
 
 
+ELMAN = ["elman-output", "elman-relu-sigmoid-output", "elman-sigmoid-nobias"]
+
+
+@pytest.mark.parametrize("name", ELMAN)
+@pytest.mark.parametrize("dtype, atol", [(F64, 1e-12), (torch.float32, 2e-6)])
+def test_elman_per_step_path_equals_reference_loop(
+    name: str, dtype: torch.dtype, atol: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small H takes the persistent kernel; this checks the per-step path (large H) too."""
+    monkeypatch.setattr(ops, "PERSISTENT", [False])
+    _check(CELLS[name], dtype, atol)
+
+
+def test_persistent_elman_over_several_programs_and_padded_units() -> None:
+    """B = 37 (three programs of 16 rows, dU summed by atomic adds) and H = 20 (padded to 32)."""
+    make = lambda: ElmanCell(3, 20, output_size=2)  # noqa: E731
+    torch.manual_seed(0)
+    (y, final), (ry, rfinal), inputs, ref_inputs = _run_both(make, F64, B=37, T=4)
+    torch.testing.assert_close(y, ry, rtol=0, atol=1e-12)
+    grads = torch.autograd.grad(_loss(y, final), inputs)
+    want = torch.autograd.grad(_loss(ry, rfinal), ref_inputs)
+    for g, w in zip(grads, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-11)
+
+
+def test_persistent_kernel_asserts_its_gpu_limits() -> None:
+    from rnnlab.engine.gpu import _triton_persistent as P
+
+    assert P.check_limits(3, 6, 4) == (16, 16)  # dot operands padded to 16
+    with pytest.raises(AssertionError, match="too large"):
+        P.check_limits(3, P.MAX_H + 1, 4)
+
+
 @pytest.mark.parametrize(
     "name", ["elman-output", "jordan-relu-tanh", "gru-before", "lstm-V", "lstm-CIFG", "lstm-FGR"]
 )

@@ -25,7 +25,12 @@ import torch
 from torch import Tensor
 
 from . import _triton_kernels as K
+from . import _triton_persistent as P
 from ._triton_lstm import lstm_bwd_kernel, lstm_fwd_kernel
+
+# Elman with H <= P.MAX_H runs the persistent kernel (time loop inside, U on chip) instead of
+# per-step launches; a switch so the tests check both paths.
+PERSISTENT = [True]
 
 _SECOND_ORDER = (
     "rnnlab.engine (GPU): second-order gradients through a Triton kernel are not supported; "
@@ -58,6 +63,8 @@ def elman_fwd(gx: Tensor, w_hh: Tensor, h0: Tensor, act: int) -> Tensor:
     """h(t) = act(gx(t) + U h(t-1)); returns hs (T+1, B, H) with hs[0] = h(0)."""
     gx, w_hh, h0 = _c(gx, w_hh, h0)
     T, B, H = gx.shape
+    if PERSISTENT[-1] and H <= P.MAX_H:
+        return P.forward(gx, w_hh, h0, act)
     hs = gx.new_empty(T + 1, B, H)
     hs[0] = h0
     wt = w_hh.t()
@@ -76,6 +83,8 @@ def _(gx: Tensor, w_hh: Tensor, h0: Tensor, act: int) -> Tensor:
 def elman_bwd(g_hs: Tensor, hs: Tensor, w_hh: Tensor, act: int) -> tuple[Tensor, Tensor, Tensor]:
     g_hs, hs, w_hh = _c(g_hs, hs, w_hh)
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    if PERSISTENT[-1] and H <= P.MAX_H:
+        return P.backward(g_hs, hs, w_hh, act)
     da = hs.new_empty(T, B, H)
     rec = torch.zeros_like(hs[0])
     for t in range(T - 1, -1, -1):
