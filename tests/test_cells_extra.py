@@ -373,3 +373,37 @@ def test_zoneout_errors():
         ZoneoutCell(LSTMCell(2, 3), {"c": 1.5})
     z = ZoneoutCell(VariationalDropoutCell(LSTMCell(2, 3), 0.1, 0.1), 0.2)
     assert z.rates["mask_h"] == 0.0 and z.rates["c"] == 0.2
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_dropout_engine_path_equals_reference_loop(training):
+    # Input-only dropout (and any dropout in eval) runs the inner cell's kernel on m_x * x.
+    torch.manual_seed(2)
+    layer = Recurrent(
+        LSTMCell(I, H, dtype=D), dropout_input=0.4, dropout_state=0.0 if training else 0.3
+    )
+    layer.train(training)
+    assert engine.lookup(layer.cell) is not None
+    x = torch.randn(B, T, I, dtype=D, requires_grad=True)
+    s0 = layer.initial_state(B, dtype=D, generator=torch.Generator().manual_seed(1))
+    h0 = torch.randn(B, H, dtype=D, requires_grad=True)
+    state = (h0, s0.c, s0.mask_x, s0.mask_h)
+    lengths = torch.tensor([T, 3, 1])
+    outs = []
+    for fast in (True, False):
+        if fast:
+            y, s = layer(x, state, lengths=lengths)
+        else:
+            with engine.disabled():
+                y, s = layer(x, state, lengths=lengths)
+        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=D).view_as(y)).sum() + s.c.sum()
+        outs.append((y, s, torch.autograd.grad(loss, [x, h0, *layer.parameters()])))
+    (y1, s1, g1), (y2, s2, g2) = outs
+    torch.testing.assert_close(y1, y2)
+    for a, b in zip(s1, s2):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+    if training:  # the mask is really applied on this path
+        plain = Recurrent(layer.cell.cell)
+        assert not torch.allclose(y1, plain(x, (h0, s0.c), lengths=lengths)[0])

@@ -33,9 +33,11 @@ def register_defaults() -> None:
     """Register the compiled kernels of the built-in cells (done on import)."""
     from .gpu import register_all as register_gpu
     from .kernels import register_all
+    from .kernels_extra import register_extra
 
     register_all()
     register_gpu()
+    register_extra()
 
 
 register_defaults()
