@@ -24,7 +24,7 @@ against 82.7 and 78.4 for Zaremba et al.'s non-recurrent dropout. Krueger et al.
 test BPC than the unregularised LSTM and than recurrent dropout (their Table 2; check the exact
 figures in the paper before quoting them).
 
-Run (about 5 minutes on 2 cores with the defaults):
+Run (about 4 minutes of CPU with the defaults; 13 minutes wall on a loaded machine):
 
     OMP_NUM_THREADS=2 python scripts/benefit_regularisers.py --out results/issue18/regularisers
 """

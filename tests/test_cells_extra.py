@@ -407,3 +407,24 @@ def test_dropout_engine_path_equals_reference_loop(training):
     if training:  # the mask is really applied on this path
         plain = Recurrent(layer.cell.cell)
         assert not torch.allclose(y1, plain(x, (h0, s0.c), lengths=lengths)[0])
+
+
+def test_dropout_masks_survive_a_checkpoint_of_the_carried_state(tmp_path):
+    # What a trainer does at resume: save the carried state's leaves, rebuild the structure
+    # from a template, continue. The continuation equals the uninterrupted run.
+    from safetensors.torch import load_file, save_file
+
+    from rnnlab.training._state import state_from_leaves, state_leaves
+
+    torch.manual_seed(0)
+    layer = Recurrent(GRUCell(I, H), dropout_input=0.3, dropout_state=0.3)
+    x = torch.randn(4, 10, I)
+    y_full, _ = layer(x, generator=torch.Generator().manual_seed(9))
+    _, carried = layer(x[:, :6], generator=torch.Generator().manual_seed(9))
+    save_file({str(k): t for k, t in enumerate(state_leaves(carried))}, tmp_path / "carry.st")
+    loaded = load_file(tmp_path / "carry.st")
+    template = layer.initial_state(4)  # fresh masks: replaced by the saved ones
+    restored = state_from_leaves(template, [loaded[str(k)] for k in range(len(loaded))])
+    assert type(restored) is type(carried)
+    y_rest, _ = layer(x[:, 6:], restored)
+    torch.testing.assert_close(y_rest, y_full[:, 6:])
