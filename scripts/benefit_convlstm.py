@@ -19,7 +19,7 @@ ConvLSTM about 3670 against about 4832 for FC-LSTM; check the exact figures in t
 
 Run (about 3-4 minutes of CPU with the defaults):
 
-    OMP_NUM_THREADS=2 python scripts/benefit_convlstm.py --out results/issue18/convlstm
+    OMP_NUM_THREADS=2 python scripts/benefit_convlstm.py --out scripts/results/issue18/convlstm
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ convergence, not a new optimum, which is what "steps to solve" measures here.
 
 Run (about 2 minutes on 2 cores with the defaults):
 
-    OMP_NUM_THREADS=2 python scripts/benefit_layernorm.py --out results/issue18/layernorm
+    OMP_NUM_THREADS=2 python scripts/benefit_layernorm.py --out scripts/results/issue18/layernorm
 """
 
 from __future__ import annotations
