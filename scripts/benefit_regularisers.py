@@ -26,7 +26,8 @@ figures in the paper before quoting them).
 
 Run (about 4 minutes of CPU with the defaults; 13 minutes wall on a loaded machine):
 
-    OMP_NUM_THREADS=2 python scripts/benefit_regularisers.py --out scripts/results/issue18/regularisers
+    OMP_NUM_THREADS=2 python scripts/benefit_regularisers.py \\
+        --out scripts/results/issue18/regularisers
 """
 
 from __future__ import annotations
