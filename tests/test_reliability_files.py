@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -209,3 +211,16 @@ def test_analyze_out_is_a_new_folder_or_its_own(tmp_path, monkeypatch, capsys):
     from rnnlab._files import check_replaceable
 
     assert check_replaceable(run, "run"), "an analysis/ inside an old run is rnnlab's layout"
+
+
+def test_reliability_inventory_has_60_cases_and_every_test_it_names_exists():
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "reliability.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \|", text, flags=re.M)
+    assert len(rows) >= 60 and rows == [str(i) for i in range(1, len(rows) + 1)]
+    defined = set()
+    for f in (root / "tests").glob("test_*.py"):
+        defined |= set(re.findall(r"^def (test_\w+)", f.read_text(encoding="utf-8"), re.M))
+    named = set(re.findall(r"`(test_\w+)", text))
+    assert len(named) > 40
+    assert named <= defined, sorted(named - defined)
