@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -102,3 +103,44 @@ def test_two_processes_equal_one(tmp_path):
     assert len(val) >= 3 and val == [r["step"] for r in ref if r["split"] == "val"]
     for r1, r2 in zip(ref, rows):
         assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-5)
+
+
+_SIGTERM_RANK1 = """
+import os, signal, sys
+from rnnlab.training import trainer as tr
+real, fired = tr.Trainer._train_batch, []
+def batch(self):
+    if self.dist.rank == 1 and self.step >= 3 and not fired:  # only rank 1 gets the signal
+        fired.append(self.step)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(self)
+tr.Trainer._train_batch = batch
+from rnnlab.train_cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed with gloo is not available",
+)
+def test_sigterm_on_one_rank_stops_every_rank_at_one_checkpoint(tmp_path):
+    """SIGTERM to rank 1 only: the ranks agree through a collective at the batch boundary, all
+    join the checkpoint's collective, rank 0 writes it and exits 128 + 15."""
+    script = tmp_path / "sigterm_rank1.py"
+    script.write_text(_SIGTERM_RANK1)
+    run = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    cmd += ["--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script)]
+    cmd += ["train", *ARGS, "--run-dir", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode != 0
+    assert out.stderr.count("stopped by SIGTERM") == 1, out.stderr[-3000:]  # rank 0 reports
+    # rank 0 exits 128 + SIGTERM (torchrun then stops the other rank, which has saved too)
+    assert re.search(r"rank\s*: 0 .*\n\s*exitcode\s*: 143", out.stderr), out.stderr[-3000:]
+    meta = load_checkpoint(latest_checkpoint(run / "checkpoints")).meta
+    step = meta["progress"]["step"]
+    assert 3 < step < 9 and meta["world_size"] == 2
+    hist = [json.loads(line) for line in (run / "history.jsonl").open()]
+    assert hist[-1]["event"] == "interrupted" and hist[-1]["step"] == step
