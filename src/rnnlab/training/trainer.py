@@ -1114,6 +1114,8 @@ class Trainer:
         if last is None or int(last.stem.split("-")[1]) != self.step:
             last = self._guarded(self.save, last) or last
         self._history("interrupted", signal=signum)
+        # no rank leaves before rank 0 has written: torchrun stops the others when one exits
+        barrier(self.dist)
         import signal
 
         raise TrainingInterrupted(
