@@ -288,3 +288,13 @@ def test_export_sees_one_operator_and_matches():
     ops = [str(n.target) for n in ep.graph.nodes if "rnnlab_user" in str(n.target)]
     assert ops == ["rnnlab_user.forward.default"]
     torch.testing.assert_close(ep.module()(x), y0, rtol=1e-5, atol=1e-6)
+
+
+def test_input_part_that_mixes_rows_is_vmapped_over_time():
+    # x - mean over the batch: the hoisted part must not see all T·B rows at once
+    def f(s, x, st):  # type: ignore[no-untyped-def]
+        h = torch.tanh(s.w(x - x.mean(0, keepdim=True)) + 0.5 * st.h)
+        return h, H(h)
+
+    fast = _compare(_User(3, [4], f, lambda s: setattr(s, "w", nn.Linear(3, 4))))
+    assert fast._plans[(3, DT)].vmap_hoist
