@@ -298,3 +298,15 @@ def test_input_part_that_mixes_rows_is_vmapped_over_time():
 
     fast = _compare(_User(3, [4], f, lambda s: setattr(s, "w", nn.Linear(3, 4))))
     assert fast._plans[(3, DT)].vmap_hoist
+
+
+def test_a_step_symbolic_trace_cannot_key_is_compiled_but_not_cached(tmp_path):
+    # a branch on a shape: fine for the traced loop (shapes are fixed), but symbolic_trace has
+    # no key for it, so nothing is written to the cache folder
+    def f(s, x, st):  # type: ignore[no-untyped-def]
+        h = torch.tanh(s.w(x) + st.h) if x.shape[1] == 3 else st.h
+        return h, H(h)
+
+    _compare(_User(3, [4], f, lambda s: setattr(s, "w", nn.Linear(3, 4))))
+    cells = tmp_path / "cache" / "cells"
+    assert not cells.exists() or not any(p.suffix == ".so" for p in cells.iterdir())

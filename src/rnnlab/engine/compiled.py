@@ -189,7 +189,7 @@ def _build(cc: CompiledCell, B: int, dtype: torch.dtype) -> Any:
     try:
         src, meta = _generate(cc, B, dtype)
         k = key or cache.key({"uncached": id(cc), "t": time.time()})
-        so = cache.compile_and_store(k, src, meta)
+        so = cache.compile_and_store(k, src, meta, keep=key is not None)
         plan = runtime.load(k, str(so), meta)
         ok = True
     finally:

@@ -78,9 +78,10 @@ def lookup(k: str) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
-def compile_and_store(k: str, source: str, meta: dict[str, Any]) -> Path:
-    """Compile ``source`` with g++ into the cache; raise RuntimeError with g++'s message."""
-    d = cache_dir()
+def compile_and_store(k: str, source: str, meta: dict[str, Any], keep: bool = True) -> Path:
+    """Compile ``source`` with g++ into the cache (``keep``) or into a temporary folder of
+    this process (a step without a cache key); raise RuntimeError with g++'s message."""
+    d = cache_dir() if keep else Path(tempfile.mkdtemp(prefix="rnnlab-cell-"))
     so = d / f"{k}.so"
     with tempfile.TemporaryDirectory(prefix="rnnlab-cc-") as tmp:
         cpp, out = Path(tmp) / "cell.cpp", Path(tmp) / "cell.so"
