@@ -23,6 +23,11 @@ Run (the lead's measurement; about 10 minutes)::
 
     PYTHONPATH=src python benchmarks/bench_user_cell_peers.py --rounds 7 --repeats 10
 
+An A/B of the loops' BLAS threading (MKL's thread-local setting around each loop)::
+
+    RNNLAB_CC_BLAS_THREADS=1 PYTHONPATH=src python benchmarks/bench_user_cell_peers.py \
+        --rounds 7 --repeats 10 --out benchmarks/results/user_cell_peers-blas1
+
 ``--tiny`` checks the script in seconds at (T, B, I, H) = (5, 2, 3, 4). Results go to
 ``benchmarks/results/user_cell_peers.json`` and ``.md`` (``--out`` to change).
 """

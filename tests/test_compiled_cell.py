@@ -310,3 +310,13 @@ def test_a_step_symbolic_trace_cannot_key_is_compiled_but_not_cached(tmp_path):
     _compare(_User(3, [4], f, lambda s: setattr(s, "w", nn.Linear(3, 4))))
     cells = tmp_path / "cache" / "cells"
     assert not cells.exists() or not any(p.suffix == ".so" for p in cells.iterdir())
+
+
+def test_blas_threads_switch_keeps_results(monkeypatch):
+    # RNNLAB_CC_BLAS_THREADS (an A/B switch for the benchmark) changes threads, not maths
+    from rnnlab.engine.codegen import runtime
+
+    monkeypatch.setenv("RNNLAB_CC_BLAS_THREADS", "1")
+    monkeypatch.setattr(runtime, "_BLAS", runtime._blas_threads())
+    assert runtime._BLAS is not None
+    _compare(MinimalGatedUnit(4, 5))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -79,6 +80,39 @@ def _plan(key: str) -> Plan:
     return _PLANS[key]
 
 
+def _blas_threads() -> Any:
+    """``RNNLAB_CC_BLAS_THREADS=n``: the loops' BLAS calls run on n threads (MKL's
+    thread-local setting, restored after each loop); unset: MKL's own choice. For A/B runs of
+    the benchmark: small per-step products may lose more to thread start-up than they gain."""
+    import os
+
+    n = os.environ.get("RNNLAB_CC_BLAS_THREADS")
+    if not n:
+        return None
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        fn = lib.MKL_Set_Num_Threads_Local  # by value (the lowercase names take a pointer)
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    return lambda k: fn(ctypes.c_int(k)), int(n)
+
+
+_BLAS = _blas_threads()
+
+
+def _call(fn: Any, *args: Any) -> None:
+    if _BLAS is None:
+        fn(*args)
+        return
+    set_local, n = _BLAS
+    prev = set_local(n)
+    try:
+        fn(*args)
+    finally:
+        set_local(prev)
+
+
 def _ptrs(ts: list[Tensor]) -> Any:
     arr = (ctypes.c_void_p * max(len(ts), 1))()
     for i, t in enumerate(ts):
@@ -126,8 +160,8 @@ def _forward_cpu(key, T, hoisted, consts, h0, lengths, store=True):  # type: ign
         s[0].copy_(h)
     work = h0[0].new_empty(plan.meta["work"])
     lp, keep = _lengths_ptr(lengths)
-    run = plan.fwd if store else plan.infer
-    run(
+    _call(
+        plan.fwd if store else plan.infer,
         ctypes.c_long(T), _ptrs(hoisted), _ptrs(consts), _ptrs(outs[1 : 1 + ns]),
         ctypes.c_void_p(outs[0].data_ptr()), _ptrs(outs[1 + ns :]),
         ctypes.c_void_p(work.data_ptr()), lp,
@@ -149,7 +183,7 @@ def _backward_cpu(key, grads, hoisted, consts, outs, lengths):  # type: ignore[n
     T = outs[0].shape[0]
     bt = [outs[0].new_empty(T, n) for n in plan.meta["bt"]]
     lp, keep = _lengths_ptr(lengths)
-    plan.bwd(ctypes.c_long(outs[0].shape[0]), _ptrs(hoisted), _ptrs(consts),
+    _call(plan.bwd, ctypes.c_long(outs[0].shape[0]), _ptrs(hoisted), _ptrs(consts),
              _ptrs(list(outs[1 : 1 + ns])), ctypes.c_void_p(outs[0].data_ptr()),
              _ptrs(list(outs[1 + ns :])), ctypes.c_void_p(grads[0].data_ptr()),
              _ptrs(grads[1:]), _ptrs(gh), _ptrs(gk), _ptrs(g0), _ptrs(bt),
