@@ -8,7 +8,10 @@ dU = Σ_t da(t)ᵀ h(t-1) on chip and adds it to the result once with ``tl.atomi
 
 GPU limits the interpreter does not enforce are asserted by :func:`check_limits`: dot sizes of
 at least 16 (BB, BH >= 16) and U plus the accumulators within a conservative on-chip budget.
-``tl.dot`` runs with ``input_precision="ieee"`` (no TF32). Shapes: T time, B batch, H hidden.
+``tl.dot`` runs with ``input_precision="ieee"`` (no TF32) on float32 operands (fp16/bf16 states
+are upcast first); float64 runs take the per-step path instead (``ops._persistent``). The
+kernels themselves accept float64, which the interpreter tests use for an exact comparison.
+Shapes: T time, B batch, H hidden.
 """
 
 from __future__ import annotations

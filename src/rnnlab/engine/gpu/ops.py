@@ -29,8 +29,14 @@ from . import _triton_persistent as P
 from ._triton_lstm import lstm_bwd_kernel, lstm_fwd_kernel
 
 # Elman with H <= P.MAX_H runs the persistent kernel (time loop inside, U on chip) instead of
-# per-step launches; a switch so the tests check both paths.
+# per-step launches; a switch so the tests check both paths. Not for float64: its products
+# would be a float64 tl.dot, which not every GPU compiles; the per-step path (cuBLAS) is safe.
 PERSISTENT = [True]
+
+
+def _persistent(t: Tensor, H: int) -> bool:
+    return PERSISTENT[-1] and H <= P.MAX_H and t.dtype != torch.float64
+
 
 _SECOND_ORDER = (
     "rnnlab.engine (GPU): second-order gradients through a Triton kernel are not supported; "
@@ -63,7 +69,7 @@ def elman_fwd(gx: Tensor, w_hh: Tensor, h0: Tensor, act: int) -> Tensor:
     """h(t) = act(gx(t) + U h(t-1)); returns hs (T+1, B, H) with hs[0] = h(0)."""
     gx, w_hh, h0 = _c(gx, w_hh, h0)
     T, B, H = gx.shape
-    if PERSISTENT[-1] and H <= P.MAX_H:
+    if _persistent(gx, H):
         return P.forward(gx, w_hh, h0, act)
     hs = gx.new_empty(T + 1, B, H)
     hs[0] = h0
@@ -83,7 +89,7 @@ def _(gx: Tensor, w_hh: Tensor, h0: Tensor, act: int) -> Tensor:
 def elman_bwd(g_hs: Tensor, hs: Tensor, w_hh: Tensor, act: int) -> tuple[Tensor, Tensor, Tensor]:
     g_hs, hs, w_hh = _c(g_hs, hs, w_hh)
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    if PERSISTENT[-1] and H <= P.MAX_H:
+    if _persistent(hs, H):
         return P.backward(g_hs, hs, w_hh, act)
     da = hs.new_empty(T, B, H)
     rec = torch.zeros_like(hs[0])
