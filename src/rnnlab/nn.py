@@ -50,7 +50,7 @@ from .cells.lstm import LSTMCell, LSTMFGRState, LSTMState
 from .cells.simple import ElmanCell
 from .engine.gpu import cudnn as gpu_cudnn
 from .layers._utils import check_lengths, repack, unpack
-from .layers.recurrent import unroll
+from .layers.dispatch import run
 
 __all__ = ["GRU", "LSTM", "RNN"]
 
@@ -279,7 +279,7 @@ class _RNNBase(tnn.Module):
                     # Keras's recurrent_dropout: a fresh mask on h(t-1) per call (sequence).
                     cell = VariationalDropoutCell(cell, 0.0, p_rec)
                     s0 = cell.with_masks(s0)
-                res = unroll(cell, layer_in, s0, lengths, reverse=d == 1)
+                res = run(cell, layer_in, s0, lengths, reverse=d == 1)
                 outs.append(cast(Tensor, res.output))
                 finals.append(res.state)
             layer_out = outs[0] if D == 1 else torch.cat(outs, dim=-1)  # (B, T, D*out)

@@ -80,8 +80,12 @@ class Cell(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> Any:
-        """The zero state for ``batch_size`` sequences (the parameters' device and dtype)."""
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        """The zero state for ``batch_size`` sequences (the parameters' device and dtype).
+        ``batch_size`` may be symbolic (a ``torch.SymInt`` under torch.export/compile)."""
+        symbolic = isinstance(batch_size, torch.SymInt)
+        if not symbolic and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+        ):
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
         ref = self._param_like()
         device = device if device is not None else (ref.device if ref is not None else None)

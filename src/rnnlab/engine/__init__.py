@@ -3,6 +3,7 @@ isinstance, so a user's subclass that overrides ``step`` is never silently repla
 asks :func:`lookup` before falling back to its reference loop. Never a second API.
 """
 
+from . import ops as _ops  # noqa: F401  (defines torch.ops.rnnlab.* before any trace)
 from .build import status
 from .compiled import CompiledCell
 from .registry import (

@@ -81,6 +81,17 @@ def ops() -> Any | None:
     return _state["ops"]
 
 
+def available() -> bool:
+    """Whether the compiled kernels are switched on and built (building them on first call).
+    Traced code sees the answer as a constant: the build is a one-time side effect."""
+    return _available()
+
+
+@torch.compiler.assume_constant_result
+def _available() -> bool:
+    return enabled() and ops() is not None
+
+
 def status() -> dict[str, Any]:
     """Whether the kernels are built, the error if not, and how long loading took."""
     return {

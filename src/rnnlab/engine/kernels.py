@@ -1,13 +1,13 @@
 """Fast paths for the built-in cells, registered in the engine registry by exact cell type.
 
 Each kernel hoists the input projection of all steps into one GEMM (autograd), runs the
-recurrence in compiled C++ with a hand-written BPTT (``csrc/``), and reads outputs and final
-states off the returned state sequence with differentiable indexing. The LSTM without options
-on float32 full-length batches dispatches to torch's fused LSTM (oneDNN), the same maths.
-
-Second-order gradients: the compiled backward is not itself differentiable. Differentiating
-it again raises a clear error; run such code under ``rnnlab.engine.disabled()`` (the reference
-loop, fully differentiable). See docs/design/0004-cpu-engine.md.
+recurrence through the engine's operators (``torch.ops.rnnlab.*``, :mod:`.ops`: compiled C++
+with a hand-written BPTT, differentiated by the Functions of :mod:`.functions`, double backward
+included), and reads outputs and final states off the returned state sequence with
+differentiable indexing. The LSTM without options on float32 full-length batches, in eager
+mode outside torch.func, calls torch's fused LSTM (oneDNN), the same maths; compiled, exported
+or under a torch.func transform it runs the engine's own op (torch's RNN entry points do not
+trace: pytorch#167275). See docs/design/0004-cpu-engine.md and 0009-engine-operators.md.
 
 Shapes: B batch, T time, I input, H hidden, G gate blocks, P LSTM output, O Jordan output.
 """
@@ -24,6 +24,7 @@ from ..cells.gru import GRUCell, GRUState
 from ..cells.lstm import LSTMCell, LSTMFGRState, LSTMState
 from ..cells.simple import ElmanCell, ElmanState, JordanCell, JordanState
 from . import build
+from .functions import GRU, LSTM, Elman, Jordan
 from .registry import register, register_teacher_forced
 
 ACT_CODES = {
@@ -37,39 +38,16 @@ ACT_CODES = {
     "softplus": 7,
 }
 
-_SECOND_ORDER = (
-    "rnnlab.engine: second-order gradients through a compiled kernel are not supported; "
-    "run this code under `with rnnlab.engine.disabled():` to use the differentiable "
-    "reference loop"
-)
 
-_EMPTY: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+def _needs_backward(*tensors: Tensor | None) -> bool:
+    """Whether autograd will call the kernel's backward: then the forward keeps every step's
+    gate buffers, else one step's."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _empty(like: Tensor) -> Tensor:
-    key = (like.dtype, like.device)
-    if key not in _EMPTY:
-        _EMPTY[key] = torch.empty(0, dtype=like.dtype, device=like.device)
-    return _EMPTY[key]
-
-
-def _lengths_arg(lengths: Tensor | None) -> Tensor:
-    return torch.empty(0, dtype=torch.int64) if lengths is None else lengths.cpu()
-
-
-def _zeros_if_none(g: Tensor | None, like: Tensor) -> Tensor:
-    return torch.zeros_like(like) if g is None else g
-
-
-def _needs_backward(*tensors: Tensor) -> bool:
-    """Whether autograd will call the kernel's backward (inside Function.forward grad mode is
-    off and ctx.needs_input_grad ignores torch.no_grad, so this is asked before apply)."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
-def _check_first_order() -> None:
-    if torch.is_grad_enabled():
-        raise RuntimeError(_SECOND_ORDER)
+def _available(x: Tensor) -> bool:
+    """The compiled ops run CPU tensors (other devices: their own kernels or the loop)."""
+    return x.device.type == "cpu" and build.available()
 
 
 def _summed_bias(cell: Any) -> Tensor | None:
@@ -105,40 +83,13 @@ def _read_out(seq: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
 
 
 # ------------------------------------------------------------------------------- Elman ----
-class _ElmanFn(torch.autograd.Function):
-    # first: (B, H) added to step 0's pre-activation, or empty
-    @staticmethod
-    def forward(
-        ctx: Any, gx: Tensor, w_hh: Tensor, h0: Tensor, first: Tensor, lengths: Tensor, act: int
-    ) -> Tensor:
-        (hs,) = build.ops().elman_forward(gx, w_hh, h0, first, lengths, act)  # type: ignore[union-attr]
-        ctx.save_for_backward(hs, w_hh, lengths)
-        ctx.act = act
-        ctx.has_first = first.numel() > 0
-        return hs
-
-    @staticmethod
-    def backward(ctx: Any, grad_hs: Tensor) -> Any:
-        _check_first_order()
-        hs, w_hh, lengths = ctx.saved_tensors
-        dgx, dw, dh0 = build.ops().elman_backward(  # type: ignore[union-attr]
-            _zeros_if_none(grad_hs, hs), hs, w_hh, lengths, ctx.act
-        )
-        return dgx, dw, dh0, dgx[0] if ctx.has_first else None, None, None
-
-
-def _cpu_ops(x: Tensor) -> Any:
-    """The compiled ops for a CPU tensor, else None (CUDA runs torch's kernels or the loop)."""
-    return build.ops() if x.device.type == "cpu" else None
-
-
 def elman_kernel(cell: ElmanCell, x: Tensor, state: ElmanState, lengths: Tensor | None) -> Any:
     act = ACT_CODES.get(cell.activation_name or "")
-    if act is None or cell.output_activation_name is None or _cpu_ops(x) is None:
+    if act is None or cell.output_activation_name is None or not _available(x):
         return None
     b = _summed_bias(cell)
     gx = _time_major_projection(x, cell.weight_ih, b)
-    hs = _ElmanFn.apply(gx, cell.weight_hh, state.h, _empty(x), _lengths_arg(lengths), act)
+    (hs,) = Elman.apply(gx, cell.weight_hh, state.h, None, lengths, act)
     h_seq, h_final = _read_out(hs, lengths)
     if cell.weight_ho is None:
         return h_seq, ElmanState(h_final)
@@ -151,56 +102,26 @@ def recurrent_mlp_kernel(cell: Any, x: Tensor, state: Any, lengths: Tensor | Non
     from ..cells.conv import RecurrentMLPState
 
     act = ACT_CODES.get(cell.activation_name or "")
-    if act is None or _cpu_ops(x) is None:
+    if act is None or not _available(x):
         return None
     gx = _time_major_projection(x, cell.weight_ih, cell.bias)
-    hs = _ElmanFn.apply(gx, cell.weight_hh, state.h, _empty(x), _lengths_arg(lengths), act)
+    (hs,) = Elman.apply(gx, cell.weight_hh, state.h, None, lengths, act)
     h_seq, h_final = _read_out(hs, lengths)
     return h_seq, RecurrentMLPState(h_final)
 
 
 # ------------------------------------------------------------------------------ Jordan ----
-class _JordanFn(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        gx: Tensor,
-        u: Tensor,
-        wy: Tensor,
-        by: Tensor,
-        y0: Tensor,
-        lengths: Tensor,
-        act: int,
-        oact: int,
-    ) -> Tensor:
-        ys, hs = build.ops().jordan_forward(gx, u, wy, by, y0, lengths, act, oact)  # type: ignore[union-attr]
-        ctx.save_for_backward(ys, hs, u, wy, lengths)
-        ctx.codes = (act, oact)
-        ctx.has_bias = by.numel() > 0
-        return ys
-
-    @staticmethod
-    def backward(ctx: Any, grad_ys: Tensor) -> Any:
-        _check_first_order()
-        ys, hs, u, wy, lengths = ctx.saved_tensors
-        dgx, du, dwy, dby, dy0 = build.ops().jordan_backward(  # type: ignore[union-attr]
-            _zeros_if_none(grad_ys, ys), ys, hs, u, wy, lengths, *ctx.codes
-        )
-        return dgx, du, dwy, dby if ctx.has_bias else None, dy0, None, None, None
-
-
 def jordan_kernel(cell: JordanCell, x: Tensor, state: JordanState, lengths: Tensor | None) -> Any:
     act = ACT_CODES.get(cell.activation_name or "")
     oact = ACT_CODES.get(cell.output_activation_name or "")
-    if act is None or oact is None or _cpu_ops(x) is None:
+    if act is None or oact is None or not _available(x):
         return None
     b = _summed_bias(cell)
     if oact == ACT_CODES["identity"]:
         return _jordan_linear_output(cell, x, state, lengths, b, act)
     gx = _time_major_projection(x, cell.weight_ih, b)
-    by = cell.bias_ho if cell.bias_ho is not None else _empty(x)
-    ys = _JordanFn.apply(
-        gx, cell.weight_hh, cell.weight_ho, by, state.y, _lengths_arg(lengths), act, oact
+    ys, _ = Jordan.apply(
+        gx, cell.weight_hh, cell.weight_ho, cell.bias_ho, state.y, lengths, act, oact
     )
     y, y_final = _read_out(ys, lengths)
     return y, JordanState(y_final)
@@ -226,7 +147,7 @@ def _jordan_linear_output(
     gx = _time_major_projection(x, cell.weight_ih, b)
     first = F.linear(state.y if by is None else state.y - by, u)
     h0 = torch.zeros(x.shape[0], cell.hidden_size, dtype=x.dtype, device=x.device)
-    hs = _ElmanFn.apply(gx, u @ wy, h0, first, _lengths_arg(lengths), act)
+    (hs,) = Elman.apply(gx, u @ wy, h0, first, lengths, act)
     y = _zero_past(cell.readout(hs[1:].transpose(0, 1)), lengths)  # one GEMM, (B, T, O)
     # the final state y(length) is the output of each sequence's last valid step
     last = y[:, -1] if lengths is None else y[torch.arange(y.shape[0]), lengths.to(y.device) - 1]
@@ -234,128 +155,37 @@ def _jordan_linear_output(
 
 
 # --------------------------------------------------------------------------------- GRU ----
-class _GRUFn(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        gx: Tensor,
-        w_hh: Tensor,
-        b_hh: Tensor,
-        h0: Tensor,
-        lengths: Tensor,
-        before: bool,
-        act: int,
-        store: bool,
-    ) -> Tensor:
-        hs, gates, aux = build.ops().gru_forward(  # type: ignore[union-attr]
-            gx, w_hh, b_hh, h0, lengths, before, act, store
-        )
-        ctx.save_for_backward(hs, gates, aux, w_hh, lengths)
-        ctx.cfg = (before, act)
-        ctx.has_bias = b_hh.numel() > 0
-        return hs
-
-    @staticmethod
-    def backward(ctx: Any, grad_hs: Tensor) -> Any:
-        _check_first_order()
-        hs, gates, aux, w_hh, lengths = ctx.saved_tensors
-        dgx, dw, db, dh0 = build.ops().gru_backward(  # type: ignore[union-attr]
-            _zeros_if_none(grad_hs, hs), hs, gates, aux, w_hh, lengths, *ctx.cfg
-        )
-        return dgx, dw, db if ctx.has_bias else None, dh0, None, None, None, None
-
-
 def gru_kernel(cell: GRUCell, x: Tensor, state: GRUState, lengths: Tensor | None) -> Any:
     act = ACT_CODES.get(cell.activation_name or "")
-    if act is None or _cpu_ops(x) is None:
+    if act is None or not _available(x):
         return None
     before = cell.reset == "before"
     if before:
         # every bias sits outside the reset product: fold them all into the projection
         b = _summed_bias(cell)
-        b_hh = _empty(x)
+        b_hh = None
     else:
         b = cell.bias_ih
-        b_hh = cell.bias_hh if cell.bias_hh is not None else _empty(x)
+        b_hh = cell.bias_hh
     gx = _time_major_projection(x, cell.weight_ih, b)
     # without a backward to feed, the kernel keeps one step of gate buffers instead of T
     store = _needs_backward(gx, cell.weight_hh, b_hh, state.h)
-    hs = _GRUFn.apply(gx, cell.weight_hh, b_hh, state.h, _lengths_arg(lengths), before, act, store)
+    hs, _, _ = GRU.apply(gx, cell.weight_hh, b_hh, state.h, lengths, before, act, store)
     h_seq, h_final = _read_out(hs, lengths)
     return h_seq, GRUState(h_final)
 
 
 # -------------------------------------------------------------------------------- LSTM ----
-class _LSTMFn(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        gx: Tensor,
-        w_hh: Tensor,
-        w_ci: Tensor,
-        w_cf: Tensor,
-        w_co: Tensor,
-        w_hr: Tensor,
-        w_gg: Tensor,
-        h0: Tensor,
-        c0: Tensor,
-        g0: Tensor,
-        lengths: Tensor,
-        blocks: list[int],
-        coupled: bool,
-        act: int,
-        cact: int,
-        store: bool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        ys, cs, gs, acts, ms = build.ops().lstm_forward(  # type: ignore[union-attr]
-            gx,
-            w_hh,
-            w_ci,
-            w_cf,
-            w_co,
-            w_hr,
-            w_gg,
-            h0,
-            c0,
-            g0,
-            lengths,
-            blocks,
-            coupled,
-            act,
-            cact,
-            store,
-        )
-        ctx.save_for_backward(ys, cs, gs, acts, ms, w_hh, w_ci, w_cf, w_co, w_hr, w_gg, lengths)
-        ctx.cfg = (blocks, coupled, act, cact)
-        ctx.present = [t.numel() > 0 for t in (w_ci, w_cf, w_co, w_hr, w_gg)]
-        return ys, cs, gs
-
-    @staticmethod
-    def backward(ctx: Any, gys: Tensor, gcs: Tensor, ggs: Tensor) -> Any:
-        _check_first_order()
-        ys, cs, gs, acts, ms, w_hh, w_ci, w_cf, w_co, w_hr, w_gg, lengths = ctx.saved_tensors
-        out = build.ops().lstm_backward(  # type: ignore[union-attr]
-            _zeros_if_none(gys, ys),
-            _zeros_if_none(gcs, cs),
-            _zeros_if_none(ggs, gs),
-            ys,
-            cs,
-            gs,
-            acts,
-            ms,
-            w_hh,
-            w_ci,
-            w_cf,
-            w_co,
-            w_hr,
-            w_gg,
-            lengths,
-            *ctx.cfg,
-        )
-        dgx, dwhh, dci, dcf, dco, dwhr, dwgg, dh0, dc0, dg0 = out
-        opt = [g if p else None for g, p in zip((dci, dcf, dco, dwhr, dwgg), ctx.present)]
-        dg0_out = dg0 if ctx.present[4] else None
-        return (dgx, dwhh, *opt, dh0, dc0, dg0_out, None, None, None, None, None, None)
+def _fused_ok(x: Tensor) -> bool:
+    """torch's fused LSTM runs eager float32 CPU (or CUDA) calls outside torch.func: it does
+    not trace (compile, export) and has no vmap rule."""
+    if x.device.type == "cuda":
+        return not torch.compiler.is_compiling()
+    return (
+        x.dtype == torch.float32
+        and not torch.compiler.is_compiling()
+        and torch._C._functorch.peek_interpreter_stack() is None
+    )
 
 
 def _torch_lstm_maths(cell: LSTMCell) -> bool:
@@ -373,8 +203,7 @@ def lstm_kernel(cell: LSTMCell, x: Tensor, state: Any, lengths: Tensor | None) -
     cact = ACT_CODES.get(cell.cell_activation_name or "")
     if act is None or cact is None:
         return None
-    fused_ok = x.dtype == torch.float32 or x.device.type == "cuda"
-    if _torch_lstm_maths(cell) and lengths is None and fused_ok:
+    if _torch_lstm_maths(cell) and lengths is None and _fused_ok(x):
         # torch's fused LSTM (oneDNN on CPU, cuDNN on CUDA) computes exactly this cell.
         weights: list[Tensor] = [cell.weight_ih, cell.weight_hh]
         if cell.bias_ih is not None:
@@ -391,30 +220,27 @@ def lstm_kernel(cell: LSTMCell, x: Tensor, state: Any, lengths: Tensor | None) -
             True,
         )
         return out, LSTMState(h_n[0], c_n[0])
-    if _cpu_ops(x) is None:
+    if not _available(x):
         return None
     b = _summed_bias(cell)
     gx = _time_major_projection(x, cell.weight_ih, b)
-    e = _empty(x)
     blocks = [cell.blocks.index(n) if n in cell.blocks else -1 for n in ("i", "f", "g", "o")]
     fgr = cell.weight_gg is not None
-    tensors: tuple[Tensor, ...] = (
+    tensors: tuple[Tensor | None, ...] = (
         gx,
         cell.weight_hh,
-        cell.weight_ci if cell.weight_ci is not None else e,
-        cell.weight_cf if cell.weight_cf is not None else e,
-        cell.weight_co if cell.weight_co is not None else e,
-        cell.weight_hr if cell.weight_hr is not None else e,
-        cell.weight_gg if cell.weight_gg is not None else e,
+        cell.weight_ci,
+        cell.weight_cf,
+        cell.weight_co,
+        cell.weight_hr,
+        cell.weight_gg,
         state.h,
         state.c,
-        state.gates if fgr else e,
+        state.gates if fgr else None,
     )
     # without a backward to feed, the kernel keeps one step of gate buffers instead of T
     store = _needs_backward(*tensors)
-    ys, cs, gs = _LSTMFn.apply(
-        *tensors, _lengths_arg(lengths), blocks, cell.coupled, act, cact, store
-    )
+    ys, cs, gs, _, _ = LSTM.apply(*tensors, lengths, blocks, cell.coupled, act, cact, store)
     y, h_final = _read_out(ys, lengths)
     c_final = _final(cs, lengths)
     if fgr:

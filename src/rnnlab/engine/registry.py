@@ -84,6 +84,11 @@ def lookup_teacher_forced(cell: Any) -> TeacherForcedKernel | None:
     return _TEACHER_FORCED.get(type(cell))
 
 
+def active() -> bool:
+    """False inside :func:`disabled`."""
+    return _enabled[-1]
+
+
 def clear() -> None:
     _KERNELS.clear()
     _TEACHER_FORCED.clear()

@@ -79,6 +79,10 @@ def check_lengths(lengths: Any, batch_size: int, steps: int, device: torch.devic
         raise ValueError(
             f"lengths: expected shape ({batch_size},) (one per sequence), got {tuple(t.shape)}"
         )
+    if torch.compiler.is_compiling():
+        # traced code (compile, export, ONNX) cannot branch on tensor values: the values are
+        # checked in eager mode only, the shape above always
+        return t.to(device=device, dtype=torch.int64)
     lo, hi = int(t.min()), int(t.max())
     if lo < 1 or hi > steps:
         raise ValueError(f"lengths: expected values in [1, T={steps}], got min {lo} and max {hi}")
