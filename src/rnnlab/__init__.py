@@ -5,7 +5,7 @@ The public API, re-exported by name.
 
 __version__ = "0.1.0"
 
-from . import init, nn
+from . import export, init, nn
 from .cells import (
     Cell,
     ConvLSTMCell,

@@ -188,18 +188,25 @@ def _cpu_impl(name: str, primary: int) -> Callable[..., Any]:
                 f"torch.ops.rnnlab.{name}: the compiled kernels are unavailable "
                 f"({build.status()['error']}); the layers run their reference loops instead"
             )
-        half = dtype in _HALF
-        empty = torch.empty(0, dtype=torch.float32 if half else dtype)
+        # one compute dtype for all: half precision and mixed arguments (autocast's forward
+        # casts, its backward does not) run in float32, or float64 if any is
+        compute = dtype
+        for a in args:
+            if isinstance(a, Tensor) and a.is_floating_point():
+                compute = torch.promote_types(compute, a.dtype)
+        if compute in _HALF:
+            compute = torch.float32
+        empty = torch.empty(0, dtype=compute)
         cargs = []
         for i, a in enumerate(args):
             if a is None:
                 cargs.append(_NO_LENGTHS if i == lengths_at else empty)
-            elif half and isinstance(a, Tensor) and a.is_floating_point():
-                cargs.append(a.float())
+            elif isinstance(a, Tensor) and a.is_floating_point() and a.dtype != compute:
+                cargs.append(a.to(compute))
             else:
                 cargs.append(a)
         out = getattr(kernels, name)(*cargs)
-        if half:
+        if compute != dtype:
             out = [o.to(dtype) for o in out]
         return out[0] if len(out) == 1 else tuple(out)
 

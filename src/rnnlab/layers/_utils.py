@@ -46,8 +46,10 @@ def check_sequence(
 
 
 def check_against_parameters(x: Tensor, module: nn.Module, argument: str = "x") -> None:
+    # under autocast a layer's input may be in the lower precision its predecessor returned
+    autocast = torch.is_autocast_enabled(x.device.type)
     for p in module.parameters():
-        if p.dtype != x.dtype:
+        if p.dtype != x.dtype and not autocast:
             raise TypeError(
                 f"{argument}: expected dtype {p.dtype} (the parameters'), got {x.dtype}"
             )
@@ -91,7 +93,10 @@ def check_lengths(lengths: Any, batch_size: int, steps: int, device: torch.devic
 
 def valid_mask(lengths: Tensor | None, steps: int) -> Tensor | None:
     """(B, T) bool, True where t < length; None when every sequence is full."""
-    if lengths is None or bool((lengths == steps).all()):
+    if lengths is None:
+        return None
+    # traced code cannot branch on values: it always masks (the same result)
+    if not torch.compiler.is_compiling() and bool((lengths == steps).all()):
         return None
     return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 

@@ -1,0 +1,88 @@
+"""Layer 3 under every transform: each built-in cell in each layer kind (Recurrent, Stacked,
+Bidirectional) and the torch.nn drop-ins, with the engine on as a user gets it, under
+torch.compile(fullgraph, dynamic), torch.export (dynamic B and T), bf16/fp16 weights, bf16
+autocast, vmap, jacrev, func.grad and double backward, against the reference loop (float64 to
+1e-10; half precision against float64 to 5e-2 / 2e-2). ONNX is in tests/test_onnx.py.
+
+Compile and export build one module per layer kind holding every cell (one compile each)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compat_cases import Bundle, check, inputs, make, reference, rows
+from rnnlab.engine import build
+
+EAGER = ("bf16", "autocast", "fp16", "vmap", "jacrev", "func.grad", "double_backward")
+
+
+@pytest.mark.parametrize("transform", EAGER)
+@pytest.mark.parametrize(("kind", "name"), rows(), ids=[f"{k}-{n}" for k, n in rows()])
+def test_eager_transform_equals_reference(kind, name, transform):
+    assert check(make(kind, name), transform)
+
+
+# Compile and export cost seconds per op in the graph; the suite traces one module holding a
+# representative of every kernel path in every layer kind (scripts/compat_matrix.py runs all
+# cells). Cells without a kernel run the reference loop, whose Python loop over T makes T static.
+TRACED = [
+    ("recurrent", "elman_relu_out"),
+    ("recurrent", "jordan_sigmoid"),
+    ("recurrent", "jordan"),
+    ("recurrent", "gru_after"),
+    ("recurrent", "gru_before"),
+    ("recurrent", "lstm_peephole_proj"),
+    ("recurrent", "lstm_fgr"),
+    ("recurrent", "recurrent_mlp"),
+    ("stacked", "lstm_cifg"),
+    ("bidirectional", "gru_after"),
+    ("dropin", "nn.LSTM"),
+]
+
+
+# compile takes tens of seconds per kernel call in the graph: three kernels, one of them the
+# drop-in LSTM (2 layers, bidirectional), which torch's own RNN entry points cannot compile
+COMPILED = [("recurrent", "jordan_sigmoid"), ("recurrent", "gru_before"), ("dropin", "nn.LSTM")]
+
+
+def _bundle(rows=TRACED):
+    return Bundle([make(k, n) for k, n in rows])
+
+
+def _grads(bundle, x, lengths):
+    x = x.clone().requires_grad_()
+    out = bundle(x, lengths)
+    loss = sum(((o * (k + 1)).sin()).sum() for k, o in enumerate(out))
+    return out, torch.autograd.grad(loss, [x, *bundle.parameters()])
+
+
+@pytest.mark.slow
+def test_compile_fullgraph_dynamic_equals_reference():
+    torch._dynamo.reset()
+    bundle = _bundle(COMPILED)
+    compiled = torch.compile(bundle, fullgraph=True, dynamic=True)
+    for B, T in ((2, 3), (3, 5)):  # the second call reuses the graph: symbolic B and T
+        x, lengths = inputs(B, T)
+        out, grads = _grads(compiled, x, lengths)
+        with reference():
+            want, want_grads = _grads(bundle, x, lengths)
+        for a, b in zip((*out, *grads), (*want, *want_grads)):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_export_dynamic_batch_and_time_equals_reference():
+    bundle = _bundle()
+    x, lengths = inputs(2, 3)
+    B, T = torch.export.Dim("B", min=2), torch.export.Dim("T", min=2)
+    ep = torch.export.export(bundle, (x, lengths), dynamic_shapes=({0: B, 1: T}, {0: B}))
+    if build.available():  # the kernels are nodes of the graph
+        names = {str(n.target) for n in ep.graph.nodes}
+        assert {f"rnnlab.{c}_forward.default" for c in ("elman", "jordan", "gru", "lstm")} <= names
+    x2, lengths2 = inputs(4, 6, seed=3)
+    got = ep.module()(x2, lengths2)
+    with reference():
+        want = bundle(x2, lengths2)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
