@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 
 import rnnlab
-from cell_zoo import I, ZOO
+from cell_zoo import ZOO, I
 from rnnlab import Bidirectional, ElmanCell, Recurrent, Stacked, engine
 from rnnlab.cells import cell_from_config, cell_to_config
 

@@ -5,7 +5,7 @@ The public API, re-exported by name.
 
 __version__ = "0.1.0"
 
-from . import export, init, nn
+from . import export, init, nn  # noqa: F401  (rnnlab.export.to_onnx)
 from .cells import (
     Cell,
     ConvLSTMCell,
