@@ -87,9 +87,14 @@ def available() -> bool:
     return _available()
 
 
-@torch.compiler.assume_constant_result
 def _available() -> bool:
     return enabled() and ops() is not None
+
+
+# torch.compiler.assume_constant_result(_available), without importing torch._dynamo when
+# rnnlab is imported (a process that never compiles must not load Dynamo and Inductor): the
+# decorator only sets this attribute.
+_available._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def status() -> dict[str, Any]:

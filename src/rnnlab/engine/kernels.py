@@ -7,7 +7,7 @@ included), and reads outputs and final states off the returned state sequence wi
 differentiable indexing. The LSTM without options on float32 full-length batches, in eager
 mode outside torch.func, calls torch's fused LSTM (oneDNN), the same maths; compiled, exported
 or under a torch.func transform it runs the engine's own op (torch's RNN entry points do not
-trace: pytorch#167275). See docs/design/0004-cpu-engine.md and 0009-engine-operators.md.
+trace: pytorch#167275). See docs/design/0004-cpu-engine.md and 0015-engine-operators.md.
 
 Shapes: B batch, T time, I input, H hidden, G gate blocks, P LSTM output, O Jordan output.
 """
