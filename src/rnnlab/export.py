@@ -76,7 +76,11 @@ def _activation_attrs(codes: Sequence[int], what: str) -> dict[str, Any]:
 
 
 def _translations() -> dict[Any, Any]:
-    from onnxscript import opset18 as op
+    from onnxscript import opset18
+
+    # onnxscript's signatures want ONNX tensor types; the translation passes Python lists and
+    # symbolic tensors that it converts when it traces these functions
+    op: Any = opset18
 
     def rows(w: Any, blocks: Sequence[int], H: int) -> Any:
         """Concatenate the H-row blocks of ``w`` in the order ``blocks``."""
