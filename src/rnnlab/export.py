@@ -258,6 +258,6 @@ def to_onnx(
             )
     finally:
         model.train(was_training)
-    if path is not None:
+    if path is not None and program is not None:
         program.save(path)
     return program
