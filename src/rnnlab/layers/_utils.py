@@ -47,7 +47,7 @@ def check_sequence(
 
 def check_against_parameters(x: Tensor, module: nn.Module, argument: str = "x") -> None:
     # under autocast a layer's input may be in the lower precision its predecessor returned
-    autocast = torch.is_autocast_enabled(x.device.type)
+    autocast = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
     for p in module.parameters():
         if p.dtype != x.dtype and not autocast:
             raise TypeError(
