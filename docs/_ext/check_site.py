@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 # Text that is reST syntax, not prose: a role (:class:`x`, :py:func:`x`) or a directive line.
 LEAKED = [
-    re.compile(r":(?:py:)?(?:class|func|meth|attr|mod|obj|data|exc|math|ref|doc|term)`"),
+    re.compile(r":(?:py:)?(?:class|func|meth|attr|mod|obj|data|exc|math|ref|doc|term):`"),
     re.compile(r"(?m)^\s*\.\. [a-z][\w-]*::"),
 ]
 SKIP_TEXT_IN = {"script", "style", "pre", "code"}
