@@ -190,6 +190,10 @@ def test_whole_module_path_is_off_on_cpu_and_when_disabled(monkeypatch: pytest.M
     assert cudnn.whole_module(mod, x, states, None) is not None
     with rnnlab.engine.disabled():
         assert cudnn.whole_module(mod, x, states, None) is None
+    monkeypatch.setenv("RNNLAB_ENGINE", "0")
+    assert cudnn.whole_module(mod, x, states, None) is None
+    assert dispatch.plan(GRUCell(3, 4)) is None
+    monkeypatch.delenv("RNNLAB_ENGINE")
     mod.recurrent_dropout = 0.3
     assert cudnn.whole_module(mod, x, states, None) is None  # training, variational masks
     mod.eval()

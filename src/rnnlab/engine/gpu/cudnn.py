@@ -99,10 +99,12 @@ def whole_module(module: Any, x: Tensor, states: list[Any], lengths: Tensor | No
     runs its layers one by one): not a CUDA tensor, fast paths off, any cell not torch's maths
     or a subclass, recurrent dropout in training.
     """
-    from .. import registry
+    from .. import build, registry
 
     cells = module._cells
     if registry._device_type(x) != "cuda" or registry.lookup(cells[0]) is None:
+        return None
+    if not build.enabled():
         return None
     if not all(type(c) is type(cells[0]) and torch_maths(c) for c in cells):
         return None

@@ -6,7 +6,8 @@ Order of preference for an exact cell type (never isinstance, as for every engin
    so torch's own fused function runs it, with or without ``lengths``;
 2. ``"triton"``: a fused op exists for the cell (:func:`fused.supports`) and triton is
    installed, padded or not;
-3. ``None``: the kernel declines and the reference loop runs (what CUDA ran before).
+3. ``None``: the kernel declines and the reference loop runs (what CUDA ran before); also
+   under ``RNNLAB_ENGINE=0``.
 
 :func:`plan` is pure (no device needed), so the choice is tested on CPU; the registry calls
 :func:`cuda_kernel` only for CUDA tensors (``registry.register(..., device="cuda")``).
@@ -20,6 +21,7 @@ from typing import Any
 
 from torch import Tensor
 
+from .. import build
 from . import cudnn, fused
 
 CUDNN = "cudnn"
@@ -45,6 +47,8 @@ def plan(cell: Any, lengths: Tensor | None = None) -> str | None:
         >>> plan(GRUCell(3, 4)), plan(GRUCell(3, 4, reset="before")) in ("triton", None)
         ('cudnn', True)
     """
+    if not build.enabled():  # RNNLAB_ENGINE=0: every fast path off, as on CPU
+        return None
     if cudnn.torch_maths(cell):
         return CUDNN
     if fused.supports(cell) and triton_available():
