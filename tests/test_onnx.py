@@ -60,8 +60,12 @@ def test_onnx_runs_in_onnxruntime_at_other_sizes():
 def test_onnx_refuses_variants_without_an_operator_clearly():
     m = make("recurrent", "lstm_proj").float()
     x, lengths = inputs(2, 4)
-    with pytest.raises(Exception, match="projection"):
+    with pytest.raises(
+        NotImplementedError, match="^rnnlab.export.to_onnx: ONNX's LSTM has no proj"
+    ):
         rnnlab.export.to_onnx(m, (x.float(), lengths))
+    with pytest.raises(NotImplementedError, match="Jordan cell with a nonlinear output"):
+        rnnlab.export.to_onnx(make("recurrent", "jordan_sigmoid").float(), (x.float(), lengths))
 
 
 def test_to_onnx_checks_its_arguments():

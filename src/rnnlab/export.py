@@ -199,6 +199,16 @@ def _translations() -> dict[Any, Any]:
     }
 
 
+def _our_refusal(exc: BaseException) -> str | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        for line in str(seen).splitlines():
+            if "rnnlab.export.to_onnx:" in line:
+                return line[line.index("rnnlab.export.to_onnx:") :]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def to_onnx(
     model: nn.Module,
     example: Tensor | tuple[Any, ...],
@@ -256,6 +266,12 @@ def to_onnx(
                 custom_translation_table=_translations(),
                 verbose=False,
             )
+    except Exception as exc:
+        # torch's exporter wraps a lowering's refusal in pages of context: surface ours
+        refusal = _our_refusal(exc)
+        if refusal is not None:
+            raise NotImplementedError(refusal) from exc
+        raise
     finally:
         model.train(was_training)
     if path is not None and program is not None:
