@@ -256,7 +256,12 @@ def _vmap_fold(name: str) -> Callable[..., Any]:
     loop = _vmap_loop(name)
 
     def rule(info: Any, in_dims: tuple[Any, ...], *args: Any) -> Any:
-        if any(d is not None for i, d in enumerate(in_dims) if i not in rows):
+        # (a non-tensor argument's in_dims entry may be a structure, e.g. [None] * 4 for int[])
+        if any(
+            d is not None
+            for i, (a, d) in enumerate(zip(args, in_dims))
+            if i not in rows and isinstance(a, Tensor)
+        ):
             return loop(info, in_dims, *args)  # a vmapped weight: no shared B to fold into
         V = info.batch_size
         folded = list(args)
