@@ -77,3 +77,25 @@ def test_gradcheck_bidirectional_stacked_with_lengths():
     x = torch.randn(3, 4, 2, dtype=torch.float64, requires_grad=True)
     lengths = torch.tensor([4, 2, 1])
     assert torch.autograd.gradcheck(lambda x: net(x, lengths=lengths)[0], (x,), eps=1e-6, atol=1e-5)
+
+
+def test_user_cell_without_config_has_a_repr():
+    """A user's cell need not define config(); printing it (and what prints it) must work."""
+    from rnnlab.cells.base import Cell
+
+    class Decay(Cell):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hidden_size = 3
+            self.w = torch.nn.Parameter(torch.full((3,), 0.5))
+
+        def state_sizes(self):
+            return {"h": 3}
+
+        def step(self, x, state):
+            (h,) = state
+            h = self.w * h + x
+            return h, type(state)(h)
+
+    text = repr(Decay())
+    assert text.startswith("Decay(") and "w" not in text.split("(", 1)[1].split(")")[0]

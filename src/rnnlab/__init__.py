@@ -5,7 +5,7 @@ The public API, re-exported by name.
 
 __version__ = "0.1.0"
 
-from . import export, init, nn  # noqa: F401  (rnnlab.export.to_onnx)
+from . import export, init, nn
 from .cells import (
     Cell,
     ConvLSTMCell,
@@ -96,6 +96,7 @@ __all__ = [
     "__version__",
     "cell_from_config",
     "cell_to_config",
+    "export",
     "init",
     "nn",
     "register_cell",

@@ -128,7 +128,13 @@ class Cell(nn.Module):
         return state
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.config().items() if not callable(v))
+        # A user's cell need not define config(); its repr (and whatever prints it, such as
+        # CompiledCell's cache key) must still work.
+        try:
+            config = self.config()
+        except NotImplementedError:
+            return ""
+        return ", ".join(f"{k}={v!r}" for k, v in config.items() if not callable(v))
 
 
 def check_input(x: Any, features: int, *, ndim: int, argument: str = "x") -> None:
