@@ -170,3 +170,11 @@ def activation_config(name: str | None, argument: str) -> str:
             "use a named activation (tanh, sigmoid, relu, identity, ...) to save this cell"
         )
     return name
+
+
+def check_proj_size(proj_size: Any, hidden_size: int) -> int:
+    """An LSTM's projection size: 0 (none) or a positive int below ``hidden_size``."""
+    proj_size = check_positive_int(proj_size, "proj_size", allow_zero=True)
+    if proj_size >= hidden_size and proj_size > 0:
+        raise ValueError(f"proj_size: expected < hidden_size={hidden_size}, got {proj_size}")
+    return proj_size

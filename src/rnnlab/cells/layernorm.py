@@ -23,11 +23,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Cell, check_positive_int
+from .base import Cell, check_positive_int, check_proj_size
 from .gru import GRUState
 from .lstm import LSTMState
 
 __all__ = ["LayerNormGRUCell", "LayerNormLSTMCell", "layer_norm_lstm_cell"]
+
+
+def _reset_layer_norm_parameters(cell: nn.Module) -> None:
+    """Gains 1, biases 0 (the normalisations start as the identity), weights U(-1/sqrt(H),
+    1/sqrt(H)) as torch.nn's recurrent cells."""
+    bound = 1.0 / math.sqrt(cell.hidden_size)  # type: ignore[arg-type]
+    for name, p in cell.named_parameters():
+        if name.startswith("gain"):
+            nn.init.ones_(p)
+        elif name.startswith("bias"):
+            nn.init.zeros_(p)
+        else:
+            nn.init.uniform_(p, -bound, bound)
 
 
 def _check_eps(eps: Any) -> float:
@@ -98,9 +111,7 @@ class LayerNormLSTMCell(Cell):
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.input_size = check_positive_int(input_size, "input_size")
         self.hidden_size = check_positive_int(hidden_size, "hidden_size")
-        self.proj_size = check_positive_int(proj_size, "proj_size", allow_zero=True)
-        if proj_size >= hidden_size and proj_size > 0:
-            raise ValueError(f"proj_size: expected < hidden_size={hidden_size}, got {proj_size}")
+        self.proj_size = check_proj_size(proj_size, self.hidden_size)
         if forget_bias is not None and not bias:
             raise ValueError("forget_bias: needs bias=True (it sets the f block of bias_ih)")
         self.bias = bool(bias)
@@ -125,14 +136,7 @@ class LayerNormLSTMCell(Cell):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for name, p in self.named_parameters():
-            if name.startswith("gain"):
-                nn.init.ones_(p)
-            elif name.startswith("bias"):
-                nn.init.zeros_(p)
-            else:
-                nn.init.uniform_(p, -bound, bound)
+        _reset_layer_norm_parameters(self)
         if self.forget_bias is not None:
             H = self.hidden_size
             with torch.no_grad():
@@ -287,14 +291,7 @@ class LayerNormGRUCell(Cell):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for name, p in self.named_parameters():
-            if name.startswith("gain"):
-                nn.init.ones_(p)
-            elif name.startswith("bias"):
-                nn.init.zeros_(p)
-            else:
-                nn.init.uniform_(p, -bound, bound)
+        _reset_layer_norm_parameters(self)
 
     def state_sizes(self) -> dict[str, int]:
         return {"h": self.hidden_size}

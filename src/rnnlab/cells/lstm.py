@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .activations import ActivationSpec, resolve_activation
-from .base import Cell, activation_config, check_positive_int
+from .base import Cell, activation_config, check_positive_int, check_proj_size
 
 
 class LSTMState(NamedTuple):
@@ -117,9 +117,7 @@ class LSTMCell(Cell):
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.input_size = check_positive_int(input_size, "input_size")
         self.hidden_size = check_positive_int(hidden_size, "hidden_size")
-        self.proj_size = check_positive_int(proj_size, "proj_size", allow_zero=True)
-        if proj_size >= hidden_size and proj_size > 0:
-            raise ValueError(f"proj_size: expected < hidden_size={hidden_size}, got {proj_size}")
+        self.proj_size = check_proj_size(proj_size, self.hidden_size)
         if not isinstance(variant, str) or variant.upper() not in VARIANTS:
             raise ValueError(f"variant: expected one of {list(VARIANTS)}, got {variant!r}")
         self.variant = variant.upper()
