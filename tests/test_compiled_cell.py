@@ -229,6 +229,21 @@ def test_float32_mgu_and_torch_func_grad():
     torch.testing.assert_close(g_func, g_ref, rtol=1e-4, atol=1e-5)
 
 
+def test_first_use_under_no_grad_still_gives_gradients():
+    # the loop is generated at the first call; made under no_grad, its traced backward once
+    # recorded no gradient (a cached backward of zeros for every later training call)
+    torch.manual_seed(0)
+    cell = MinimalGatedUnit(3, 5).to(DT)
+    fast = Recurrent(CompiledCell(cell))
+    x = torch.randn(2, 4, 3, dtype=DT)
+    with torch.no_grad():
+        fast(x)
+    g2 = torch.autograd.grad(fast(x)[0].sum(), list(cell.parameters()))
+    g1 = torch.autograd.grad(Recurrent(cell)(x)[0].sum(), list(cell.parameters()))
+    for a, b in zip(g2, g1):
+        torch.testing.assert_close(a, b)
+
+
 def test_cached_loop_loads_in_a_new_process_without_tracing(tmp_path):
     cell_code = textwrap.dedent(
         """

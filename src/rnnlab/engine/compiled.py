@@ -187,7 +187,10 @@ def _build(cc: CompiledCell, B: int, dtype: torch.dtype) -> Any:
           end="", file=sys.stderr, flush=True)  # fmt: skip
     ok = False
     try:
-        src, meta = _generate(cc, B, dtype)
+        # the joint graph of the backward is traced with torch.autograd.grad: under a caller's
+        # no_grad it would record no gradient at all (and cache a backward of zeros)
+        with torch.enable_grad():
+            src, meta = _generate(cc, B, dtype)
         k = key or cache.key({"uncached": id(cc), "t": time.time()})
         so = cache.compile_and_store(k, src, meta, keep=key is not None)
         plan = runtime.load(k, str(so), meta)

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-VERSION = "3"  # bump when the generated code changes meaning
+VERSION = "4"  # bump when the generated code changes meaning
 MARKER = ".rnnlab-cache"
 CXX = os.environ.get("CXX", "g++")
 
