@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fixtures.flipflop import load, pulses  # noqa: E402
 from rnnlab.cells import GRUCell  # noqa: E402
 from rnnlab.dynamics import FixedPointSolver, Map, find_fixed_points, simulate  # noqa: E402
-from rnnlab.dynamics.fixedpoints import _descent, _greedy_clusters  # noqa: E402
+from rnnlab.dynamics._fixedpoint_search import _descent, _greedy_clusters  # noqa: E402
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:

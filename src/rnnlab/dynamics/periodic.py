@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 from ._checks import check_int, check_states, check_tolerance
-from .fixedpoints import FixedPointSolver, NonConverged, sample_seeds, search_zeros
+from ._fixedpoint_search import search_zeros
+from .fixedpoints import FixedPointSolver, NonConverged, sample_seeds
 from .maps import as_map, autonomous, simulate
 from .stability import DEFAULT_STABILITY_TOL, classify, sorted_eig
 
