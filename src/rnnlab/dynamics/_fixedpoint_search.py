@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ._fixedpoint_results import NonConverged, RawSearch
 from ._linalg import solve_ex
-from .maps import Map, check_output
+from ._map_base import Map, check_output
 
 if TYPE_CHECKING:
     from .fixedpoints import FixedPointSolver

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ..cells.simple import ElmanCell
 from ._checks import as_tensor, check_finite, check_int, check_states
+from ._map_base import check_sequence_inputs
 from .maps import (
     CellMap,
     LinearMap,
@@ -39,7 +40,6 @@ from .maps import (
     TorchRNNMap,
     as_map,
     autonomous,
-    check_sequence_inputs,
 )
 from .stability import sorted_eig
 

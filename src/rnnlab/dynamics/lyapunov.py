@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_int, check_states, check_tolerance
-from .maps import as_map, autonomous, check_output, check_sequence_inputs
+from ._map_base import check_output, check_sequence_inputs
+from .maps import as_map, autonomous
 
 
 @dataclass(frozen=True)

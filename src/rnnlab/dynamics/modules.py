@@ -31,14 +31,12 @@ import torch
 from torch import Tensor, nn
 
 from ..cells.base import Cell
+from ._map_base import _shape_of
+from ._module_maps import _flatten_state, _spec_fields, _state_spec
 from .maps import (
     CellMap,
     Map,
     StackedCellsMap,
-    _flatten_state,
-    _shape_of,
-    _spec_fields,
-    _state_spec,
     register_adapter,
 )
 

@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from ._checks import as_tensor, check_finite, check_states, check_tolerance
-from .maps import Map, as_map, check_output
+from ._map_base import check_output
+from .maps import Map, as_map
 
 STABLE, MARGINAL, UNSTABLE = "stable", "marginal", "unstable"
 
