@@ -25,6 +25,7 @@ from rnnlab.training import (
     latest_checkpoint,
     load_checkpoint,
 )
+from rnnlab.training import resume as resume_mod
 from rnnlab.training import trainer as trainer_mod
 
 
@@ -111,7 +112,7 @@ def test_cli_exits_128_plus_the_signal(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
 def test_failed_checkpoint_write_keeps_the_last_good_one_and_the_state(tmp_path, monkeypatch, code):
     run = tmp_path / "run"
-    real = trainer_mod.save_checkpoint
+    real = resume_mod.save_checkpoint
     calls = []
 
     def failing(path, state):
@@ -120,7 +121,7 @@ def test_failed_checkpoint_write_keeps_the_last_good_one_and_the_state(tmp_path,
             raise OSError(code, os.strerror(code), str(path))
         return real(path, state)
 
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", failing)
+    monkeypatch.setattr(resume_mod, "save_checkpoint", failing)
     t = Trainer(cfg(12), run)
     with pytest.raises(RunWriteError) as info:
         t.fit()
@@ -155,7 +156,7 @@ def test_cli_reports_a_read_only_run_folder(tmp_path, monkeypatch, capsys):
     def read_only(path, kind, **kw):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
-    monkeypatch.setattr(trainer_mod, "make_folder", read_only)
+    monkeypatch.setattr(resume_mod, "make_folder", read_only)
     rc = main(["train", "--task", "adding", "--steps", "1", "--run-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err

@@ -13,6 +13,7 @@ import torch
 import rnnlab
 from rnnlab.cli import main
 from rnnlab.training import ConfigError, Trainer
+from rnnlab.training import build as build_mod
 from rnnlab.training import trainer as trainer_mod
 
 FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
@@ -82,7 +83,7 @@ def test_huge_hidden_size_is_refused_with_its_size_before_allocation(monkeypatch
         raise AssertionError("the model must not be allocated")
 
     monkeypatch.setattr(trainer_mod, "SequenceModel", never)
-    monkeypatch.setattr(trainer_mod, "_memory_bytes", lambda: 8 * 2**30)
+    monkeypatch.setattr(build_mod, "_memory_bytes", lambda: 8 * 2**30)
     c = {"task": {"name": "adding"}, "model": {"cell": "LSTMCell", "hidden_size": 20000}}
     # 4 gates x 20000 x (2 + 20000 + 2) weights, x4 (grads, Adam) x 4 bytes = 23.8 GiB
     with pytest.raises(

@@ -1,0 +1,226 @@
+"""The options of the task, the model, the supervision and the forcing (the what)."""
+
+from __future__ import annotations
+
+from ..tasks import TASKS
+from .option import Option, _o
+
+MODEL_OPTIONS: tuple[Option, ...] = (
+    # task
+    _o(
+        "task",
+        "name",
+        "series",
+        "str",
+        "the task (see the list below)",
+        "--task",
+        choices=tuple(sorted(TASKS)),
+    ),
+    _o(
+        "task",
+        "length",
+        20,
+        "int",
+        "sequence length T (window length for series and text)",
+        "--length",
+        low=1,
+    ),
+    _o(
+        "task",
+        "n_train",
+        256,
+        "int",
+        "training sequences (data sets: the first n_train)",
+        "--n-train",
+        low=1,
+    ),
+    _o(
+        "task",
+        "n_val",
+        64,
+        "int",
+        "validation sequences (data sets: the first n_val)",
+        "--n-val",
+        low=1,
+    ),
+    _o("task", "seed", 0, "int", "seed of the generated data", "--task-seed", low=0),
+    _o(
+        "task",
+        "options",
+        {},
+        "dict",
+        "task options KEY=VALUE (repeat; see the list below)",
+        "--task-option",
+    ),
+    # model
+    _o(
+        "model",
+        "cell",
+        "LSTMCell",
+        "str",
+        "recurrent cell",
+        "--cell",
+        choices=("ElmanCell", "GRUCell", "JordanCell", "LSTMCell"),
+    ),
+    _o(
+        "model",
+        "cell_options",
+        {},
+        "dict",
+        "cell options KEY=VALUE (repeat), e.g. variant=V, reset=before, activation=relu",
+        "--cell-option",
+    ),
+    _o("model", "hidden_size", 32, "int", "hidden units H per layer", "--hidden-size", low=1),
+    _o("model", "num_layers", 1, "int", "stacked recurrent layers", "--layers", low=1),
+    _o("model", "bidirectional", False, "bool", "bidirectional layers", "--bidirectional"),
+    _o("model", "dropout", 0.0, "float", "dropout between layers", "--dropout", low=0.0),
+    _o(
+        "model",
+        "readout",
+        "auto",
+        "str",
+        "output layer: linear (y = W h + b), none (the cell's output), auto (none with state "
+        "feedback, else linear)",
+        "--readout",
+        choices=("auto", "linear", "none"),
+    ),
+    _o(
+        "model",
+        "feedback",
+        "auto",
+        "str",
+        "output feedback: none, state (y(t-1) in the cell's state: Jordan), input "
+        "(autoregressive), auto (input for next-step tasks, state for a Jordan cell with "
+        "forcing, else none)",
+        "--feedback",
+        choices=("auto", "none", "state", "input"),
+    ),
+    # supervision
+    _o(
+        "supervision",
+        "case",
+        "auto",
+        "case",
+        "the lecture's unfolding case (1-4, seq2seq); auto: the task's",
+        "--case",
+        choices=("auto", 1, 2, 3, 4, "seq2seq"),
+    ),
+    _o(
+        "supervision",
+        "loss",
+        "auto",
+        "str",
+        "loss; auto: the task's",
+        "--loss",
+        choices=("auto", "mse", "cross_entropy"),
+    ),
+    _o(
+        "supervision",
+        "steps",
+        8,
+        "int",
+        "unfolding steps q for a static input (case 2 images)",
+        "--unfold-steps",
+        low=1,
+    ),
+    # forcing
+    _o(
+        "forcing",
+        "mode",
+        "none",
+        "str",
+        "what is fed back in training: none, teacher (reference r(t-1)), free (own y(t-1)), "
+        "alternating (k teacher then m free steps), mixed (reference with probability p), "
+        "scheduled (probability eps_i decaying over training)",
+        "--forcing",
+        choices=("none", "teacher", "free", "alternating", "mixed", "scheduled"),
+    ),
+    _o(
+        "forcing",
+        "teacher_steps",
+        1,
+        "int",
+        "alternating: k teacher-forced steps per block",
+        "--teacher-steps",
+        low=0,
+    ),
+    _o(
+        "forcing",
+        "free_steps",
+        1,
+        "int",
+        "alternating: m free-running steps per block",
+        "--free-steps",
+        low=0,
+    ),
+    _o(
+        "forcing",
+        "p",
+        0.5,
+        "float",
+        "mixed: probability of feeding the reference",
+        "--feed-prob",
+        low=0.0,
+    ),
+    _o(
+        "forcing",
+        "decay",
+        "inverse_sigmoid",
+        "str",
+        "scheduled: eps_i = max(eps_min, k - c i) (linear), k^i (exponential), "
+        "k / (k + exp(i / k)) (inverse_sigmoid)",
+        "--decay",
+        choices=("linear", "exponential", "inverse_sigmoid"),
+    ),
+    _o(
+        "forcing",
+        "k",
+        None,
+        "float",
+        "scheduled: k (none: 1.0 linear, 0.999 exponential, 100 inverse_sigmoid)",
+        "--decay-k",
+        nullable=True,
+    ),
+    _o("forcing", "c", 0.001, "float", "scheduled, linear: slope c", "--decay-c", low=0.0),
+    _o(
+        "forcing", "eps_min", 0.0, "float", "scheduled, linear: floor eps_min", "--eps-min", low=0.0
+    ),
+    _o(
+        "forcing",
+        "per",
+        "step",
+        "str",
+        "mixed/scheduled: one coin per step or per sequence",
+        "--coin-per",
+        choices=("step", "sequence"),
+    ),
+    _o(
+        "forcing",
+        "unit",
+        "step",
+        "str",
+        "scheduled: i counts training steps or epochs",
+        "--decay-unit",
+        choices=("step", "epoch"),
+    ),
+    _o("forcing", "detach", True, "bool", "fed-back model outputs carry no gradient", "--detach"),
+    _o(
+        "forcing",
+        "warmup",
+        0,
+        "int",
+        "the first W steps always feed the reference (a burn-in; also in the free-running "
+        "validation)",
+        "--warmup",
+        low=0,
+    ),
+    _o(
+        "forcing",
+        "token_feedback",
+        "argmax",
+        "str",
+        "token models: feed back the argmax or a sample of y(t-1)",
+        "--token-feedback",
+        choices=("argmax", "sample"),
+    ),
+)
