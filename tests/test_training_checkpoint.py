@@ -17,6 +17,7 @@ import torch
 from rnnlab.training import (
     ConfigError,
     RunDirError,
+    SequenceModel,
     Trainer,
     latest_checkpoint,
     load_checkpoint,
@@ -246,3 +247,23 @@ def test_sigkilled_run_resumes_bit_identical(tmp_path, mode, at):
     for name in ("metrics.jsonl", "grad_norms.jsonl"):
         assert _rows(run, name) == _rows(tmp_path / "straight", name), name
     assert not list(folder.glob(".step-*.tmp-*")), "the dead process's temporary file is gone"
+
+
+def test_resume_draws_nothing_from_the_generators(tmp_path, monkeypatch):
+    """Restoring a stream's carry builds a template state; a model whose initial_state draws
+    (dropout masks, a random initial state) must not move the RNG the resumed run continues
+    with: after the resume, every generator is exactly where the checkpoint left it."""
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 12)
+    Trainer(_text_cfg(text, 4), tmp_path / "r").fit()
+    saved = load_checkpoint(latest_checkpoint(tmp_path / "r" / "checkpoints")).meta
+    assert saved["carry"] is not None, "the test needs a carried state to restore"
+    real = SequenceModel.initial_state
+
+    def drawing(self, *a, **k):
+        torch.rand(3)  # what a dropout mask drawn with the state would do
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(SequenceModel, "initial_state", drawing)
+    Trainer(_text_cfg(text, 8), tmp_path / "r", resume=True)
+    assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"].to(torch.uint8))

@@ -1,8 +1,9 @@
 """Checkpoint and resume: the run directory's identity, what a checkpoint holds, and putting it
 back.
 
-A resume reloads parameters, optimizer, scheduler, counters, RNG states and a stream's carried
-state. The functions taking ``self`` are :class:`~rnnlab.training.Trainer` methods
+A resume reloads parameters, optimizer, scheduler, counters, callbacks, a stream's carried
+state and, last, the RNG states, so that restoring draws nothing from the generators a resumed
+run goes on with. The functions taking ``self`` are :class:`~rnnlab.training.Trainer` methods
 (bound in trainer.py).
 """
 
@@ -163,6 +164,7 @@ def _check_run_id(self: Trainer, resume: bool) -> str | None:
 
 
 def _restore(self: Trainer, meta: Mapping[str, Any]) -> None:
+    """Put a checkpoint's state back; the RNG states last, so that restoring draws nothing."""
     self.model.load_state_dict({k: v.to(self.device) for k, v in meta["model"].items()})
     self.optimizer.load_state_dict(meta["optimizer"])
     if self.scheduler is not None and meta.get("scheduler") is not None:
@@ -173,7 +175,6 @@ def _restore(self: Trainer, meta: Mapping[str, Any]) -> None:
     self.elapsed = p.get("elapsed", 0.0)
     self.lowest_loss = p.get("lowest_loss")
     self.run_losses = list(p.get("run_losses", []))
-    set_rng_state(meta["rng"])
     if meta.get("carry") is not None:
         B = self.config["train"]["batch_size"]
         template = self.model.initial_state(B)
@@ -183,6 +184,9 @@ def _restore(self: Trainer, meta: Mapping[str, Any]) -> None:
         self.carry = slice_state(full, rows)
         out = meta.get("carry_out")
         self.carry_out = None if out is None else out.to(self.device)[rows]
+    # last: building the carry's template (initial_state may draw, e.g. dropout masks) must not
+    # move the generators the resumed run goes on with
+    set_rng_state(meta["rng"])
 
 
 def state(self: Trainer) -> dict[str, Any]:
