@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from rnnlab.cells.conv import RCLCell, RCLState, RecurrentMLPCell, paper_lrn_size
+from rnnlab.layers.rcl import _Normalization
 from rnnlab.layers.rcnn import (
     RCL,
     RCNN,
     FeedForwardCNN,
     RecurrentMLP,
-    _Normalization,
     build_model,
     count_parameters,
     wcnn_channels,
@@ -454,8 +454,9 @@ def test_docstring_examples():
     import doctest
 
     import rnnlab.cells.conv
+    import rnnlab.layers.rcl
     import rnnlab.layers.rcnn
 
-    for module in (rnnlab.cells.conv, rnnlab.layers.rcnn):
+    for module in (rnnlab.cells.conv, rnnlab.layers.rcl, rnnlab.layers.rcnn):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0

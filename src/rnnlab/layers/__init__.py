@@ -3,7 +3,8 @@
 from .bidirectional import Bidirectional, BidirectionalOutput, BidirectionalState
 from .deep import Stacked
 from .feedback import Alternating, FeedbackSchedule, FreeRunning, Mixed, TeacherForcing
-from .rcnn import RCL, RCNN, FeedForwardCNN, RecurrentMLP, count_parameters, wcnn_channels
+from .rcl import RCL, RecurrentMLP
+from .rcnn import RCNN, FeedForwardCNN, count_parameters, wcnn_channels
 from .rcnn import build_model as build_rcnn_model
 from .recurrent import Recurrent, RecurrentResult, unroll
 
