@@ -1,42 +1,150 @@
-"""Fast paths for the regulariser wrappers of issue 18, by delegation to the wrapped cell's kernel.
+"""Fast paths for the regulariser wrappers of issue 18 (docs/design/0009).
 
-Shapes: B batch, T time, I input.
+Shapes: B batch, T time, I input, H hidden.
 
-A :class:`~rnnlab.cells.VariationalDropoutCell` whose recurrent mask is inactive (eval mode, or
-``dropout_state=0``) is its inner cell run on m_x ⊙ x: the input mask is constant over time, so
-it is applied to the whole (B, T, I) input once and the inner cell's kernel runs unchanged
-(eval: no mask at all). With an active recurrent mask the kernel declines and the reference loop
-runs (U (m_h ⊙ h) needs the mask inside the recurrence: not in the compiled kernels yet).
+- :class:`~rnnlab.cells.VariationalDropoutCell`: the input mask is constant over time, so it
+  multiplies the whole (B, T, I) input once, before the hoisted input GEMM. Without an active
+  recurrent mask (eval, or ``dropout_state=0``) the inner cell's own kernel then runs
+  unchanged; with one, an LSTM (torch's maths: no peepholes, projection or Greff variant) or a
+  GRU runs the regularised operators of :mod:`.regularised` (the mask inside the loop). Other
+  inner cells decline (the reference loop runs).
+- :class:`~rnnlab.cells.ZoneoutCell` around such an LSTM or GRU (or a dropout wrapper of one):
+  the per-step keep draws are made here, in Python, with exactly the reference loop's calls
+  (``torch.rand((B, n), generator=cell.generator) < p`` per step and zoned field, in field
+  order), stacked to (T, B, n) and passed in; eval passes the rates (the deterministic mixture).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..cells.dropout import VariationalDropoutCell
+from ..cells.gru import GRUCell
+from ..cells.lstm import LSTMCell
+from ..cells.zoneout import ZoneoutCell
+from .kernels import (
+    ACT_CODES,
+    _available,
+    _final,
+    _read_out,
+    _summed_bias,
+    _time_major_projection,
+)
 from .registry import lookup, register
+
+
+def _regularisable(cell: Any) -> bool:
+    """Whether the regularised operators compute ``cell``'s maths."""
+    if type(cell) is GRUCell:
+        return cell.activation_name in ACT_CODES
+    if type(cell) is LSTMCell:
+        return (
+            cell.variant == "NP"
+            and not cell.peephole
+            and cell.proj_size == 0
+            and cell.weight_gg is None
+            and cell.activation_name in ACT_CODES
+            and cell.cell_activation_name in ACT_CODES
+        )
+    return False
+
+
+def _run_regularised(
+    cell: Any,
+    x: Tensor,
+    state: Any,
+    lengths: Tensor | None,
+    mask_h: Tensor | None,
+    keep: dict[str, Tensor],
+) -> tuple[Tensor, list[Tensor]]:
+    """Output (B, T, H) and the final (h, c) or (h) of ``cell`` with the masks inside."""
+    from .regularised import GRUReg, LSTMReg
+
+    if type(cell) is LSTMCell:
+        gx = _time_major_projection(x, cell.weight_ih, _summed_bias(cell))
+        acts = ACT_CODES[cell.activation_name or ""], ACT_CODES[cell.cell_activation_name or ""]
+        hs, cs, _, _ = LSTMReg.apply(
+            gx, cell.weight_hh, state.h, state.c, mask_h, keep.get("h"), keep.get("c"),
+            lengths, *acts,
+        )  # fmt: skip
+        y, h_final = _read_out(hs, lengths)
+        return y, [h_final, _final(cs, lengths)]
+    before = cell.reset == "before"
+    b, b_hh = (_summed_bias(cell), None) if before else (cell.bias_ih, cell.bias_hh)
+    gx = _time_major_projection(x, cell.weight_ih, b)
+    hs, _, _ = GRUReg.apply(
+        gx, cell.weight_hh, b_hh, state.h, mask_h, keep.get("h"), lengths, before,
+        ACT_CODES[cell.activation_name],
+    )  # fmt: skip
+    y, h_final = _read_out(hs, lengths)
+    return y, [h_final]
+
+
+def _dropout_parts(cell: VariationalDropoutCell, x: Tensor, state: Any) -> tuple[Tensor, Any]:
+    """x with the input mask applied (training), and the mask on h(t-1) or None."""
+    if not cell.training:
+        return x, None
+    if cell.dropout_input > 0:
+        x = x * state.mask_x.unsqueeze(1)  # (B, T, I): the same mask at every step
+    return x, state.mask_h if cell.dropout_state > 0 else None
 
 
 def variational_dropout_kernel(
     cell: VariationalDropoutCell, x: Tensor, state: Any, lengths: Tensor | None
 ) -> Any:
-    active = cell.training
-    if active and cell.dropout_state > 0:
-        return None
-    inner_kernel = lookup(cell.cell)
-    if inner_kernel is None:
-        return None
+    x_in, mask_h = _dropout_parts(cell, x, state)
     k = len(state) - 2
     inner_state = cell.cell.State(*state[:k])
-    x_in = x * state.mask_x.unsqueeze(1) if active and cell.dropout_input > 0 else x  # (B, T, I)
-    res = inner_kernel(cell.cell, x_in, inner_state, lengths)
-    if res is None:
+    if mask_h is None:
+        inner_kernel = lookup(cell.cell)
+        res = None if inner_kernel is None else inner_kernel(cell.cell, x_in, inner_state, lengths)
+        if res is None:
+            return None
+        y, final = res
+        return y, cell.State(*final, state.mask_x, state.mask_h)
+    if not _regularisable(cell.cell) or not _available(x):
         return None
-    y, final = res
+    y, final = _run_regularised(cell.cell, x_in, inner_state, lengths, mask_h, {})
     return y, cell.State(*final, state.mask_x, state.mask_h)
+
+
+def zoneout_keep(cell: ZoneoutCell, x: Tensor, like: Any) -> dict[str, Tensor]:
+    """Per zoned field, the (T, B, n) keep weights of a run over ``x`` (B, T, ...): the
+    reference loop's draws in training (same calls, same order), the rate in eval."""
+    T = x.shape[1]
+    zoned = [(f, p, getattr(like, f)) for f, p in cell.rates.items() if p > 0.0]
+    if not cell.training:
+        return {
+            f: torch.full((T, *s.shape), p, dtype=s.dtype, device=s.device) for f, p, s in zoned
+        }
+    draws: dict[str, list[Tensor]] = {f: [] for f, _, _ in zoned}
+    for _ in range(T):
+        for f, p, s in zoned:
+            draws[f].append(torch.rand(s.shape, device=s.device, generator=cell.generator) < p)
+    return {f: torch.stack(d).to(s.dtype) for (f, _, s), d in zip(zoned, draws.values())}
+
+
+def zoneout_kernel(cell: ZoneoutCell, x: Tensor, state: Any, lengths: Tensor | None) -> Any:
+    inner = cell.cell
+    base = inner.cell if type(inner) is VariationalDropoutCell else inner
+    if not _regularisable(base) or not _available(x):
+        return None
+    if any(p > 0.0 for f, p in cell.rates.items() if f.startswith("mask_")):
+        return None
+    x_in, mask_h = x, None
+    if isinstance(inner, VariationalDropoutCell):
+        x_in, mask_h = _dropout_parts(inner, x, state)
+    keep = zoneout_keep(cell, x, state)
+    k = len(base.state_sizes())
+    y, final = _run_regularised(base, x_in, base.State(*state[:k]), lengths, mask_h, keep)
+    if base is inner:
+        return y, base.State(*final)
+    return y, inner.State(*final, state.mask_x, state.mask_h)
 
 
 def register_extra() -> None:
     register(VariationalDropoutCell, variational_dropout_kernel)
+    register(ZoneoutCell, zoneout_kernel)

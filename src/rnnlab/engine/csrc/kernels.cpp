@@ -519,6 +519,7 @@ std::vector<Tensor> gru_backward(const Tensor& grad_hs, const Tensor& hs, const 
 }  // namespace rnnlab
 
 #include "lstm.h"
+#include "regularised.h"
 
 TORCH_LIBRARY(rnnlab_engine, m) {
   m.def("elman_forward(Tensor gx, Tensor w_hh, Tensor h0, Tensor first, Tensor lengths, int act) -> Tensor[]");
@@ -529,6 +530,10 @@ TORCH_LIBRARY(rnnlab_engine, m) {
   m.def("gru_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor aux, Tensor w_hh, Tensor lengths, bool before, int act) -> Tensor[]");
   m.def("lstm_forward(Tensor gx, Tensor w_hh, Tensor w_ci, Tensor w_cf, Tensor w_co, Tensor w_hr, Tensor w_gg, Tensor h0, Tensor c0, Tensor g0, Tensor lengths, int[] blocks, bool coupled, int act, int cact, bool store) -> Tensor[]");
   m.def("lstm_backward(Tensor grad_ys, Tensor grad_cs, Tensor grad_gs, Tensor ys, Tensor cs, Tensor gs, Tensor acts, Tensor ms, Tensor w_hh, Tensor w_ci, Tensor w_cf, Tensor w_co, Tensor w_hr, Tensor w_gg, Tensor lengths, int[] blocks, bool coupled, int act, int cact) -> Tensor[]");
+  m.def("lstm_reg_forward(Tensor gx, Tensor w_hh, Tensor h0, Tensor c0, Tensor mask_h, Tensor keep_h, Tensor keep_c, Tensor lengths, int act, int cact) -> Tensor[]");
+  m.def("lstm_reg_backward(Tensor grad_hs, Tensor grad_cs, Tensor hs, Tensor cs, Tensor gates, Tensor tc, Tensor w_hh, Tensor mask_h, Tensor keep_h, Tensor keep_c, Tensor lengths, int act, int cact) -> Tensor[]");
+  m.def("gru_reg_forward(Tensor gx, Tensor w_hh, Tensor b_hh, Tensor h0, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, int act) -> Tensor[]");
+  m.def("gru_reg_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor aux, Tensor w_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, int act) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(rnnlab_engine, CPU, m) {
@@ -540,4 +545,8 @@ TORCH_LIBRARY_IMPL(rnnlab_engine, CPU, m) {
   m.impl("gru_backward", &rnnlab::gru_backward);
   m.impl("lstm_forward", &rnnlab::lstm_forward);
   m.impl("lstm_backward", &rnnlab::lstm_backward);
+  m.impl("lstm_reg_forward", &rnnlab::lstm_reg_forward);
+  m.impl("lstm_reg_backward", &rnnlab::lstm_reg_backward);
+  m.impl("gru_reg_forward", &rnnlab::gru_reg_forward);
+  m.impl("gru_reg_backward", &rnnlab::gru_reg_backward);
 }
