@@ -64,6 +64,7 @@ EXPERIMENTS: dict[str, Experiment] = {}
 _MODULES: list[str] = [
     "rnnlab.experiments.maps",
     "rnnlab.experiments.lecture",
+    "rnnlab.experiments.architectures",
     "rnnlab.experiments.cases",
     "rnnlab.experiments.forcing",
     "rnnlab.experiments.flipflop",
