@@ -13,9 +13,13 @@ Models, similar parameter counts, same batches, Adam, MSE on pixels after a sigm
 Reported: validation MSE (all steps but the first, where neither model has seen motion yet)
 beside the two trivial baselines, "nothing moves" (frame t as frame t+1) and "empty frame".
 
-What the paper reports on its own task: Shi et al. 2015 (NeurIPS), Moving MNIST, Table 1:
-ConvLSTM networks reach a lower cross-entropy than the FC-LSTM of Srivastava et al. (best
-ConvLSTM about 3670 against about 4832 for FC-LSTM; check the exact figures in the paper).
+What the paper reports on its own task: Shi et al. 2015 (NeurIPS, arXiv:1506.04214) compare
+ConvLSTM networks with an FC-LSTM on Moving MNIST (their Table 1, cross-entropy loss) and on
+radar echo nowcasting; their abstract: "Experiments show that our ConvLSTM network captures
+spatiotemporal correlations better and consistently outperforms FC-LSTM and the
+state-of-the-art operational ROVER algorithm for precipitation nowcasting" (abstract as listed
+at https://www.paperswithcode.com/paper/convolutional-lstm-network-a-machine-learning). The
+table's figures are not quoted here: the paper was not available offline to check them.
 
 Run (about 3-4 minutes of CPU with the defaults):
 

@@ -11,7 +11,8 @@ probability p_s instead of taking the cell's new value s̃(t):
     \text{eval:}\quad s(t) = p_s\, s(t-1) + (1 - p_s)\, \tilde s(t)
 
 (the paper's deterministic mixture, its expectation). The LSTM takes separate rates for h and
-c (the paper's best char-level rates were z_c = 0.5, z_h = 0.05). Unlike dropout, the gradient
+c (z_c = 0.5, z_h = 0.05 are the rates usually quoted from the paper for characters; not
+checked against it here). Unlike dropout, the gradient
 flows through the kept units to s(t-1) unchanged, which is the paper's point: zoneout is a
 per-unit stochastic identity connection through time.
 
