@@ -25,6 +25,7 @@ import torch
 
 VERSION = "4"  # bump when the generated code changes meaning
 MARKER = ".rnnlab-cache"
+SMALLGEMM_H = Path(__file__).resolve().parent.parent / "csrc" / "smallgemm.h"
 CXX = os.environ.get("CXX", "g++")
 
 
@@ -51,8 +52,14 @@ def cache_dir() -> Path:
 
 
 def key(parts: dict[str, Any]) -> str:
+    # the generated code pastes csrc/smallgemm.h in (its text is part of the key) and uses it
+    # unless RNNLAB_CC_SMALLGEMM=0 (codegen.cpp.SMALL_GEMM)
+    sg = "off"
+    if os.environ.get("RNNLAB_CC_SMALLGEMM", "1") != "0":
+        sg = hashlib.sha256(SMALLGEMM_H.read_bytes()).hexdigest()[:16]
     blob = json.dumps({**parts, "torch": torch.__version__, "cxx": CXX, "flags": flags(),
-                       "version": VERSION}, sort_keys=True, default=str)  # fmt: skip
+                       "version": VERSION, "smallgemm": sg},
+                      sort_keys=True, default=str)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 

@@ -7,7 +7,9 @@ they only change (base, R, C, rs, cs). Consecutive pointwise nodes of the same s
 segment, emitted as one loop whose intermediates stay in registers; a value is written to
 memory only where something outside its segment reads it. Reductions (sum, amax over either
 dimension: layer norm over H, a parameter's gradient over B) and ``cat`` get their own loops;
-``mm``/``addmm`` call ``sgemm_``/``dgemm_`` (libtorch_cpu's BLAS) on the views' pointers.
+``mm``/``addmm`` call ``sgemm_``/``dgemm_`` (libtorch_cpu's BLAS) on the views' pointers, or, for
+a product of few rows with a loop-invariant weight, ``csrc/smallgemm.h`` on the weight packed
+once before the loop.
 
 Nothing here knows a cell: :mod:`.loop` feeds it the forward or the backward part of the joint
 graph from :mod:`.trace`.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +66,10 @@ POINTWISE = set(UNARY) | set(BINARY) | {
 REDUCE = {aten.sum.dim_IntList: "+", aten.amax.default: "max", aten.amin.default: "min",
           aten.sum.default: "+"}  # fmt: skip
 GEMM = {aten.mm.default, aten.addmm.default}
+# Per-step products with a constant weight and at most SMALL_M rows use csrc/smallgemm.h
+# (packed once per loop) rather than BLAS; RNNLAB_CC_SMALLGEMM=0 keeps BLAS (A/B runs).
+SMALL_GEMM = os.environ.get("RNNLAB_CC_SMALLGEMM", "1") != "0"
+SMALL_M = 32
 
 
 def _args(n: fx.Node) -> Any:
@@ -121,6 +128,8 @@ class Step:
     work: list[int]  # [next free element of the workspace], shared by the steps of a cell
     lines: list[str] = field(default_factory=list)
     post: list[str] = field(default_factory=list)  # after the time loop
+    pre: list[str] = field(default_factory=list)  # before the time loop (weight packing)
+    packs: dict[tuple[Any, ...], int] = field(default_factory=dict)  # packed weight -> offset
     scalars: dict[fx.Node, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------- values ----
@@ -185,6 +194,12 @@ class Step:
         if axis == 1:
             return Val(base.base, base.R, end - start, base.rs, base.cs, base.off + start * base.cs)
         return Val(base.base, end - start, base.C, base.rs, base.cs, base.off + start * base.rs)
+
+    def _pack_space(self, N: int, K: int) -> int:
+        off = self.work[0]
+        # panels of at most 32 columns (two 64-byte vectors of float): a bound for every width
+        self.work[0] += (N + 31) // 32 * 32 * K
+        return off
 
     def tmp(self, R: int, C: int) -> Val:
         off = self.work[0]
@@ -366,6 +381,18 @@ class Step:
             (ta, lda), (tb, ldb) = self._layout(va), self._layout(vb)
             M, K, N = va.R, va.C, vb.C
             pa, pb = f"({va.base} + {va.off})", f"({vb.base} + {vb.off})"
+            if SMALL_GEMM and M <= SMALL_M and vb.base.startswith("K["):
+                # a loop-invariant weight: packed once before the loop, small-M product per step
+                pk = (vb.base, vb.off, vb.R, vb.C, vb.rs, vb.cs)
+                if pk not in self.packs:
+                    self.packs[pk] = off = self._pack_space(N, K)
+                    self.pre.append(f"rnnlab_sg::pack_b({int(tb)}, {N}, {K}, {pb}, {ldb}, "
+                                    f"W + {off});")  # fmt: skip
+                self.lines.append(
+                    f"rnnlab_sg::gemm_packed({int(ta)}, {M}, {N}, {K}, T({alpha!r}), {pa}, {lda}, "
+                    f"W + {self.packs[pk]}, T({beta!r}), {out.base} + {out.off}, {out.rs});"
+                )
+                return
             self.lines.append(
                 f"gemm({int(ta)}, {int(tb)}, {M}, {N}, {K}, T({alpha!r}), {pa}, {lda}, {pb}, "
                 f"{ldb}, T({beta!r}), {out.base} + {out.off}, {out.rs});"

@@ -25,6 +25,7 @@ Shapes: T time, B batch, O output, H_k a state field's size.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -85,6 +86,10 @@ static inline T pw(T x, double e) {
   return e == 2.0 ? x * x : e == 1.0 ? x : e == 0.5 ? std::sqrt(x) : std::pow(x, T(e));
 }
 """
+
+
+# the small-M products (csrc/smallgemm.h, shared with the built-in kernels), pasted in whole
+SMALLGEMM_H = (Path(__file__).resolve().parent.parent / "csrc" / "smallgemm.h").read_text()
 
 
 def _is_compute(n: fx.Node) -> bool:
@@ -321,10 +326,11 @@ def _assemble(dtype: torch.dtype, fstep: Step, istep: Step, bstep: Step, O: tupl
     B = O[0]
     ctype, gemm = ("float", "sgemm_") if dtype == torch.float32 else ("double", "dgemm_")
     ns = len(ss)
-    L = [PRELUDE % {"ctype": ctype, "gemm": gemm}]
+    L = [SMALLGEMM_H, PRELUDE % {"ctype": ctype, "gemm": gemm}]
     arr = "T* const* H, T* const* K, T* const* S, T* Y, T* const* SV"
     for name, step in (("rnnlab_forward", fstep), ("rnnlab_infer", istep)):
         L.append(f'extern "C" void {name}(long nT, {arr}, T* W, const int64_t* len) {{')
+        L += step.pre
         L.append("for (long t = 0; t < nT; ++t) {")
         L += step.lines
         L.append(f"if (len) for (int b = 0; b < {B}; ++b) if (t >= len[b]) {{")
@@ -340,6 +346,7 @@ def _assemble(dtype: torch.dtype, fstep: Step, istep: Step, bstep: Step, O: tupl
     for k, (_, h) in enumerate(ss):
         L.append(f"gsa[{k}] = {gs_a[k].base}; gsb[{k}] = {gs_b[k].base};")
         L.append(f"std::memset(gsa[{k}], 0, {B * h}*sizeof(T));")
+    L += bstep.pre
     L.append("for (long t = nT - 1; t >= 0; --t) {")
     for k, (_, h) in enumerate(ss):
         L.append(f"for (int e = 0; e < {B * h}; ++e) gsa[{k}][e] += GS[{k}][(t+1)*{B * h} + e];")
