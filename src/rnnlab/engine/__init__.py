@@ -12,8 +12,10 @@ from .registry import (
     clear,
     disabled,
     lookup,
+    lookup_masked,
     lookup_teacher_forced,
     register,
+    register_masked,
     register_teacher_forced,
 )
 
@@ -23,9 +25,11 @@ __all__ = [
     "clear",
     "disabled",
     "lookup",
+    "lookup_masked",
     "lookup_teacher_forced",
     "register",
     "register_defaults",
+    "register_masked",
     "register_teacher_forced",
     "status",
 ]
@@ -33,6 +37,7 @@ __all__ = [
 
 def register_defaults() -> None:
     """Register the compiled kernels of the built-in cells (done on import)."""
+    from .feedback import register_feedback
     from .gpu import register_all as register_gpu
     from .kernels import register_all
     from .kernels_extra import register_extra
@@ -40,6 +45,7 @@ def register_defaults() -> None:
     register_all()
     register_gpu()
     register_extra()
+    register_feedback()
 
 
 register_defaults()

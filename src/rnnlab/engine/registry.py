@@ -24,6 +24,10 @@ _KERNELS: dict[type, Kernel] = {}
 _DEVICE_KERNELS: dict[tuple[type, str], Kernel] = {}
 _DISPATCH: dict[type, Kernel] = {}
 _TEACHER_FORCED: dict[type, TeacherForcedKernel] = {}
+# A masked kernel gets (cell, x, state, lengths, reference (B, T, n), mask (B, T) bool, detach)
+# and runs the feedback mask inside its own time loop (rnnlab.engine.feedback), or returns None.
+MaskedKernel = Callable[..., "tuple[Tensor, Any] | None"]
+_MASKED: dict[type, MaskedKernel] = {}
 _enabled = [True]
 
 
@@ -84,6 +88,18 @@ def lookup_teacher_forced(cell: Any) -> TeacherForcedKernel | None:
     return _TEACHER_FORCED.get(type(cell))
 
 
+def register_masked(cell_type: type, kernel: MaskedKernel) -> None:
+    """Use ``kernel`` for runs under a feedback schedule (state feedback) of cells whose type is
+    exactly ``cell_type``."""
+    _MASKED[cell_type] = kernel
+
+
+def lookup_masked(cell: Any) -> MaskedKernel | None:
+    if not _enabled[-1]:
+        return None
+    return _MASKED.get(type(cell))
+
+
 def active() -> bool:
     """False inside :func:`disabled`."""
     return _enabled[-1]
@@ -92,6 +108,7 @@ def active() -> bool:
 def clear() -> None:
     _KERNELS.clear()
     _TEACHER_FORCED.clear()
+    _MASKED.clear()
     _DEVICE_KERNELS.clear()
     _DISPATCH.clear()
 

@@ -2,7 +2,14 @@
 
 from .bidirectional import Bidirectional, BidirectionalOutput, BidirectionalState
 from .deep import Stacked
-from .feedback import Alternating, FeedbackSchedule, FreeRunning, Mixed, TeacherForcing
+from .feedback import (
+    Alternating,
+    FeedbackSchedule,
+    FreeRunning,
+    GivenMask,
+    Mixed,
+    TeacherForcing,
+)
 from .rcl import RCL, RecurrentMLP
 from .rcnn import RCNN, FeedForwardCNN, count_parameters, wcnn_channels
 from .rcnn import build_model as build_rcnn_model
@@ -22,6 +29,7 @@ __all__ = [
     "BidirectionalState",
     "FeedbackSchedule",
     "FreeRunning",
+    "GivenMask",
     "Mixed",
     "Recurrent",
     "RecurrentResult",

@@ -94,3 +94,49 @@ class Mixed(FeedbackSchedule):
         u = torch.rand(shape, generator=generator, device=generator.device if generator else device)
         m = (u < self.p).to(device)
         return m if self.per == "step" else m.expand(batch_size, steps).clone()
+
+
+@dataclass(frozen=True, eq=False)
+class GivenMask(FeedbackSchedule):
+    """A mask drawn already: ``mask`` (B, T) bool, True where the reference r(t-1) is fed.
+
+    The schedule for a mask that was drawn elsewhere, e.g. once over a whole sequence and then
+    sliced into truncated-BPTT windows (the trainer does this), or written by hand. The
+    dispatcher (:func:`rnnlab.layers.dispatch.run`), the engine's masked kernels and the
+    parallel teacher-forced path accept it as they accept the other schedules; the mask is used
+    as given (``batch_size`` and ``steps`` must match it), and its column 0 is ignored as for
+    every schedule.
+
+    Args:
+        mask: (B, T) bool tensor.
+        detach: the fed-back *own* output carries no gradient (the default, as for every
+            schedule); the kernels' backward honours it.
+
+    Example:
+        >>> m = torch.tensor([[True, False, True]])
+        >>> GivenMask(m, detach=False).mask(1, 3).tolist()
+        [[True, False, True]]
+    """
+
+    given: Tensor = field(default_factory=lambda: torch.ones(0, 0, dtype=torch.bool))
+
+    def __init__(self, mask: Tensor, detach: bool = True) -> None:
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
+            got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask)
+            raise ValueError(f"mask: expected a bool tensor (B, T), got {got}")
+        if not isinstance(detach, bool):
+            raise ValueError(f"detach: expected True or False, got {detach!r}")
+        object.__setattr__(self, "given", mask)
+        object.__setattr__(self, "detach", detach)
+
+    def mask(self, batch_size, steps, *, device=None, generator=None):  # type: ignore[no-untyped-def]
+        if tuple(self.given.shape) != (batch_size, steps):
+            raise ValueError(
+                f"mask: expected ({batch_size}, {steps}) for this input, got "
+                f"{tuple(self.given.shape)}"
+            )
+        return self.given if device is None else self.given.to(device)
+
+    def all_reference(self) -> bool:
+        """Whether every step t >= 1 feeds the reference (then it is teacher forcing)."""
+        return bool(self.given[:, 1:].all())

@@ -520,6 +520,7 @@ std::vector<Tensor> gru_backward(const Tensor& grad_hs, const Tensor& hs, const 
 
 #include "lstm.h"
 #include "regularised.h"
+#include "feedback.h"
 
 TORCH_LIBRARY(rnnlab_engine, m) {
   m.def("elman_forward(Tensor gx, Tensor w_hh, Tensor h0, Tensor first, Tensor lengths, int act) -> Tensor[]");
