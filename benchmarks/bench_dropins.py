@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import rnnlab
-from rnnlab.bench import SHAPES, _interleaved, _Ours, _runs, _Torch, machine
+from rnnlab.timing import SHAPES, _interleaved, _Ours, _runs, _Torch, machine
 
 HERE = Path(__file__).parent
 CELLS = {

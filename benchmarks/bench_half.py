@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import rnnlab
-from rnnlab.bench import SHAPES, _interleaved, machine
+from rnnlab.timing import SHAPES, _interleaved, machine
 
 HERE = Path(__file__).parent
 CELLS: dict[str, tuple[Callable[..., torch.nn.Module], Callable[..., torch.nn.Module]]] = {

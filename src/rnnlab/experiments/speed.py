@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .. import bench as B
+from .. import timing as B
 from ._common import Timer, claim, figure, save
 from .registry import Claim, RunContext, experiment
 
