@@ -135,21 +135,37 @@ def repack(y: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
     )
 
 
+def layer_input_shape(layer: Any) -> tuple[int | None, ...] | None:
+    """The per-step input shape a layer's cell declares (ConvLSTM: (C, None, None)), or None
+    for vector steps; a composite layer (Bidirectional, Stacked) has its own ``input_shape``."""
+    shape = getattr(layer, "input_shape", None)
+    return (
+        shape if shape is not None else getattr(getattr(layer, "cell", None), "input_shape", None)
+    )
+
+
 def sequence_input(
-    x: Any, lengths: Any, features: int, batch_first: bool
+    x: Any,
+    lengths: Any,
+    features: int,
+    batch_first: bool,
+    trailing: tuple[int | None, ...] | None = None,
 ) -> tuple[Tensor, Tensor | None, PackedSequence | None]:
     """A layer's input as given: a tensor (with optional ``lengths``) or a PackedSequence.
 
     Returns the padded input in the layer's layout, the validated lengths (or None) and the
-    original PackedSequence (or None), for :func:`sequence_output`.
+    original PackedSequence (or None), for :func:`sequence_output`. ``trailing``: the per-step
+    shape of a layer on frames (see :func:`check_sequence`); such a layer takes no packed input.
     """
     packed = x if isinstance(x, PackedSequence) else None
+    if packed is not None and trailing is not None:
+        raise TypeError("x: a layer on per-step frames takes a padded tensor, not packed")
     if packed is not None:
         if lengths is not None:
             raise ValueError("lengths: a PackedSequence carries its own lengths; got both")
         xb, lengths = unpack(packed)
         x = xb if batch_first else xb.transpose(0, 1)
-    check_sequence(x, features, batch_first=batch_first)
+    check_sequence(x, features, batch_first=batch_first, trailing=trailing)
     b_dim = 0 if batch_first else 1
     lengths = check_lengths(lengths, x.shape[b_dim], x.shape[1 - b_dim], x.device)
     return x, lengths, packed
@@ -166,7 +182,7 @@ def sequence_output(
 
 
 def zero_padding(y: Tensor, lengths: Tensor | None, batch_first: bool) -> Tensor:
-    """Zero the outputs past each sequence's end."""
+    """Zero the outputs past each sequence's end (any per-step shape after (B, T))."""
     if lengths is None:
         return y
     T = y.shape[1 if batch_first else 0]
@@ -175,4 +191,5 @@ def zero_padding(y: Tensor, lengths: Tensor | None, batch_first: bool) -> Tensor
         return y
     if not batch_first:
         m = m.t()
-    return torch.where(m.unsqueeze(-1), y, torch.zeros((), dtype=y.dtype, device=y.device))
+    m = m.reshape(*m.shape, *([1] * (y.dim() - 2)))
+    return torch.where(m, y, torch.zeros((), dtype=y.dtype, device=y.device))

@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from ..cells.activations import ActivationSpec, resolve_activation
 from ..cells.base import check_positive_int
-from ._utils import sequence_input, sequence_output
+from ._utils import layer_input_shape, sequence_input, sequence_output
 from .recurrent import Recurrent
 
 
@@ -61,7 +61,7 @@ class BidirectionalOutput(nn.Module):
 
 
 _MERGES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "concat": lambda h, g: torch.cat([h, g], dim=-1),
+    "concat": lambda h, g: torch.cat([h, g], dim=2),  # features, or channels of frames
     "sum": lambda h, g: h + g,
     "mean": lambda h, g: 0.5 * (h + g),
     "mul": lambda h, g: h * g,
@@ -78,6 +78,9 @@ class Bidirectional(nn.Module):
             its own, re-initialised parameters.
         merge: ``"concat"`` (default, torch's convention: O = H + G), ``"sum"``, ``"mean"``,
             ``"mul"``, or a module ``(h, g) -> y`` such as :class:`BidirectionalOutput`.
+
+    Layers on per-step frames (a cell with ``input_shape``, e.g. ConvLSTM on (B, T, C, H, W))
+    work the same way; ``"concat"`` joins the channels, (B, T, F + G, H, W).
 
     Example:
         >>> from rnnlab import GRUCell, Recurrent
@@ -116,6 +119,17 @@ class Bidirectional(nn.Module):
             )
         if backward_layer.batch_first != forward_layer.batch_first:
             raise ValueError("backward_layer: expected the same batch_first as forward_layer")
+        shape = layer_input_shape(forward_layer)
+        if layer_input_shape(backward_layer) != shape:
+            raise ValueError(
+                f"backward_layer: expected the per-step input shape {shape} (as forward_layer), "
+                f"got {layer_input_shape(backward_layer)}"
+            )
+        if shape is not None and isinstance(merge, BidirectionalOutput):
+            raise TypeError(
+                "merge: BidirectionalOutput maps feature vectors; for per-step frames use "
+                "'concat' (channels), 'sum', 'mean', 'mul' or a module of your own"
+            )
         H, G = forward_layer.output_size, backward_layer.output_size
         if isinstance(merge, str):
             if merge not in _MERGES:
@@ -137,6 +151,7 @@ class Bidirectional(nn.Module):
         self.backward_layer = backward_layer
         self.batch_first = forward_layer.batch_first
         self.input_size = forward_layer.input_size
+        self.input_shape = shape
 
     def forward(
         self,
@@ -146,7 +161,9 @@ class Bidirectional(nn.Module):
         lengths: Tensor | None = None,
     ) -> tuple[Tensor | PackedSequence, BidirectionalState]:
         """Return ``(merge(h, g), BidirectionalState(forward, backward))``."""
-        inp, lengths, packed = sequence_input(x, lengths, self.input_size, self.batch_first)
+        inp, lengths, packed = sequence_input(
+            x, lengths, self.input_size, self.batch_first, self.input_shape
+        )
         if state is None:
             s_f = s_b = None
         elif isinstance(state, tuple) and len(state) == 2:

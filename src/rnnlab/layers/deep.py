@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from ._utils import sequence_input, sequence_output, zero_padding
+from ._utils import layer_input_shape, sequence_input, sequence_output, zero_padding
 
 
 class Stacked(nn.Module):
@@ -34,7 +34,9 @@ class Stacked(nn.Module):
             the last layer's.
         residual: layer l > 0 adds its input to its output (H_l must equal its main input size).
 
-    The state is a tuple with one state per layer.
+    The state is a tuple with one state per layer. Layers on per-step frames (ConvLSTM,
+    (B, T, C, H, W)) stack the same way, all of them on frames; sizes then count channels, and
+    the skips concatenate channels.
 
     Example:
         >>> from rnnlab import Bidirectional, LSTMCell, Recurrent
@@ -70,6 +72,14 @@ class Stacked(nn.Module):
         bf = {bool(layer.batch_first) for layer in layers}
         if len(bf) != 1:
             raise ValueError("layers: expected the same batch_first for every layer, got a mix")
+        shape = layer_input_shape(layers[0])
+        for k, layer in enumerate(layers):
+            if (layer_input_shape(layer) is None) != (shape is None):
+                kind = "per-step frames" if shape is not None else "feature vectors"
+                raise ValueError(
+                    f"layers[{k}]: expected a layer on {kind} like layers[0], got input shape "
+                    f"{layer_input_shape(layer)}"
+                )
         I = int(layers[0].input_size)  # type: ignore[arg-type]
         for k in range(1, len(layers)):
             prev = int(layers[k - 1].output_size)  # type: ignore[arg-type]
@@ -90,6 +100,7 @@ class Stacked(nn.Module):
         self.residual = bool(residual)
         self.batch_first = bf.pop()
         self.input_size = I
+        self.input_shape = shape
         outs = [int(layer.output_size) for layer in layers]  # type: ignore[arg-type]
         self.output_size = sum(outs) if output_skip else outs[-1]
 
@@ -101,7 +112,9 @@ class Stacked(nn.Module):
         lengths: Tensor | None = None,
     ) -> tuple[Tensor | PackedSequence, tuple[Any, ...]]:
         """Return ``(y, (state_0, ..., state_{L-1}))``."""
-        inp, lengths, packed = sequence_input(x, lengths, self.input_size, self.batch_first)
+        inp, lengths, packed = sequence_input(
+            x, lengths, self.input_size, self.batch_first, self.input_shape
+        )
         n = len(self.layers)
         if state is None:
             states: list[Any] = [None] * n
@@ -115,7 +128,7 @@ class Stacked(nn.Module):
         for k, layer in enumerate(self.layers):
             if k > 0:
                 h_in = nn.functional.dropout(h, self.dropout, self.training) if self.dropout else h
-                layer_in = torch.cat([h_in, inp], dim=-1) if self.input_skip else h_in
+                layer_in = torch.cat([h_in, inp], dim=2) if self.input_skip else h_in
             else:
                 h_in = layer_in = inp
             y, s = layer(layer_in, states[k], lengths=lengths)
@@ -124,6 +137,6 @@ class Stacked(nn.Module):
             outputs.append(y)
             new_states.append(s)
             h = y
-        out = torch.cat(outputs, dim=-1) if self.output_skip else outputs[-1]
+        out = torch.cat(outputs, dim=2) if self.output_skip else outputs[-1]
         out = zero_padding(out, lengths, self.batch_first)
         return sequence_output(out, lengths, packed, self.batch_first), tuple(new_states)
