@@ -66,7 +66,7 @@ def test_two_processes_equal_one(tmp_path):
         "--master_addr=127.0.0.1",
         f"--master_port={_free_port()}",
         "-m",
-        "rnnlab.train_cli",
+        "rnnlab",
         "train",
         *ARGS,
         "--run-dir",
@@ -115,7 +115,7 @@ def batch(self):
         os.kill(os.getpid(), signal.SIGTERM)
     return real(self)
 tr.Trainer._train_batch = batch
-from rnnlab.train_cli import main
+from rnnlab.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

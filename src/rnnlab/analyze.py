@@ -30,8 +30,6 @@ from typing import Any
 
 import torch
 
-from .cli import command
-
 LOOPS = ("auto", "open", "closed")
 
 
@@ -300,7 +298,6 @@ def _add(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("analyze", "Fixed points, stability and Lyapunov spectrum of a trained model.")(_add)
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -336,3 +333,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"largest Lyapunov exponents (nats/step): {[round(v, 4) for v in ly[:3]]}")
     print(f"wrote {s['out']}/analysis.json, fixed_points_pca.png, eigenvalues.png")
     return 0
+
+
+# The commands this module adds to ``rnnlab`` (cli.py reads this table; no import of cli.py
+# here, so no import circle).
+COMMANDS = {
+    "analyze": (
+        "Fixed points, stability and Lyapunov spectrum of a trained model.",
+        _add,
+        run,
+    ),
+}

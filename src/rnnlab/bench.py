@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 from .cells import Cell, ElmanCell, ElmanState, JordanCell
-from .cli import command
 from .layers import Recurrent
 from .timing import (
     CASES,
@@ -239,7 +238,6 @@ def _add(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("bench", "Time rnnlab's recurrences against torch.nn and the reference loop.")(_add)
 def run(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise SystemExit(f"--repeats: expected a positive int, got {args.repeats}")
@@ -270,8 +268,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# The commands this module adds to ``rnnlab`` (cli.py reads this table; no import of cli.py
+# here, so no import circle).
+COMMANDS = {
+    "bench": (
+        "Time rnnlab's recurrences against torch.nn and the reference loop.",
+        _add,
+        run,
+    ),
+}
+
+
 __all__ = [
     "CASES",
+    "COMMANDS",
     "QUICK",
     "SHAPES",
     "Case",

@@ -1,8 +1,10 @@
 """The ``rnnlab`` command line.
 
-Sub-commands are registered in :data:`COMMANDS` as ``name -> (help, add_arguments, run)``
-so that each part of the library (experiments, training, analysis, benchmarks) plugs in its
-own without touching the others.
+Sub-commands are registered in :data:`COMMANDS` as ``name -> (help, add_arguments, run)``.
+Each command module (analyze, bench, demo, run, train_cli) declares its own table
+``COMMANDS`` and never imports this module; :func:`_load_commands` reads those tables, so
+the registry lives here alone and there is no import circle (issue 16). Code outside rnnlab
+may still register with :func:`command`.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ def command(name: str, help: str) -> Callable[[AddArgs], Callable[[Run], Run]]:
 
 
 def _load_commands() -> None:
-    # Importing these modules registers their commands.
-    from . import analyze as _analyze  # noqa: F401
-    from . import bench as _bench  # noqa: F401
-    from . import demo  # noqa: F401
-    from . import run as _run  # noqa: F401
-    from . import train_cli as _train  # noqa: F401
+    # The command modules' tables; a command registered with command() keeps its entry.
+    from . import analyze, bench, demo, run, train_cli
+
+    for module in (analyze, bench, demo, run, train_cli):
+        for name, entry in module.COMMANDS.items():
+            COMMANDS.setdefault(name, entry)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from .cells import ElmanCell, JordanCell
-from .cli import command
 from .layers import Recurrent
 
 
@@ -51,9 +50,6 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed")
 
 
-@command(
-    "demo", "Train an Elman and a Jordan network on next-step sine prediction; print the loss."
-)(_add)
 def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise SystemExit(f"--steps: expected a positive int, got {args.steps}")
@@ -74,3 +70,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:7s} mse {first:.4f} -> {last:.5f}  ({first / max(last, 1e-12):.0f}x lower)")
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+# The commands this module adds to ``rnnlab`` (cli.py reads this table; no import of cli.py
+# here, so no import circle).
+COMMANDS = {
+    "demo": (
+        "Train an Elman and a Jordan network on next-step sine prediction; print the loss.",
+        _add,
+        run,
+    ),
+}

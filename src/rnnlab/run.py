@@ -10,7 +10,6 @@ import traceback
 from pathlib import Path
 
 from ._files import UnsafePathError, check_replaceable, make_folder, remove_tree
-from .cli import command
 from .experiments.registry import Experiment, RunContext, load_all
 from .experiments.report import Section, load_full_claims, write_report
 
@@ -79,9 +78,6 @@ def _run_one(
     return sec
 
 
-@command("run", "Run an experiment or the lecture tour; it replaces its own folder runs/NAME.")(
-    _add
-)
 def run(args: argparse.Namespace) -> int:
     exps = load_all()
     if args.list or not args.name:
@@ -140,3 +136,14 @@ def _summary(rows: list[dict]) -> None:
             f"[{r['status']:4s}] {r['experiment']}: {r['claim']}: {r['measured']} "
             f"(expected {r['expected']})"
         )
+
+
+# The commands this module adds to ``rnnlab`` (cli.py reads this table; no import of cli.py
+# here, so no import circle).
+COMMANDS = {
+    "run": (
+        "Run an experiment or the lecture tour; it replaces its own folder runs/NAME.",
+        _add,
+        run,
+    ),
+}

@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli import command
-
 _EXAMPLES = """\
 examples:
   rnnlab train --task series --cell GRUCell --steps 300 --run-dir runs/sine
@@ -175,9 +173,6 @@ def _fail(cmd: str, err: BaseException) -> int:
     return 2
 
 
-@command(
-    "train", "Train a model on a task; a run directory gets config, metrics, checkpoints and plots."
-)(_add_train)
 def run_train(args: argparse.Namespace) -> int:
     import yaml
 
@@ -279,10 +274,6 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
 
 
-@command(
-    "eval",
-    "Evaluate a run's checkpoint on its task (free-running for feedback models); print JSON.",
-)(_add_eval)
 def run_eval(args: argparse.Namespace) -> int:
     from .training.config import ConfigError
     from .training.trainer import trainer_from_checkpoint
@@ -342,10 +333,6 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
 
 
-@command(
-    "generate",
-    "Free-running generation from a run's checkpoint (text, series, sequence-to-sequence).",
-)(_add_generate)
 def run_generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -454,12 +441,22 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m rnnlab.train_cli ...``: the rnnlab CLI with these commands registered."""
-    from .cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+# The commands this module adds to ``rnnlab`` (cli.py reads this table; no import of cli.py
+# here, so no import circle).
+COMMANDS = {
+    "train": (
+        "Train a model on a task; a run directory gets config, metrics, checkpoints and plots.",
+        _add_train,
+        run_train,
+    ),
+    "eval": (
+        "Evaluate a run's checkpoint on its task (free-running for feedback models); print JSON.",
+        _add_eval,
+        run_eval,
+    ),
+    "generate": (
+        "Free-running generation from a run's checkpoint (text, series, sequence-to-sequence).",
+        _add_generate,
+        run_generate,
+    ),
+}
