@@ -143,9 +143,9 @@ def _jsonable(obj: Any) -> Any:
 def _plots(self: Trainer) -> None:
     if self.run_dir is None or not self.is_main or not self.config["train"]["plots"]:
         return
-    from .plots import plot_grad_norms, plot_loss
-
     try:
+        from ..plots.training import plot_grad_norms, plot_loss  # needs matplotlib
+
         plot_loss(self.run_dir)
         plot_grad_norms(self.run_dir)
     except Exception as err:  # a figure must never lose a run

@@ -1,4 +1,5 @@
-"""Figures of a run: the loss curves and the per-step gradient norms ‖∂L/∂h(t)‖.
+"""Figures of a training run: the loss curves and the per-step gradient norms ‖∂L/∂h(t)‖
+(moved here from rnnlab/training/plots.py, issue 16: every figure lives in rnnlab.plots).
 
 Uses matplotlib's Agg canvas directly (no pyplot, no global backend change), so it works on
 machines without a display and leaves a user's own matplotlib set-up alone.
