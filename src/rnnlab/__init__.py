@@ -3,9 +3,8 @@
 The public API, re-exported by name.
 """
 
-__version__ = "0.1.0"
-
 from . import export, init, nn
+from ._version import __version__
 from .cells import (
     Cell,
     ConvLSTMCell,

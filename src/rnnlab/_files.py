@@ -40,7 +40,7 @@ class UnsafePathError(ValueError):
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 

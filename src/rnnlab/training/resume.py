@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
 from .._files import (
     UnsafePathError,
     check_replaceable,
@@ -23,6 +22,7 @@ from .._files import (
     remove_tree,
     write_marker,
 )
+from .._version import __version__
 from ._state import slice_state, state_from_leaves, state_leaves
 from .checkpoint import (
     checkpoint_path,
