@@ -7,11 +7,15 @@ A spec names a registered cell, its options and the sizes::
 
     {"cell": "LSTMCell", "cell_options": {"variant": "V"}, "input_size": 2, "hidden_size": 32,
      "output_size": 1, "num_layers": 2, "bidirectional": false, "dropout": 0.0,
-     "readout": "linear", "feedback": "none", "tokens": false, "seq2seq": false}
+     "readout": "linear", "feedback": "none", "tokens": false, "seq2seq": false,
+     "dropout_input": 0.0, "dropout_state": 0.0, "zoneout": {}}
 
 and :class:`SequenceModel` builds ``Recurrent(cell)`` layers (wrapped in ``Bidirectional`` and
-``Stacked`` as asked) and a readout: ``"linear"`` (y = W h + b on the last layer's output) or
-``"none"`` (the cell's output is the model's output; a Jordan cell's y, an Elman cell's W_y h).
+``Stacked`` as asked; with ``dropout_input``/``dropout_state`` (variational dropout) or
+``zoneout`` (a rate, or rates per state field) each layer's cell is wrapped as
+``ZoneoutCell(VariationalDropoutCell(cell))``, the masks travelling in the carried state) and
+a readout: ``"linear"`` (y = W h + b on the last layer's output) or ``"none"`` (the cell's
+output is the model's output; a Jordan cell's y, an Elman cell's W_y h).
 
 Output feedback (docs/design/0001-output-feedback.md):
 

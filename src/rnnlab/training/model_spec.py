@@ -27,6 +27,9 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "num_layers": 1,
     "bidirectional": False,
     "dropout": 0.0,
+    "dropout_input": 0.0,
+    "dropout_state": 0.0,
+    "zoneout": {},
     "readout": "linear",
     "feedback": "none",
     "tokens": False,
@@ -96,6 +99,15 @@ def check_model_spec(spec: Mapping[str, Any], prefix: str = "model.") -> dict[st
             f"{prefix}dropout: acts between layers, so it needs num_layers >= 2; "
             f"got dropout={d} with num_layers={s['num_layers']}"
         )
+    for key in ("dropout_input", "dropout_state"):
+        p = s[key]
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"{prefix}{key}: expected a number in [0, 1), got {p!r}")
+    z = s["zoneout"]
+    if isinstance(z, bool) or not isinstance(z, (int, float, Mapping)):
+        raise ValueError(
+            f"{prefix}zoneout: expected a rate or a mapping state field -> rate, got {z!r}"
+        )
     if s["readout"] not in READOUTS:
         raise ValueError(f"{prefix}readout: expected one of {list(READOUTS)}, got {s['readout']!r}")
     if s["feedback"] not in FEEDBACKS:
@@ -145,6 +157,24 @@ def _make_cell(cls: type[Cell], I: int, H: int, out: int | None, opts: Mapping[s
         raise ValueError(f"model.cell_options: {cls.__name__}: {err}") from None
 
 
+def _regularise(s: Mapping[str, Any], cell: Cell) -> Cell:
+    """The cell wrapped in variational dropout and zoneout as the spec asks (issue 18)."""
+    from ..cells import VariationalDropoutCell, ZoneoutCell
+
+    if s["dropout_input"] or s["dropout_state"]:
+        try:
+            cell = VariationalDropoutCell(cell, s["dropout_input"], s["dropout_state"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"model.dropout_state: {err}") from None
+    z = s["zoneout"]
+    if z:
+        try:
+            cell = ZoneoutCell(cell, dict(z) if isinstance(z, Mapping) else float(z))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"model.zoneout: {err}") from None
+    return cell
+
+
 def _make_core(
     s: Mapping[str, Any], input_size: int, last_out: int | None
 ) -> Recurrent | Bidirectional | Stacked:
@@ -156,7 +186,7 @@ def _make_core(
         cell = _make_cell(
             cls, n_in, s["hidden_size"], last_out if k == L - 1 else None, s["cell_options"]
         )
-        rec = Recurrent(cell)
+        rec = Recurrent(_regularise(s, cell))
         layer: Recurrent | Bidirectional = Bidirectional(rec) if s["bidirectional"] else rec
         layers.append(layer)
         n_in = int(layer.output_size)
