@@ -1,0 +1,255 @@
+"""ONNX ``Scan`` lowerings of the engine's forward ops: every cell ONNX's RNN/GRU/LSTM cannot
+express (Jordan, LSTM with projection, absent gates, coupled input-forget gate, full gate
+recurrence, hardtanh) and every float64 model (onnxruntime has no float64 RNN/GRU/LSTM).
+
+One ``Scan`` node per layer call: the states are Scan's state variables, ``gx`` (and the
+lengths' step mask) its scan inputs, every step's states its scan outputs (stacked by Scan, not
+by a Concat per step, which would copy quadratically in T). The body graph is recorded with
+``onnx_ir``'s tape and reads the weights from the outer graph (ONNX's outer-scope names). The
+maths is :mod:`rnnlab.engine.reference` step for step; past a sequence's length a ``Where``
+keeps the old states, as the kernels do.
+
+The node is appended to the exporter's recorder directly: its op recorder gives a variadic
+output (Scan's) one value only.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import onnx_ir as ir
+
+_names = itertools.count()
+
+
+def _fresh(what: str) -> str:
+    return f"rnnlab_scan_{what}_{next(_names)}"
+
+
+class Body:
+    """A Scan body under construction: ``b.Add(x, y)`` records an ONNX node on the tape."""
+
+    def __init__(self, dtype: Any) -> None:
+        self.tape = ir.tape.Tape()
+        self.dtype = dtype
+        self.inputs: list[ir.Value] = []
+
+    def input(self, rank: int, dtype: Any = None) -> ir.Value:
+        v = ir.Value(
+            name=_fresh("in"),
+            type=ir.TensorType(dtype if dtype is not None else self.dtype),
+            shape=ir.Shape([None] * rank),
+        )
+        self.inputs.append(v)
+        return v
+
+    def __getattr__(self, op_type: str) -> Callable[..., ir.Value]:
+        def record(*inputs: Any, **attrs: Any) -> ir.Value:
+            return self.tape.op(op_type, list(inputs), attrs or None)
+
+        return record
+
+    def split(self, x: ir.Value, n: int) -> Sequence[ir.Value]:
+        """``x`` (B, n·H) into n blocks (B, H)."""
+        if n == 1:
+            return [x]
+        return self.tape.op_multi_out("Split", [x], {"axis": 1, "num_outputs": n}, num_outputs=n)
+
+    def graph(self, outputs: Sequence[ir.Value]) -> ir.Graph:
+        for node in self.tape.nodes:
+            for o in node.outputs:
+                if o.name is None:
+                    o.name = _fresh("v")
+        return ir.Graph(self.inputs, list(outputs), nodes=self.tape.nodes, name=_fresh("body"))
+
+
+def scan(op: Any, body: Body, outputs: Sequence[ir.Value], inits: Sequence[Any],
+         seqs: Sequence[Any]) -> Sequence[Any]:  # fmt: skip
+    """Record ``Scan(inits..., seqs...)`` with ``body`` (inputs: states then slices; outputs:
+    new states then per-step outputs) and return its outputs (finals, then stacked)."""
+    from onnxscript import evaluator
+    from torch.onnx._internal.exporter import _tensors
+
+    recorder: Any = evaluator.default()
+    graph = body.graph(outputs)
+    n_out = len(outputs)
+    node = ir.Node(
+        "",
+        "Scan",
+        [*inits, *seqs],
+        attributes=[ir.AttrGraph("body", graph), ir.AttrInt64("num_scan_inputs", len(seqs))],
+        outputs=[_tensors.SymbolicTensor(recorder.opset) for _ in range(n_out)],
+    )
+    recorder.nodes.append(node)
+    return node.outputs
+
+
+def step_mask(op: Any, gx: Any, lengths: Any) -> Any:
+    """(T, B, 1) bool: step t still runs for sequence b (t < lengths[b])."""
+    T = op.Shape(gx, start=0, end=1)
+    t = op.Range(op.Constant(value_int=0), op.Squeeze(T), op.Constant(value_int=1))
+    t = op.Unsqueeze(t, [1, 2])  # (T, 1, 1) int64
+    L = op.Unsqueeze(op.Cast(lengths, to=7), [0, 2])  # (1, B, 1)
+    return op.Less(t, L)
+
+
+class Consts:
+    """Outer-graph scalars in gx's dtype, read by the body (outer scope)."""
+
+    def __init__(self, op: Any, like: Any) -> None:
+        self.op, self.like = op, like
+        self.cache: dict[float, Any] = {}
+
+    def __call__(self, v: float) -> Any:
+        if v not in self.cache:
+            self.cache[v] = self.op.CastLike(self.op.Constant(value_float=v), self.like)
+        return self.cache[v]
+
+
+def activation(b: Body, code: int, x: ir.Value, k: Consts) -> ir.Value:
+    """The kernel activation ``code`` (rnnlab.engine.kernels.ACT_CODES) on ``x``."""
+    code = int(code)
+    if code == 0:
+        return x
+    if code == 5:  # hardtanh
+        return b.Clip(x, k(-1.0), k(1.0))
+    name = {1: "Tanh", 2: "Sigmoid", 3: "Relu", 4: "Softsign", 6: "Elu", 7: "Softplus"}[code]
+    return getattr(b, name)(x)
+
+
+def _keep(b: Body, m: ir.Value | None, new: ir.Value, old: ir.Value) -> ir.Value:
+    return new if m is None else b.Where(m, new, old)
+
+
+def _with_first(op: Any, seq: Any, first: Any) -> Any:
+    """A Scan output (T, B, n) with the initial state (B, n) in front: (T+1, B, n)."""
+    return op.Concat(op.Unsqueeze(first, [0]), seq, axis=0)
+
+
+def elman(op: Any, gx: Any, w_hh: Any, h0: Any, first: Any, lengths: Any, act: int) -> Any:
+    """hs (T+1, B, H): h(t) = act(gx(t) + U h(t-1)), ``first`` added at step 0."""
+    k = Consts(op, gx)
+    if first is not None:
+        head = op.Add(op.Slice(gx, [0], [1], [0]), op.Unsqueeze(first, [0]))
+        gx = op.Concat(head, op.Slice(gx, [1], [2**62], [0]), axis=0)
+    uT = op.Transpose(w_hh)
+    b = Body(gx.dtype)
+    h, g = b.input(2), b.input(2)
+    m = b.input(2, ir.DataType.BOOL) if lengths is not None else None
+    h_new = _keep(b, m, activation(b, act, b.Add(g, b.MatMul(h, uT)), k), h)
+    seqs = [gx] if lengths is None else [gx, step_mask(op, gx, lengths)]
+    _, hs = scan(op, b, [h_new, b.Identity(h_new)], [h0], seqs)
+    return _with_first(op, hs, h0)
+
+
+def jordan(op: Any, gx: Any, u: Any, wy: Any, by: Any, y0: Any, lengths: Any, act: int,
+           oact: int) -> Any:  # fmt: skip
+    """(ys (T+1, B, O), hs (T, B, H)): h(t) = act(gx(t) + U y(t-1)), y(t) = oact(W_y h + b_y)."""
+    k = Consts(op, gx)
+    uT, wyT = op.Transpose(u), op.Transpose(wy)
+    b = Body(gx.dtype)
+    y, g = b.input(2), b.input(2)
+    m = b.input(2, ir.DataType.BOOL) if lengths is not None else None
+    h = activation(b, act, b.Add(g, b.MatMul(y, uT)), k)
+    pre = b.MatMul(h, wyT)
+    if by is not None:
+        pre = b.Add(pre, by)
+    y_new = _keep(b, m, activation(b, oact, pre, k), y)
+    seqs = [gx] if lengths is None else [gx, step_mask(op, gx, lengths)]
+    _, ys, hs = scan(op, b, [y_new, b.Identity(y_new), b.Identity(h)], [y0], seqs)
+    return _with_first(op, ys, y0), hs
+
+
+def gru(op: Any, gx: Any, w_hh: Any, b_hh: Any, h0: Any, lengths: Any, before: bool,
+        act: int) -> Any:  # fmt: skip
+    """hs (T+1, B, H), both reset positions (rnnlab.engine.reference.gru)."""
+    k = Consts(op, gx)
+    H = int(w_hh.shape[1])
+    wT = op.Transpose(w_hh)  # (H, 3H)
+    b = Body(gx.dtype)
+    h, g = b.input(2), b.input(2)
+    m = b.input(2, ir.DataType.BOOL) if lengths is not None else None
+    xr, xz, xn = b.split(g, 3)
+    if before:
+        wrzT = op.Slice(wT, [0], [2 * H], [1])
+        wnT = op.Slice(wT, [2 * H], [3 * H], [1])
+        hr, hz = b.split(b.MatMul(h, wrzT), 2)
+        r, z = b.Sigmoid(b.Add(xr, hr)), b.Sigmoid(b.Add(xz, hz))
+        n = activation(b, act, b.Add(xn, b.MatMul(b.Mul(r, h), wnT)), k)
+    else:
+        hh = b.MatMul(h, wT)
+        if b_hh is not None:
+            hh = b.Add(hh, b_hh)
+        hr, hz, hn = b.split(hh, 3)
+        r, z = b.Sigmoid(b.Add(xr, hr)), b.Sigmoid(b.Add(xz, hz))
+        n = activation(b, act, b.Add(xn, b.Mul(r, hn)), k)
+    h_new = b.Add(b.Mul(z, h), b.Mul(b.Sub(k(1.0), z), n))
+    h_new = _keep(b, m, h_new, h)
+    seqs = [gx] if lengths is None else [gx, step_mask(op, gx, lengths)]
+    _, hs = scan(op, b, [h_new, b.Identity(h_new)], [h0], seqs)
+    return _with_first(op, hs, h0)
+
+
+def lstm(op: Any, gx: Any, w_hh: Any, w_ci: Any, w_cf: Any, w_co: Any, w_hr: Any, w_gg: Any,
+         h0: Any, c0: Any, g0: Any, lengths: Any, blocks: Sequence[int], coupled: bool,
+         act: int, cact: int) -> Any:  # fmt: skip
+    """(ys (T+1, B, P), cs (T+1, B, H), gs (T+1, B, NS·H) or None): every option of LSTMCell
+    (rnnlab.engine.reference.lstm)."""
+    k = Consts(op, gx)
+    oi, of, og, oo = (int(v) for v in blocks)
+    G = sum(v >= 0 for v in (oi, of, og, oo))
+    fgr = w_gg is not None
+    names = [n for n, v in (("i", oi), ("f", of), ("o", oo)) if v >= 0]
+    whhT = op.Transpose(w_hh)
+    b = Body(gx.dtype)
+    y, c = b.input(2), b.input(2)
+    gprev = b.input(2) if fgr else None
+    g_t = b.input(2)
+    m = b.input(2, ir.DataType.BOOL) if lengths is not None else None
+    blk = b.split(b.Add(g_t, b.MatMul(y, whhT)), G)
+    R: dict[str, ir.Value] = {}
+    if fgr:
+        R = dict(zip(names, b.split(b.MatMul(gprev, op.Transpose(w_gg)), len(names))))
+
+    def gate(name: str, pre: ir.Value, peep: Any, cell: ir.Value) -> ir.Value:
+        if peep is not None:
+            pre = b.Add(pre, b.Mul(peep, cell))
+        if name in R:
+            pre = b.Add(pre, R[name])
+        return b.Sigmoid(pre)
+
+    i = gate("i", blk[oi], w_ci, c) if oi >= 0 else None
+    f = gate("f", blk[of], w_cf, c) if of >= 0 else None
+    g = activation(b, act, blk[og], k)
+    ig = b.Mul(i, g) if i is not None else g
+    if f is not None:
+        c_new = b.Add(b.Mul(f, c), ig)
+    elif i is not None and coupled:
+        c_new = b.Add(b.Mul(b.Sub(k(1.0), i), c), ig)
+    else:
+        c_new = b.Add(c, ig)
+    out = activation(b, cact, c_new, k)
+    o = None
+    if oo >= 0:
+        o = gate("o", blk[oo], w_co, c_new)
+        out = b.Mul(o, out)
+    y_new = b.MatMul(out, op.Transpose(w_hr)) if w_hr is not None else out
+    y_new, c_new = _keep(b, m, y_new, y), _keep(b, m, c_new, c)
+    finals, stacked = [y_new, c_new], [b.Identity(y_new), b.Identity(c_new)]
+    inits = [h0, c0]
+    if fgr:
+        present = {"i": i, "f": f, "o": o}
+        g_new = b.Concat(*[present[n] for n in names], axis=1)
+        assert gprev is not None
+        g_new = _keep(b, m, g_new, gprev)
+        finals.append(g_new)
+        stacked.append(b.Identity(g_new))
+        inits.append(g0)
+    seqs = [gx] if lengths is None else [gx, step_mask(op, gx, lengths)]
+    outs = scan(op, b, finals + stacked, inits, seqs)
+    n = len(finals)
+    ys, cs = _with_first(op, outs[n], h0), _with_first(op, outs[n + 1], c0)
+    gs = _with_first(op, outs[n + 2], g0) if fgr else None
+    return ys, cs, gs
