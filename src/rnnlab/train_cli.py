@@ -212,10 +212,16 @@ def run_train(args: argparse.Namespace) -> int:
         n = sum(p.numel() for p in trainer.model.parameters())
         W = trainer.dist.world_size
         name = trainer.config["task"]["name"]
+        spec = trainer.spec
+        what = (
+            f"{spec['cell']} x{spec['num_layers']}"
+            if spec is not None
+            else f"{type(trainer.net).__name__} from {trainer.config['model']['factory']}"
+        )
         print(
             f"rnnlab train: task {name} (case {trainer.supervision.case}, "
-            f"{trainer.supervision.loss}), {trainer.spec['cell']} x{trainer.spec['num_layers']}"
-            f", {n} parameters, {len(trainer.task.train)} training sequences, device "
+            f"{trainer.supervision.loss}), {what}, {n} parameters, "
+            f"{len(trainer.task.train)} training sequences, device "
             f"{trainer.device}{f', {W} processes' if W > 1 else ''}"
             f"{f', resuming at step {trainer.step}' if args.resume else ''}",
             flush=True,
@@ -295,6 +301,11 @@ def run_eval(args: argparse.Namespace) -> int:
     if t.model.feedback != "none":
         out["loss_mode"] = "free running"
         out["forced_loss"] = res["forced_loss"]
+    if "accuracy" in res:  # cross-entropy: per sequence (cases 2, 3) or per labelled step
+        out["accuracy"] = res["accuracy"]
+        out["accuracy_per"] = "sequence" if t.supervision.case in (2, 3) else "step"
+    if t.user_model:
+        out["model"] = t.config["model"]["factory"]
     out["baseline"] = t.task.baseline if args.split == "val" else None
     print(json.dumps(out, indent=2))
     return 0

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .supervision import masked_loss_sum
+from .supervision import masked_accuracy, masked_loss_sum
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -19,6 +19,9 @@ def evaluate(self: Trainer, split: str = "val") -> dict[str, float]:
 
     ``loss``: free-running for a model with output feedback (feeding its own outputs, as at
     test time), plain otherwise; ``forced_loss`` (feedback models): feeding the reference.
+    ``accuracy`` (cross-entropy tasks): the fraction of labelled steps whose argmax is the
+    label, from the ``loss`` pass; that is per sequence for the one-label cases 2 and 3 (one
+    labelled step each) and per step otherwise, counting only valid steps (lengths, masks).
     Every process computes the same numbers.
     """
     if split not in ("train", "val"):
@@ -27,7 +30,8 @@ def evaluate(self: Trainer, split: str = "val") -> dict[str, float]:
     B = self.config["train"]["batch_size"]
     self.model.eval()
     sums = {"loss": 0.0, "forced_loss": 0.0}
-    total = 0
+    total = correct = labelled = 0
+    ce = self.supervision.loss == "cross_entropy"
     fb = self.model.feedback != "none"
     for a in range(0, len(part), B):
         idx = torch.arange(a, min(a + B, len(part)))
@@ -44,17 +48,23 @@ def evaluate(self: Trainer, split: str = "val") -> dict[str, float]:
             if teacher is not None:
                 fm = torch.full(x.shape[:2], teacher, dtype=torch.bool, device=x.device)
                 fm[:, : self.config["forcing"]["warmup"]] = True
-            y = self.model(
-                x,
-                lengths=lengths,
-                feed_mask=fm,
-                reference=ref,
-                source=source,
-                source_lengths=lengths if source is not None else None,
-            ).output
+            with self._autocast():
+                y = self.model(
+                    x,
+                    lengths=lengths,
+                    feed_mask=fm,
+                    reference=ref,
+                    source=source,
+                    source_lengths=lengths if source is not None else None,
+                ).output.float()
             s, _ = masked_loss_sum(y, target, mask, self.supervision.loss)
             sums[key] += float(s)
+            if ce and key == "loss":
+                hit, n = masked_accuracy(y, target, mask)
+                correct, labelled = correct + hit, labelled + n
     out = {"loss": sums["loss"] / max(total, 1)}
     out["forced_loss"] = sums["forced_loss"] / max(total, 1) if fb else out["loss"]
+    if ce:
+        out["accuracy"] = correct / max(labelled, 1)
     self.model.train()
     return out

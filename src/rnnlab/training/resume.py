@@ -1,10 +1,10 @@
 """Checkpoint and resume: the run directory's identity, what a checkpoint holds, and putting it
 back.
 
-A resume reloads parameters, optimizer, scheduler, counters, callbacks, a stream's carried
-state and, last, the RNG states, so that restoring draws nothing from the generators a resumed
-run goes on with. The functions taking ``self`` are :class:`~rnnlab.training.Trainer` methods
-(bound in trainer.py).
+A resume reloads parameters, optimizer, scheduler, counters, the callbacks' states, a
+stream's carried state and, last, the RNG states, so that restoring draws nothing from the
+generators a resumed run goes on with. The functions taking ``self`` are
+:class:`~rnnlab.training.Trainer` methods (bound in trainer.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .._files import (
 )
 from .._version import __version__
 from ._state import slice_state, state_from_leaves, state_leaves
+from .callbacks import callback_states, load_callback_states
 from .checkpoint import (
     checkpoint_path,
     latest_checkpoint,
@@ -40,6 +41,8 @@ from .metrics import _jsonable, _Writer
 from .model import SequenceModel
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from .trainer import Trainer
 
 
@@ -165,13 +168,14 @@ def _check_run_id(self: Trainer, resume: bool) -> str | None:
 
 def _restore(self: Trainer, meta: Mapping[str, Any]) -> None:
     """Put a checkpoint's state back; the RNG states last, so that restoring draws nothing."""
-    self.model.load_state_dict({k: v.to(self.device) for k, v in meta["model"].items()})
+    self.net.load_state_dict({k: v.to(self.device) for k, v in meta["model"].items()})
     self.optimizer.load_state_dict(meta["optimizer"])
     if self.scheduler is not None and meta.get("scheduler") is not None:
         self.scheduler.load_state_dict(meta["scheduler"])
     p = meta["progress"]
     self.step, self.epoch, self.batch_in_epoch = p["step"], p["epoch"], p["batch_in_epoch"]
-    self.best, self.best_step, self.bad_evals = p["best"], p["best_step"], p["bad_evals"]
+    self.early_stopping.load_state_dict(p)
+    load_callback_states(self.callbacks, meta.get("callbacks"))
     self.elapsed = p.get("elapsed", 0.0)
     self.lowest_loss = p.get("lowest_loss")
     self.run_losses = list(p.get("run_losses", []))
@@ -202,7 +206,8 @@ def state(self: Trainer) -> dict[str, Any]:
         "run_id": self.run_id,
         "config": self.config,
         "model_spec": self.spec,
-        "model": self.model.state_dict(),
+        "model": self.net.state_dict(),
+        "user_model": self.user_model,
         "optimizer": self.optimizer.state_dict(),
         "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
         "rng": rng_state(),
@@ -210,9 +215,7 @@ def state(self: Trainer) -> dict[str, Any]:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
-            "best": self.best,
-            "best_step": self.best_step,
-            "bad_evals": self.bad_evals,
+            **self.early_stopping.state_dict(),  # best, best_step, bad_evals
             "elapsed": self.elapsed,
             "lowest_loss": self.lowest_loss,
             "run_losses": list(self.run_losses),
@@ -224,6 +227,7 @@ def state(self: Trainer) -> dict[str, Any]:
             "params": _jsonable(self.task.params),
         },
         "world_size": self.dist.world_size,
+        "callbacks": callback_states(self.callbacks),
     }
 
 
@@ -250,13 +254,56 @@ def save(self: Trainer) -> Path | None:
 
 def load_run(
     path: str | Path, *, which: str = "latest", device: str = "cpu"
-) -> tuple[SequenceModel, dict[str, Any]]:
-    """Rebuild the model of a run directory or checkpoint file; return it and the meta data."""
+) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the model of a run directory or checkpoint file; return it and the meta data.
+
+    The model is a :class:`SequenceModel`, or a model of the user's own rebuilt from the run's
+    ``model.factory`` (a model given without a factory cannot be rebuilt: ValueError)."""
     ck = load_checkpoint(checkpoint_of(path, which))
     meta = ck.meta
     if "model_spec" not in meta or "model" not in meta:
         raise ValueError(f"checkpoint: {str(ck.path)!r} holds no rnnlab model")
+    if meta.get("user_model"):
+        net = trainer_from_checkpoint(ck.path, device=device).net
+        meta["path"] = str(ck.path)
+        return net.eval(), meta
     model = SequenceModel(meta["model_spec"])
     model.load_state_dict(meta["model"])
     meta["path"] = str(ck.path)
     return model.to(device).eval(), meta
+
+
+def trainer_from_checkpoint(
+    path: str | Path,
+    *,
+    which: str = "latest",
+    device: str | None = None,
+    model: nn.Module | None = None,
+) -> Trainer:
+    """A :class:`Trainer` (writing nothing) with a run's config, data and saved state; for
+    evaluation and generation. ``which``: ``"latest"`` or ``"best"`` of a run directory.
+
+    A model of the user's own is rebuilt from the run's ``model.factory``; one trained without a
+    factory must be given as ``model`` (an instance of the same architecture), else ValueError.
+    """
+    from .trainer import Trainer  # the trainer's module binds this one's functions
+
+    ck = load_checkpoint(checkpoint_of(path, which))
+    cfg = ck.meta.get("config")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"checkpoint: {str(ck.path)!r} holds no run config")
+    if ck.meta.get("user_model") and model is None and not cfg["model"].get("factory"):
+        raise ValueError(
+            f"checkpoint: {str(ck.path)!r} holds a model of the user's own that was given to "
+            "Trainer(model=...) without model.factory, so it cannot be rebuilt here; record "
+            "model.factory ('package.module:function') in the run's config, or build the model "
+            "yourself and load the checkpoint's 'model' state (trainer_from_checkpoint(path, "
+            "model=...))"
+        )
+    if device is not None:
+        cfg["train"]["device"] = device
+    t = Trainer(cfg, None, model=model)
+    t._restore(ck.meta)
+    t.checkpoint = ck.path
+    t.model.eval()
+    return t

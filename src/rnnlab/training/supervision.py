@@ -152,6 +152,30 @@ def masked_loss_sum(
     return total, int(mask.sum())
 
 
+def masked_accuracy(prediction: Tensor, target: Tensor, mask: Tensor) -> tuple[int, int]:
+    """``(correct, labelled)``: how many masked steps have ``argmax(prediction) == target``, of
+    how many masked steps (class targets; -100 counts as unlabelled).
+
+    Args:
+        prediction: logits (B, T, C).
+        target: (B, T) class indices.
+        mask: (B, T) bool.
+
+    Example:
+        >>> y = torch.tensor([[[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]]])  # argmax 0, 1, 0
+        >>> masked_accuracy(y, torch.tensor([[0, 0, 0]]), torch.tensor([[True, True, False]]))
+        (1, 2)
+    """
+    if prediction.shape[:-1] != target.shape or mask.shape != target.shape:
+        raise ValueError(
+            f"prediction, target, mask: expected (B, T, C), (B, T), (B, T), got "
+            f"{tuple(prediction.shape)}, {tuple(target.shape)}, {tuple(mask.shape)}"
+        )
+    m = mask & (target != IGNORE_INDEX)
+    hit = (prediction.argmax(-1) == target) & m
+    return int(hit.sum()), int(m.sum())
+
+
 def masked_loss(
     prediction: Tensor,
     target: Tensor,

@@ -29,10 +29,11 @@ Under torchrun each process trains on its slice of the global batch (see
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from .._files import FolderLockedError, acquire_lock, release_lock
-from . import evaluation, faults, metrics, resume, step
+from . import evaluation, faults, metrics, resume, step, user_model
 from .build import (
     _make_optimizer,
     _make_scheduler,
@@ -51,6 +52,8 @@ from .build import (
     estimated_bytes,
     resolve_device,
 )
+from .callbacks import EarlyStopping, GradMonitor, check_callbacks
+from .callbacks import call as call_hooks
 from .checkpoint import link_or_copy, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import (
     RESUMABLE,
@@ -73,9 +76,11 @@ from .faults import (
 from .gradients import StateGradientTap
 from .metrics import CSV_COLUMNS, _Writer
 from .model import SequenceModel
-from .resume import checkpoint_of, load_run
+from .progress import Progress
+from .resume import checkpoint_of, load_run, trainer_from_checkpoint
 from .supervision import Supervision
 from .tasks import TaskData, build_task
+from .user_model import check_user_config, has_recurrent_layers
 
 __all__ = [  # the names importable from here before the split stay importable
     "CSV_COLUMNS",
@@ -133,10 +138,18 @@ class Trainer:
         resume: bool = False,
         overwrite: bool = False,
         task: TaskData | None = None,
+        model: nn.Module | None = None,
+        callbacks: Sequence[Any] | None = None,
+        precision: str | None = None,
     ) -> None:
         if resume and overwrite:
             raise ValueError("resume, overwrite: expected at most one of them, got both")
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        self.callbacks = check_callbacks(callbacks)
         self.run_dir = None if run_dir is None else Path(run_dir)
+        if precision is not None:
+            config = merge(config, {"train": {"precision": precision}})
         given = check_config(config)  # unknown keys and bad values fail here, before anything
         self._ckpt: Any = None
         self.checkpoint: Path | None = None
@@ -160,6 +173,10 @@ class Trainer:
                 options=t["options"],
             )
         )
+        self.user_model = model is not None or given["model"]["factory"] is not None
+        if self.user_model:  # refused by name, before any work
+            check_user_config(given)
+            given["model"]["feedback"] = "none"
         self.config = resolve(given, self.task)
         if saved is not None:
             changed = [k for k in diff(saved, self.config) if k not in RESUMABLE]
@@ -167,7 +184,8 @@ class Trainer:
                 k = changed[0]
                 sec, key = k.split(".")
                 raise ConfigError(
-                    f"{k}: a resumed run keeps its config; saved {saved[sec][key]!r}, given "
+                    f"{k}: a resumed run keeps its config; saved {saved.get(sec, {}).get(key)!r}, "
+                    f"given "
                     f"{self.config[sec][key]!r} (only {sorted(RESUMABLE)} may change)"
                 )
         c = self.config
@@ -188,18 +206,23 @@ class Trainer:
             c["supervision"]["case"], c["supervision"]["loss"], c["supervision"]["steps"]
         )
         self.forcing = make_forcing(c)
-        self.spec = model_spec(c, self.task)
+        self.spec: dict[str, Any] | None = None if self.user_model else model_spec(c, self.task)
 
         # the model: seeded initialisation, then (resume) the saved parameters
         seed = tr["seed"]
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         random.seed(seed)
-        check_model_size(self.spec)
-        try:
-            self.model = SequenceModel(self.spec).to(self.device)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        self.model: Any
+        if self.spec is not None:
+            check_model_size(self.spec)
+            try:
+                self.model = SequenceModel(self.spec).to(self.device)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        else:
+            self.model = self._user_model(model)
+        self.net: nn.Module = self.model.net if self.user_model else self.model
         self.optimizer = _make_optimizer(c, self.model.parameters())
         self.scheduler = _make_scheduler(c, self.optimizer)
         self.train_model: nn.Module = self.model
@@ -210,7 +233,13 @@ class Trainer:
             self.train_model = DDP(self.model, device_ids=ids)
         state_clip = c["clip"]["state_value"] is not None or c["clip"]["state_norm"] is not None
         self.tap: StateGradientTap | None = None
-        if tr["grad_monitor_every"] > 0 or state_clip:
+        if state_clip and self.user_model and not has_recurrent_layers(self.net):
+            raise ConfigError(
+                "clip.state_value, clip.state_norm: clip dL/dh(t) of rnnlab recurrent layers; "
+                f"the model {type(self.net).__name__} has none inside"
+            )
+        taps = not self.user_model or has_recurrent_layers(self.net)
+        if (tr["grad_monitor_every"] > 0 or state_clip) and taps:
             self.tap = StateGradientTap(
                 self.model,
                 record=False,
@@ -224,9 +253,11 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
-        self.best: float | None = None
-        self.best_step: int | None = None
-        self.bad_evals = 0
+        monitor = "loss" if tr["monitor"] == "val_loss" else "forced_loss"
+        self.early_stopping = EarlyStopping(tr["patience"], tr["min_delta"], monitor)
+        self._builtin = [self.early_stopping, GradMonitor()]
+        self._stop: str | None = None
+        self._last_ckpt: Path | None = None
         self.elapsed = 0.0
         self.carry: Any = None
         self.carry_out: Tensor | None = None
@@ -239,7 +270,29 @@ class Trainer:
         # only now: the run directory
         self._open_run_dir(resume, overwrite, saved)
 
+    @property
+    def best(self) -> float | None:
+        """The best monitored validation loss so far (see :class:`EarlyStopping`)."""
+        return self.early_stopping.best
+
+    @property
+    def best_step(self) -> int | None:
+        return self.early_stopping.best_step
+
+    @property
+    def bad_evals(self) -> int:
+        return self.early_stopping.bad_evals
+
+    def request_stop(self, reason: str) -> None:
+        """Stop after this batch (a checkpoint is written); ``FitResult.stopped`` = reason.
+
+        A callback calls it, e.g. ``trainer.request_stop("target reached")``."""
+        if not isinstance(reason, str) or not reason:
+            raise ValueError(f"reason: expected a non-empty string, got {reason!r}")
+        self._stop = reason
+
     # the methods live in modules by job; bound here
+    _user_model = user_model._user_model
     _check_run_dir = resume._check_run_dir
     _open_run_dir = resume._open_run_dir
     _check_run_id = resume._check_run_id
@@ -266,52 +319,58 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------
     def fit(self) -> FitResult:
-        """Train until ``train.steps`` updates (or early stopping); return a summary."""
-        c = self.config
-        tr = c["train"]
+        """Train until ``train.steps`` updates (or a stop: early stopping, a callback's
+        :meth:`request_stop`); return a summary."""
+        tr = self.config["train"]
         nb = self._batches_per_epoch()
         if nb < 1:
             raise ConfigError(
                 f"train.batch_size: no full batch of {tr['batch_size']} fits the training data"
             )
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=tr["steps"],
-            initial=min(self.step, tr["steps"]),
-            desc="train",
-            disable=None if (tr["progress"] and self.is_main) else True,  # None: TTY only
-            dynamic_ncols=True,
-            leave=False,
-        )
         locked = False
         if self.run_dir is not None and self.is_main:
             try:  # two trainers in one run folder would interleave their files
                 acquire_lock(self.run_dir)
             except FolderLockedError as err:
-                bar.close()
                 raise RunDirError(str(err)) from None
             locked = True
+        bar = Progress(
+            tr["steps"],
+            self.step,
+            enabled=bool(tr["progress"]) and self.is_main,
+            every=tr["log_every"],
+        )
         try:
-            return self._fit(bar, nb)
+            result = self._fit(bar, nb)
         finally:
             if locked:
                 assert self.run_dir is not None
                 release_lock(self.run_dir)
+        self._call("on_end", result)
+        return result
 
-    def _fit(self, bar: Any, nb: int) -> FitResult:
-        c = self.config
-        tr = c["train"]
+    def _call(self, hook: str, arg: Any) -> None:
+        call_hooks(self._builtin, hook, self, arg)
+        call_hooks(self.callbacks, hook, self, arg)
+
+    def _checkpoint(self, last: Path | None) -> Path | None:
+        path = self._guarded(self.save, last)
+        self._last_ckpt = path or last
+        self._call("on_checkpoint", path)
+        return self._last_ckpt
+
+    def _fit(self, bar: Progress, nb: int) -> FitResult:
+        tr = self.config["train"]
         last_ckpt = None
         if self.run_dir is not None:
             if self._ckpt is None:
-                last_ckpt = self._guarded(self.save, None)  # always a checkpoint to go back to
+                last_ckpt = self._checkpoint(None)  # always a checkpoint to go back to
             else:
                 last_ckpt = Path(self._ckpt.path)
-        stopped = "steps"
+        self._last_ckpt = last_ckpt
         last_val: dict[str, float] = {}
         t0 = time.perf_counter() - self.elapsed
-        self._signal = None
+        self._signal, self._stop = None, None
         restore = self._catch_signals()
         try:
             while self.step < tr["steps"]:
@@ -321,7 +380,8 @@ class Trainer:
                     self.carry, self.carry_out = None, None
                 before = self.step
                 try:
-                    loss, gnorm, eps, records = self._train_batch()
+                    with self._autocast():
+                        loss, gnorm, eps, records = self._train_batch()
                 except FloatingPointError as err:
                     self._diverged(err, last_ckpt)
                 factor = tr["divergence_factor"]
@@ -339,9 +399,10 @@ class Trainer:
                 self.batch_in_epoch += 1
                 self.elapsed = time.perf_counter() - t0
                 self.run_losses.append(loss)
-                self._guarded(lambda r=records: self.writer.grad_norms(r), last_ckpt)
-                bar.update(self.step - before)
-                bar.set_postfix(loss=f"{loss:.4g}")
+                info: dict[str, Any] = {"step": self.step, "epoch": self.epoch, "loss": loss}
+                info |= {"grad_norm": gnorm, "epsilon": eps, "grad_norms": records}
+                self._call("on_step", info)  # the grad monitor writes grad_norms.jsonl
+                bar.update(self.step, loss)
 
                 def crossed(k: int, before: int = before) -> bool:
                     return self.step // k > before // k
@@ -371,7 +432,10 @@ class Trainer:
                     }
                     if self.model.feedback != "none":
                         row["forced_loss"] = last_val["forced_loss"]
+                    if "accuracy" in last_val:
+                        row["accuracy"] = last_val["accuracy"]
                     self._guarded(lambda r=row: self.writer.row(r), last_ckpt)
+                    bar.validation(self.step, {k: v for k, v in row.items() if k in last_val})
                     bad = [k for k, v in last_val.items() if not math.isfinite(v)]
                     if bad:
                         self._diverged(
@@ -379,25 +443,20 @@ class Trainer:
                             last_ckpt,
                             updated=True,
                         )
-                    value = last_val["loss" if tr["monitor"] == "val_loss" else "forced_loss"]
-                    improved = self.best is None or value < self.best - tr["min_delta"]
-                    if improved:
-                        self.best, self.best_step, self.bad_evals = value, self.step, 0
-                    else:
-                        self.bad_evals += 1
-                    stop_early = tr["patience"] is not None and self.bad_evals >= tr["patience"]
-                    if crossed(tr["checkpoint_every"]) or done or improved or stop_early:
-                        last_ckpt = self._guarded(self.save, last_ckpt) or last_ckpt
+                    self._call("on_eval", last_val)  # early stopping decides `improved`
+                    improved = self.early_stopping.improved
+                    stop = self._stop is not None
+                    if crossed(tr["checkpoint_every"]) or done or improved or stop:
+                        last_ckpt = self._checkpoint(last_ckpt)
                         if improved and last_ckpt is not None and self.is_main:
                             self._guarded(
                                 lambda b=last_ckpt: link_or_copy(b, b.parent / "best.safetensors"),
                                 last_ckpt,
                             )
-                    if stop_early:
-                        stopped = "early_stopping"
-                        break
-                elif crossed(tr["checkpoint_every"]):
-                    last_ckpt = self._guarded(self.save, last_ckpt) or last_ckpt
+                elif crossed(tr["checkpoint_every"]) or (self._stop is not None and not done):
+                    last_ckpt = self._checkpoint(last_ckpt)
+                if self._stop is not None:
+                    break
                 if self._interrupted():
                     self._stop_on_signal(last_ckpt)
         finally:
@@ -414,27 +473,15 @@ class Trainer:
             self.run_dir,
             self.step,
             self.epoch,
-            stopped,
+            self._stop or "steps",
             self.best,
             self.best_step,
             last_val,
             last_ckpt,
         )
 
-
-def trainer_from_checkpoint(
-    path: str | Path, *, which: str = "latest", device: str | None = None
-) -> Trainer:
-    """A :class:`Trainer` (writing nothing) with a run's config, data and saved state; for
-    evaluation and generation. ``which``: ``"latest"`` or ``"best"`` of a run directory."""
-    ck = load_checkpoint(checkpoint_of(path, which))
-    cfg = ck.meta.get("config")
-    if not isinstance(cfg, dict):
-        raise ValueError(f"checkpoint: {str(ck.path)!r} holds no run config")
-    if device is not None:
-        cfg["train"]["device"] = device
-    t = Trainer(cfg, None)
-    t._restore(ck.meta)
-    t.checkpoint = ck.path
-    t.model.eval()
-    return t
+    def _autocast(self) -> Any:
+        """``torch.autocast`` in bfloat16 under ``train.precision: bf16``, else nothing."""
+        if self.config["train"]["precision"] != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)

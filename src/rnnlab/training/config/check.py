@@ -153,6 +153,9 @@ def diff(saved: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
     """Option names whose values differ between two checked configs."""
     out = []
     for o in OPTIONS:
-        if saved.get(o.section, {}).get(o.key) != given.get(o.section, {}).get(o.key):
+        # a key missing from a config saved by an older version had its default
+        if saved.get(o.section, {}).get(o.key, o.default) != given.get(o.section, {}).get(
+            o.key, o.default
+        ):
             out.append(o.name)
     return out

@@ -121,6 +121,25 @@ MODEL_OPTIONS: tuple[Option, ...] = (
         "--feedback",
         choices=("auto", "none", "state", "input"),
     ),
+    _o(
+        "model",
+        "factory",
+        None,
+        "str",
+        "a model of your own: the import path 'package.module:function' that builds it (an "
+        "nn.Module called as model(x, lengths=None)); the options above are then not used",
+        "--model-factory",
+        nullable=True,
+    ),
+    _o(
+        "model",
+        "factory_kwargs",
+        {},
+        "dict",
+        "model.factory's keyword arguments KEY=VALUE (repeat); input_size and output_size "
+        "default to the task's",
+        "--factory-kwarg",
+    ),
     # supervision
     _o(
         "supervision",

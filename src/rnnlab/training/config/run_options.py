@@ -221,6 +221,16 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "--seed",
         low=0,
     ),
+    _o(
+        "train",
+        "precision",
+        "fp32",
+        "str",
+        "fp32, or bf16: forward and loss under torch.autocast in bfloat16 (CPU and CUDA); "
+        "parameters, gradients and optimizer state stay float32",
+        "--precision",
+        choices=("fp32", "bf16"),
+    ),
     _o("train", "device", "auto", "str", "cpu, cuda, cuda:N, mps or auto", "--device"),
     _o("train", "progress", True, "bool", "show a progress bar", "--progress"),
     _o(
