@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include "common.h"
+#include "smallgemm.h"
 
 namespace rnnlab {
 using at::Tensor;
@@ -217,6 +218,28 @@ std::vector<Tensor> jordan_backward(const Tensor& grad_ys, const Tensor& ys, con
   return {dgx, du, dwy, dby, dy0};
 }
 
+// A per-step product C = A Wᵀ + beta C with W (N, K) the same for the whole loop: for few rows
+// (a recurrence's batch) W is packed once and multiplied by smallgemm.h, which costs far less
+// per call than BLAS at these sizes; more rows go to gemm().
+template <typename T> struct StepGemm {
+  std::vector<T> P;
+  const T* W;
+  int N, K;
+  bool small;
+  StepGemm(int64_t M, int64_t N_, int64_t K_, const T* W_)
+      : W(W_), N(int(N_)), K(int(K_)), small(M <= rnnlab_sg::kMaxM) {
+    if (!small) return;
+    P.resize(rnnlab_sg::packed_size<T>(N, K));
+    rnnlab_sg::pack_b(true, N, K, W, K, P.data());
+  }
+  void run(int64_t M, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    if (small)
+      rnnlab_sg::gemm_packed(false, int(M), N, K, T(1), A, int(lda), P.data(), beta, C, int(ldc));
+    else
+      gemm(false, true, int(M), N, K, T(1), A, int(lda), W, K, beta, C, int(ldc));
+  }
+};
+
 // ------------------------------------------------------------------------------------ GRU ----
 // reset after:  r, z = σ(gx_rz + U_rz h + b_rz); n = act(gx_n + r ⊙ (U_n h + b_hn))
 // reset before: r, z = σ(gx_rz + U_rz h);        n = act(gx_n + U_n (r ⊙ h))
@@ -279,21 +302,19 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
       for (int64_t blk = 0; blk < nb; ++blk)
         std::memcpy(Wk.data() + blk * w * H, W + (blk * H + u) * H, sizeof(T) * w * H);
       if (before) std::memcpy(Wn.data(), W + (2 * H + u) * H, sizeof(T) * w * H);
+      const StepGemm<T> gk(B, nb * w, H, Wk.data()), gn(B, before ? w : 0, H, Wn.data());
       for (int64_t t = 0; t < S; ++t) {
         if (w > 0) {
           for (int64_t r = 0; r < B; ++r)
             for (int64_t blk = 0; blk < nb; ++blk)
               for (int64_t j = 0; j < w; ++j)
                 sc[(r * nb + blk) * w + j] = bh ? bh[blk * H + u + j] : T(0);
-          gemm(false, true, B, nb * w, H, T(1), h + t * B * H, H, Wk.data(), H, T(1), sc.data(),
-               nb * w);
+          gk.run(B, h + t * B * H, H, T(1), sc.data(), nb * w);
           for (int64_t r = 0; r < B; ++r) gates_row(t, r, u, w, sc.data() + r * nb * w, w);
         }
         if (before) {
           team_barrier();  // U_n (r ⊙ h) needs r ⊙ h of every unit
-          if (w > 0)
-            gemm(false, true, B, w, H, T(1), ats(t), H, Wn.data(), H, T(1), gts(t) + 2 * H + u,
-                 3 * H);
+          if (w > 0) gn.run(B, ats(t), H, T(1), gts(t) + 2 * H + u, 3 * H);
         }
         if (w > 0)
           for (int64_t r = 0; r < B; ++r) update_row(t, r, u, w);
@@ -303,12 +324,13 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
     return;
   }
   std::vector<T> gh(B * 3 * H);
+  const StepGemm<T> g3(B, before ? 2 * H : 3 * H, H, W), gn(B, before ? H : 0, H, W + 2 * H * H);
   for (int64_t t = 0; t < S; ++t) {
     T* prev = h + t * B * H;
     if (!before) {
       for (int64_t r = 0; r < B; ++r)
         for (int64_t k = 0; k < 3 * H; ++k) gh[r * 3 * H + k] = bh ? bh[k] : T(0);
-      gemm(false, true, B, 3 * H, H, T(1), prev, H, W, H, T(1), gh.data(), 3 * H);
+      g3.run(B, prev, H, T(1), gh.data(), 3 * H);
       // one pass per row: gates, candidate and the state update
       for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
@@ -318,12 +340,12 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
       });
       continue;
     }
-    gemm(false, true, B, 2 * H, H, T(1), prev, H, W, H, T(0), gh.data(), 2 * H);
+    g3.run(B, prev, H, T(0), gh.data(), 2 * H);
     for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) gates_row(t, r, 0, H, gh.data() + r * 2 * H, H);
     });
     // U_n (r ⊙ h) for all rows at once: gates[:, 2H:] += aux W_nᵀ (ldc = 3H)
-    gemm(false, true, B, H, H, T(1), ats(t), H, W + 2 * H * H, H, T(1), gts(t) + 2 * H, 3 * H);
+    gn.run(B, ats(t), H, T(1), gts(t) + 2 * H, 3 * H);
     for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) update_row(t, r, 0, H);
     });
