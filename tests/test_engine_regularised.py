@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from rnnlab import engine
-from rnnlab.cells import GRUCell, LSTMCell, VariationalDropoutCell, ZoneoutCell
+from rnnlab.cells import (
+    GRUCell,
+    LayerNormLSTMCell,
+    LSTMCell,
+    VariationalDropoutCell,
+    ZoneoutCell,
+)
 from rnnlab.engine import build
 from rnnlab.engine import regularised as reg
 from rnnlab.layers import Recurrent
@@ -61,6 +67,11 @@ CASES = {
     "lstm-both": lambda: Recurrent(
         ZoneoutCell(VariationalDropoutCell(LSTMCell(4, 5), 0.2, 0.3), {"h": 0.1, "c": 0.5})
     ),
+    "ln-lstm": lambda: Recurrent(LayerNormLSTMCell(4, 5)),
+    "ln-lstm-nobias": lambda: Recurrent(LayerNormLSTMCell(4, 5, bias=False)),
+    "ln-lstm-both": lambda: Recurrent(
+        ZoneoutCell(VariationalDropoutCell(LayerNormLSTMCell(4, 5), 0.2, 0.3), {"h": 0.1, "c": 0.5})
+    ),
     "gru-both": lambda: Recurrent(
         ZoneoutCell(VariationalDropoutCell(GRUCell(4, 5), 0.2, 0.3), 0.2)
     ),
@@ -78,7 +89,9 @@ def test_regularised_kernel_equals_reference_loop(name, train, lengths, monkeypa
     calls = _spy(monkeypatch)
     got = _run(layer, x, lengths, use_engine=True)
     assert calls, "no compiled kernel ran"
-    if train:
+    if name.startswith("ln-"):
+        assert "ln_lstm_forward" in calls and "ln_lstm_backward" in calls, calls
+    elif train:
         assert any("_reg_" in c for c in calls), calls  # the masks went into the loop
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
@@ -171,3 +184,32 @@ def test_unsupported_inner_cells_decline_to_the_reference_loop(monkeypatch):
     assert not any("_reg_" in c for c in calls)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_layer_norm_lstm_op_gradcheck_and_gradgradcheck(bias):
+    from rnnlab.engine import regularised_ln as ln
+
+    torch.manual_seed(0)
+    T, B, H = 3, 2, 2
+    dt = torch.float64
+    lengths = torch.tensor([3, 2])
+    mask = torch.bernoulli(torch.full((B, H), 0.6, dtype=dt)) / 0.6
+    keep_h = (torch.rand(T, B, H) < 0.4).to(dt)
+    keep_c = (torch.rand(T, B, H) < 0.5).to(dt)
+
+    def r(*s):
+        return torch.randn(*s, dtype=dt, requires_grad=True)
+
+    gx, w, gh, gc, h0, c0 = r(T, B, 4 * H), r(4 * H, H), r(4 * H), r(H), r(B, H), r(B, H)
+    bh, bc = (r(4 * H), r(H)) if bias else (None, None)
+    args = (gx, w, gh, gc, h0, c0) + ((bh, bc) if bias else ())
+
+    def f(gx, w, gh, gc, h0, c0, bh=None, bc=None):
+        return ln.LNLSTM.apply(gx, w, gh, bh, gc, bc, h0, c0, mask, keep_h, keep_c, lengths,
+                               1e-5)[:2]  # fmt: skip
+
+    ref = ln.ln_lstm(gx, w, gh, bh, gc, bc, h0, c0, mask, keep_h, keep_c, lengths, 1e-5)
+    torch.testing.assert_close(f(*args), ref)
+    torch.autograd.gradcheck(f, args)
+    torch.autograd.gradgradcheck(f, args, fast_mode=True)

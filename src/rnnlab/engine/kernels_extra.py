@@ -19,10 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..cells.dropout import VariationalDropoutCell
 from ..cells.gru import GRUCell
+from ..cells.layernorm import LayerNormLSTMCell
 from ..cells.lstm import LSTMCell
 from ..cells.zoneout import ZoneoutCell
 from .kernels import (
@@ -40,6 +42,8 @@ def _regularisable(cell: Any) -> bool:
     """Whether the regularised operators compute ``cell``'s maths."""
     if type(cell) is GRUCell:
         return cell.activation_name in ACT_CODES
+    if type(cell) is LayerNormLSTMCell:
+        return not cell.peephole and cell.proj_size == 0
     if type(cell) is LSTMCell:
         return (
             cell.variant == "NP"
@@ -62,7 +66,19 @@ def _run_regularised(
 ) -> tuple[Tensor, list[Tensor]]:
     """Output (B, T, H) and the final (h, c) or (h) of ``cell`` with the masks inside."""
     from .regularised import GRUReg, LSTMReg
+    from .regularised_ln import LNLSTM
 
+    if type(cell) is LayerNormLSTMCell:
+        G = 4 * cell.hidden_size
+        # the input normalisation of all steps at once, outside the loop: (T, B, 4H)
+        wx = F.linear(x.transpose(0, 1), cell.weight_ih)
+        gx = F.layer_norm(wx, (G,), cell.gain_ih, cell.bias_ih, cell.eps).contiguous()
+        hs, cs, *_ = LNLSTM.apply(
+            gx, cell.weight_hh, cell.gain_hh, cell.bias_hh, cell.gain_c, cell.bias_c, state.h,
+            state.c, mask_h, keep.get("h"), keep.get("c"), lengths, cell.eps,
+        )  # fmt: skip
+        y, h_final = _read_out(hs, lengths)
+        return y, [h_final, _final(cs, lengths)]
     if type(cell) is LSTMCell:
         gx = _time_major_projection(x, cell.weight_ih, _summed_bias(cell))
         acts = ACT_CODES[cell.activation_name or ""], ACT_CODES[cell.cell_activation_name or ""]
@@ -145,6 +161,16 @@ def zoneout_kernel(cell: ZoneoutCell, x: Tensor, state: Any, lengths: Tensor | N
     return y, inner.State(*final, state.mask_x, state.mask_h)
 
 
+def layer_norm_lstm_kernel(
+    cell: LayerNormLSTMCell, x: Tensor, state: Any, lengths: Tensor | None
+) -> Any:
+    if not _regularisable(cell) or not _available(x):
+        return None
+    y, final = _run_regularised(cell, x, state, lengths, None, {})
+    return y, cell.State(*final)
+
+
 def register_extra() -> None:
+    register(LayerNormLSTMCell, layer_norm_lstm_kernel)
     register(VariationalDropoutCell, variational_dropout_kernel)
     register(ZoneoutCell, zoneout_kernel)

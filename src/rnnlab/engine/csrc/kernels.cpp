@@ -542,6 +542,7 @@ std::vector<Tensor> gru_backward(const Tensor& grad_hs, const Tensor& hs, const 
 
 #include "lstm.h"
 #include "regularised.h"
+#include "layernorm.h"
 #include "feedback.h"
 
 TORCH_LIBRARY(rnnlab_engine, m) {
@@ -556,6 +557,8 @@ TORCH_LIBRARY(rnnlab_engine, m) {
   m.def("lstm_reg_forward(Tensor gx, Tensor w_hh, Tensor h0, Tensor c0, Tensor mask_h, Tensor keep_h, Tensor keep_c, Tensor lengths, int act, int cact) -> Tensor[]");
   m.def("lstm_reg_backward(Tensor grad_hs, Tensor grad_cs, Tensor hs, Tensor cs, Tensor gates, Tensor tc, Tensor w_hh, Tensor mask_h, Tensor keep_h, Tensor keep_c, Tensor lengths, int act, int cact) -> Tensor[]");
   m.def("gru_reg_forward(Tensor gx, Tensor w_hh, Tensor b_hh, Tensor h0, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, int act) -> Tensor[]");
+  m.def("ln_lstm_forward(Tensor gx, Tensor w_hh, Tensor g_hh, Tensor b_hh, Tensor g_c, Tensor b_c, Tensor h0, Tensor c0, Tensor mask_h, Tensor keep_h, Tensor keep_c, Tensor lengths, float eps) -> Tensor[]");
+  m.def("ln_lstm_backward(Tensor grad_hs, Tensor grad_cs, Tensor hs, Tensor cs, Tensor gates, Tensor uhat, Tensor ru, Tensor chat, Tensor rc, Tensor tc, Tensor w_hh, Tensor g_hh, Tensor g_c, Tensor mask_h, Tensor keep_h, Tensor keep_c, Tensor lengths) -> Tensor[]");
   m.def("gru_reg_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor aux, Tensor w_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, int act) -> Tensor[]");
 }
 
@@ -572,4 +575,6 @@ TORCH_LIBRARY_IMPL(rnnlab_engine, CPU, m) {
   m.impl("lstm_reg_backward", &rnnlab::lstm_reg_backward);
   m.impl("gru_reg_forward", &rnnlab::gru_reg_forward);
   m.impl("gru_reg_backward", &rnnlab::gru_reg_backward);
+  m.impl("ln_lstm_forward", &rnnlab::ln_lstm_forward);
+  m.impl("ln_lstm_backward", &rnnlab::ln_lstm_backward);
 }

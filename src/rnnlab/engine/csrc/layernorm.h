@@ -1,0 +1,306 @@
+// Layer-normalised LSTM (rnnlab.cells.LayerNormLSTMCell without peepholes or projection) with
+// the regularisers of regularised.h (state mask m, zoneout keep weights d). Included by
+// kernels.cpp (registration there).
+//
+//   a(t) = gx(t) + g_h ⊙ LN0(U hin(t-1)) + b_h     gx = LN(W x) + ..., computed outside the loop
+//   c̃ = σ(a_f) ⊙ c(t-1) + σ(a_i) ⊙ tanh(a_g),  h̃ = σ(a_o) ⊙ tanh(g_c ⊙ LN0(c̃) + b_c)
+//   s(t) = d ⊙ s(t-1) + (1 - d) ⊙ s̃(t)
+// with LN0(v) = (v - mean v) / sqrt(var v + eps) over the row (biased variance), hin = m ⊙ h.
+#pragma once
+
+namespace rnnlab {
+
+// LN0 of n values: writes v̂ to out, returns 1/σ
+template <typename T> static T ln0(const T* v, T* out, int64_t n, double eps) {
+  double s = 0, q = 0;
+  for (int64_t j = 0; j < n; ++j) s += v[j];
+  const double mu = s / n;
+  for (int64_t j = 0; j < n; ++j) { double d = v[j] - mu; q += d * d; }
+  const double r = 1.0 / std::sqrt(q / n + eps);
+  for (int64_t j = 0; j < n; ++j) out[j] = T((v[j] - mu) * r);
+  return T(r);
+}
+// dv = r (dv̂ - mean dv̂ - v̂ mean(dv̂ ⊙ v̂)), in place of dvh
+template <typename T> static void ln0_backward(T* dvh, const T* vh, T r, int64_t n) {
+  double a = 0, b = 0;
+  for (int64_t j = 0; j < n; ++j) { a += dvh[j]; b += double(dvh[j]) * vh[j]; }
+  a /= n;
+  b /= n;
+  for (int64_t j = 0; j < n; ++j) dvh[j] = T(r * (dvh[j] - a - vh[j] * b));
+}
+
+template <typename T>
+static void ln_lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& ghh,
+                             const Tensor& bhh, const Tensor& gc, const Tensor& bc,
+                             const Tensor& mask, const Tensor& zh, const Tensor& zc, Tensor& hs,
+                             Tensor& cs, Tensor& gates, Tensor& uhat, Tensor& ru, Tensor& chat,
+                             Tensor& rc, Tensor& tcs, const Lengths& L, double eps) {
+  const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2) / 4, G = 4 * H;
+  const T* g = gx.data_ptr<T>();
+  const T* W = whh.data_ptr<T>();
+  const T* gh = ghh.data_ptr<T>();
+  const T* bh = reg_ptr<T>(bhh);
+  const T* gcp = gc.data_ptr<T>();
+  const T* bcp = reg_ptr<T>(bc);
+  const T* m = reg_ptr<T>(mask);
+  const T* dh_ = reg_ptr<T>(zh);
+  const T* dc_ = reg_ptr<T>(zc);
+  T* h = hs.data_ptr<T>();
+  T* c = cs.data_ptr<T>();
+  T* a = gates.data_ptr<T>();
+  T* uh = uhat.data_ptr<T>();
+  T* rup = ru.data_ptr<T>();
+  T* ch = chat.data_ptr<T>();
+  T* rcp = rc.data_ptr<T>();
+  T* tc = tcs.data_ptr<T>();
+  std::vector<T> hin(m ? B * H : 0), u(B * G);
+  for (int64_t t = 0; t < S; ++t) {
+    const T* hp = h + t * B * H;
+    const T* cp = c + t * B * H;
+    T* ht = h + (t + 1) * B * H;
+    T* ct = c + (t + 1) * B * H;
+    const T* src = hp;
+    if (m) {
+      for (int64_t k = 0; k < B * H; ++k) hin[k] = m[k] * hp[k];
+      src = hin.data();
+    }
+    gemm(false, true, B, G, H, T(1), src, H, W, H, T(0), u.data(), G);
+    const T* zht = dh_ ? dh_ + t * B * H : nullptr;
+    const T* zct = dc_ ? dc_ + t * B * H : nullptr;
+    for_rows(B, G, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t row = t * B + r;
+        T* uhr = uh + row * G;
+        rup[row] = ln0(u.data() + r * G, uhr, G, eps);
+        T* ar = a + row * G;
+        const T* gr = g + row * G;
+        for (int64_t j = 0; j < G; ++j) ar[j] = gr[j] + gh[j] * uhr[j] + (bh ? bh[j] : T(0));
+        T *I = ar, *F = ar + H, *Gg = ar + 2 * H, *O = ar + 3 * H;
+        act_inplace(SIGMOID, I, 2 * H);
+        act_inplace(TANH, Gg, H);
+        act_inplace(SIGMOID, O, H);
+        const T* cpr = cp + r * H;
+        const T* hpr = hp + r * H;
+        T* ctr = ct + r * H;
+        T* htr = ht + r * H;
+        T* chr = ch + row * H;
+        T* tcr = tc + row * H;
+        for (int64_t j = 0; j < H; ++j) ctr[j] = F[j] * cpr[j] + I[j] * Gg[j];  // c̃
+        rcp[row] = ln0(ctr, chr, H, eps);
+        for (int64_t j = 0; j < H; ++j) tcr[j] = gcp[j] * chr[j] + (bcp ? bcp[j] : T(0));
+        act_inplace(TANH, tcr, H);
+        for (int64_t j = 0; j < H; ++j) htr[j] = O[j] * tcr[j];
+        if (zct) {
+          const T* d = zct + r * H;
+          for (int64_t j = 0; j < H; ++j) ctr[j] = d[j] * cpr[j] + (T(1) - d[j]) * ctr[j];
+        }
+        if (zht) {
+          const T* d = zht + r * H;
+          for (int64_t j = 0; j < H; ++j) htr[j] = d[j] * hpr[j] + (T(1) - d[j]) * htr[j];
+        }
+        if (!L.valid(r, t)) {
+          std::memcpy(ctr, cpr, sizeof(T) * H);
+          std::memcpy(htr, hpr, sizeof(T) * H);
+        }
+      }
+    });
+  }
+}
+
+std::vector<Tensor> ln_lstm_forward(const Tensor& gx, const Tensor& w_hh, const Tensor& g_hh,
+                                    const Tensor& b_hh, const Tensor& g_c, const Tensor& b_c,
+                                    const Tensor& h0, const Tensor& c0, const Tensor& mask_h,
+                                    const Tensor& keep_h, const Tensor& keep_c,
+                                    const Tensor& lengths, double eps) {
+  read_switches();
+  auto g = gx.contiguous();
+  auto w = w_hh.contiguous();
+  auto gh = g_hh.contiguous();
+  auto bh = b_hh.contiguous();
+  auto gc = g_c.contiguous();
+  auto bc = b_c.contiguous();
+  auto m = mask_h.contiguous();
+  auto zh = keep_h.contiguous();
+  auto zc = keep_c.contiguous();
+  const int64_t S = g.size(0), B = g.size(1), H = g.size(2) / 4;
+  Lengths L(lengths, B, S);
+  Tensor hs = empty_like_shape(g, {S + 1, B, H});
+  Tensor cs = empty_like_shape(g, {S + 1, B, H});
+  Tensor gates = empty_like_shape(g, {S, B, 4 * H});
+  Tensor uhat = empty_like_shape(g, {S, B, 4 * H});
+  Tensor ru = empty_like_shape(g, {S, B});
+  Tensor chat = empty_like_shape(g, {S, B, H});
+  Tensor rc = empty_like_shape(g, {S, B});
+  Tensor tc = empty_like_shape(g, {S, B, H});
+  hs[0].copy_(h0);
+  cs[0].copy_(c0);
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "ln_lstm_forward", [&] {
+    ln_lstm_fwd_impl<scalar_t>(g, w, gh, bh, gc, bc, m, zh, zc, hs, cs, gates, uhat, ru, chat,
+                               rc, tc, L, eps);
+  });
+  return {hs, cs, gates, uhat, ru, chat, rc, tc};
+}
+
+template <typename T>
+static void ln_lstm_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor& hs,
+                             const Tensor& cs, const Tensor& gates, const Tensor& uhat,
+                             const Tensor& ru, const Tensor& chat, const Tensor& rc,
+                             const Tensor& tcs, const Tensor& whh, const Tensor& ghh,
+                             const Tensor& gc, const Tensor& mask, const Tensor& zh,
+                             const Tensor& zc, Tensor& dgx, Tensor& dw, Tensor& dgh, Tensor& dbh,
+                             Tensor& dgc, Tensor& dbc, Tensor& dh0, Tensor& dc0,
+                             const Lengths& L) {
+  const int64_t S = gates.size(0), B = gates.size(1), H = gates.size(2) / 4, G = 4 * H;
+  const T* Gh = ghs.data_ptr<T>();
+  const T* Gc = gcs.data_ptr<T>();
+  const T* h = hs.data_ptr<T>();
+  const T* c = cs.data_ptr<T>();
+  const T* a = gates.data_ptr<T>();
+  const T* uh = uhat.data_ptr<T>();
+  const T* rup = ru.data_ptr<T>();
+  const T* ch = chat.data_ptr<T>();
+  const T* rcp = rc.data_ptr<T>();
+  const T* tc = tcs.data_ptr<T>();
+  const T* W = whh.data_ptr<T>();
+  const T* gh = ghh.data_ptr<T>();
+  const T* gcp = gc.data_ptr<T>();
+  const T* m = reg_ptr<T>(mask);
+  const T* dh_ = reg_ptr<T>(zh);
+  const T* dc_ = reg_ptr<T>(zc);
+  T* dg = dgx.data_ptr<T>();
+  T* dGh = dgh.data_ptr<T>();
+  T* dBh = dbh.data_ptr<T>();
+  T* dGc = dgc.data_ptr<T>();
+  T* dBc = dbc.data_ptr<T>();
+  std::fill(dGh, dGh + G, T(0));
+  std::fill(dBh, dBh + G, T(0));
+  std::fill(dGc, dGc + H, T(0));
+  std::fill(dBc, dBc + H, T(0));
+  std::vector<T> dh(B * H, T(0)), dc(B * H, T(0)), tmp(B * H), du(S * B * G), dcn(H);
+  for (int64_t t = S - 1; t >= 0; --t) {
+    for (int64_t k = 0; k < B * H; ++k) {
+      dh[k] += Gh[(t + 1) * B * H + k];
+      dc[k] += Gc[(t + 1) * B * H + k];
+    }
+    const T* zht = dh_ ? dh_ + t * B * H : nullptr;
+    const T* zct = dc_ ? dc_ + t * B * H : nullptr;
+    T* dut = du.data() + t * B * G;
+    for (int64_t r = 0; r < B; ++r) {
+      const int64_t row = t * B + r;
+      T* dr = dg + row * G;
+      T* dur = dut + r * G;
+      T* dhr = &dh[r * H];
+      T* dcr = &dc[r * H];
+      if (!L.valid(r, t)) {
+        std::fill(dr, dr + G, T(0));
+        std::fill(dur, dur + G, T(0));
+        continue;
+      }
+      const T* ar = a + row * G;
+      const T *I = ar, *F = ar + H, *Gg = ar + 2 * H, *O = ar + 3 * H;
+      const T* cpr = c + (t * B + r) * H;
+      const T* tcr = tc + row * H;
+      const T* chr = ch + row * H;
+      // h̃ -> do and the gradient of LN(c̃)'s output
+      for (int64_t j = 0; j < H; ++j) {
+        T dht = dhr[j];
+        if (zht) dht *= T(1) - zht[r * H + j];
+        dr[3 * H + j] = dht * tcr[j];
+        T d = dht * O[j] * (T(1) - tcr[j] * tcr[j]);  // d(g_c ⊙ ĉ + b_c)
+        dGc[j] += d * chr[j];
+        dBc[j] += d;
+        dcn[j] = d * gcp[j];  // dĉ
+      }
+      ln0_backward(dcn.data(), chr, rcp[row], H);  // d c̃ from the LN path
+      for (int64_t j = 0; j < H; ++j) {
+        T dct = dcr[j], cdir = T(0), hdir = T(0);
+        if (zct) {
+          T z = zct[r * H + j];
+          cdir = z * dct;
+          dct = (T(1) - z) * dct;
+        }
+        if (zht) hdir = zht[r * H + j] * dhr[j];
+        dct += dcn[j];
+        dr[j] = dct * Gg[j];
+        dr[H + j] = dct * cpr[j];
+        dr[2 * H + j] = dct * I[j];
+        dcr[j] = cdir + dct * F[j];
+        dhr[j] = hdir;
+      }
+      act_backward_inplace(SIGMOID, dr, ar, 2 * H);
+      act_backward_inplace(TANH, dr + 2 * H, ar + 2 * H, H);
+      act_backward_inplace(SIGMOID, dr + 3 * H, ar + 3 * H, H);
+      const T* uhr = uh + row * G;
+      for (int64_t j = 0; j < G; ++j) {
+        dGh[j] += dr[j] * uhr[j];
+        dBh[j] += dr[j];
+        dur[j] = dr[j] * gh[j];
+      }
+      ln0_backward(dur, uhr, rup[row], G);
+    }
+    gemm(false, false, B, H, G, T(1), dut, G, W, H, T(0), tmp.data(), H);
+    for (int64_t r = 0; r < B; ++r) {
+      if (!L.valid(r, t)) continue;
+      const T* mr = m ? m + r * H : nullptr;
+      for (int64_t j = 0; j < H; ++j) dh[r * H + j] += mr ? mr[j] * tmp[r * H + j] : tmp[r * H + j];
+    }
+  }
+  const T* hin = h;
+  std::vector<T> hm;
+  if (m) {
+    hm.resize(S * B * H);
+    for (int64_t t = 0; t < S; ++t)
+      for (int64_t k = 0; k < B * H; ++k) hm[t * B * H + k] = m[k] * h[t * B * H + k];
+    hin = hm.data();
+  }
+  gemm(true, false, G, H, S * B, T(1), du.data(), G, hin, H, T(0), dw.data_ptr<T>(), H);
+  T* d0 = dh0.data_ptr<T>();
+  T* e0 = dc0.data_ptr<T>();
+  for (int64_t k = 0; k < B * H; ++k) {
+    d0[k] = dh[k] + Gh[k];
+    e0[k] = dc[k] + Gc[k];
+  }
+}
+
+std::vector<Tensor> ln_lstm_backward(const Tensor& grad_hs, const Tensor& grad_cs,
+                                     const Tensor& hs, const Tensor& cs, const Tensor& gates,
+                                     const Tensor& uhat, const Tensor& ru, const Tensor& chat,
+                                     const Tensor& rc, const Tensor& tc, const Tensor& w_hh,
+                                     const Tensor& g_hh, const Tensor& g_c, const Tensor& mask_h,
+                                     const Tensor& keep_h, const Tensor& keep_c,
+                                     const Tensor& lengths) {
+  read_switches();
+  auto gh_ = grad_hs.contiguous();
+  auto gc_ = grad_cs.contiguous();
+  auto h = hs.contiguous();
+  auto c = cs.contiguous();
+  auto a = gates.contiguous();
+  auto uh = uhat.contiguous();
+  auto ru_ = ru.contiguous();
+  auto ch = chat.contiguous();
+  auto rc_ = rc.contiguous();
+  auto t_ = tc.contiguous();
+  auto w = w_hh.contiguous();
+  auto ghh = g_hh.contiguous();
+  auto gc = g_c.contiguous();
+  auto m = mask_h.contiguous();
+  auto zh = keep_h.contiguous();
+  auto zc = keep_c.contiguous();
+  const int64_t S = a.size(0), B = a.size(1), H = a.size(2) / 4;
+  Lengths L(lengths, B, S);
+  Tensor dgx = empty_like_shape(h, {S, B, 4 * H});
+  Tensor dw = empty_like_shape(h, {4 * H, H});
+  Tensor dgh = empty_like_shape(h, {4 * H});
+  Tensor dbh = empty_like_shape(h, {4 * H});
+  Tensor dgc = empty_like_shape(h, {H});
+  Tensor dbc = empty_like_shape(h, {H});
+  Tensor dh0 = empty_like_shape(h, {B, H});
+  Tensor dc0 = empty_like_shape(h, {B, H});
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "ln_lstm_backward", [&] {
+    ln_lstm_bwd_impl<scalar_t>(gh_, gc_, h, c, a, uh, ru_, ch, rc_, t_, w, ghh, gc, m, zh, zc,
+                               dgx, dw, dgh, dbh, dgc, dbc, dh0, dc0, L);
+  });
+  return {dgx, dw, dgh, dbh, dgc, dbc, dh0, dc0};
+}
+
+}  // namespace rnnlab
