@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._sequences import length_mask
+
 LOSSES = ("mse", "cross_entropy")
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
 
@@ -53,8 +55,7 @@ def sequence_loss(
         raise ValueError(f"kind: expected one of {LOSSES}, got {kind!r}")
     mask: Tensor | None = None
     if lengths is not None:
-        steps = torch.arange(target.shape[1], device=target.device)
-        mask = steps[None, :] < lengths.to(target.device)[:, None]  # (N, T)
+        mask = length_mask(lengths, target.shape[1], target.device)  # (N, T)
     if kind == "mse":
         if prediction.shape != target.shape:
             raise ValueError(

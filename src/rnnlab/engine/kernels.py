@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._sequences import length_mask
 from ..cells.gru import GRUCell, GRUState
 from ..cells.lstm import LSTMCell, LSTMFGRState, LSTMState
 from ..cells.simple import ElmanCell, ElmanState, JordanCell, JordanState
@@ -65,7 +66,7 @@ def _zero_past(y: Tensor, lengths: Tensor | None) -> Tensor:
     """Batch-first outputs (B, T, n) with the steps past each sequence's length zeroed."""
     if lengths is None:
         return y
-    valid = torch.arange(y.shape[1], device=y.device) < lengths.to(y.device).unsqueeze(1)
+    valid = length_mask(lengths, y.shape[1], y.device)
     return y * valid.unsqueeze(-1).to(y.dtype)
 
 

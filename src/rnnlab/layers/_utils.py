@@ -1,16 +1,18 @@
-"""Helpers shared by the layers: argument checks, padding, packing, reversal.
+"""Helpers shared by the layers: argument checks, padding, packing, reversal (lengths and
+masks come from rnnlab._sequences).
 
 Shapes: B batch, T time, F features.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .._sequences import check_lengths, valid_mask
 
 
 def check_sequence(
@@ -58,47 +60,6 @@ def check_against_parameters(x: Tensor, module: nn.Module, argument: str = "x") 
                 f"{argument}: expected device {p.device} (the parameters'), got {x.device}"
             )
         return
-
-
-def check_lengths(lengths: Any, batch_size: int, steps: int, device: torch.device) -> Tensor | None:
-    """Validate ``lengths`` (any device, tensor or sequence of ints); return int64 on ``device``."""
-    if lengths is None:
-        return None
-    if isinstance(lengths, Tensor):
-        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-            raise TypeError(f"lengths: expected an integer tensor, got dtype {lengths.dtype}")
-        t = lengths
-    elif isinstance(lengths, Sequence) and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in lengths
-    ):
-        t = torch.tensor(list(lengths), dtype=torch.int64)
-    else:
-        raise TypeError(
-            "lengths: expected a 1-D integer tensor or a list of ints, got "
-            f"{type(lengths).__name__}"
-        )
-    if t.dim() != 1 or t.shape[0] != batch_size:
-        raise ValueError(
-            f"lengths: expected shape ({batch_size},) (one per sequence), got {tuple(t.shape)}"
-        )
-    if torch.compiler.is_compiling():
-        # traced code (compile, export, ONNX) cannot branch on tensor values: the values are
-        # checked in eager mode only, the shape above always
-        return t.to(device=device, dtype=torch.int64)
-    lo, hi = int(t.min()), int(t.max())
-    if lo < 1 or hi > steps:
-        raise ValueError(f"lengths: expected values in [1, T={steps}], got min {lo} and max {hi}")
-    return t.to(device=device, dtype=torch.int64)
-
-
-def valid_mask(lengths: Tensor | None, steps: int) -> Tensor | None:
-    """(B, T) bool, True where t < length; None when every sequence is full."""
-    if lengths is None:
-        return None
-    # traced code cannot branch on values: it always masks (the same result)
-    if not torch.compiler.is_compiling() and bool((lengths == steps).all()):
-        return None
-    return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:

@@ -47,9 +47,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._sequences import where_state
 from ..layers import Recurrent
 from ..layers.feedback import GivenMask
-from ._state import where_state
 from .model_spec import (  # noqa: F401  (re-exported: the spec's names lived here)
     FEEDBACKS,
     MODEL_DEFAULTS,

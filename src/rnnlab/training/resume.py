@@ -22,8 +22,8 @@ from .._files import (
     remove_tree,
     write_marker,
 )
+from .._sequences import slice_state, state_from_leaves, state_leaves
 from .._version import __version__
-from ._state import slice_state, state_from_leaves, state_leaves
 from .callbacks import callback_states, load_callback_states
 from .checkpoint import (
     checkpoint_path,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._state import detach_state
+from .._sequences import detach_state
 from .build import _seeded
 from .distributed import all_sum
 from .forcing import feed_mask, schedule_at, teacher_probability

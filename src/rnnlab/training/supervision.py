@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._sequences import length_mask
+
 CASES: tuple[int | str, ...] = (1, 2, 3, 4, "seq2seq")
 LOSSES = ("mse", "cross_entropy")
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index; pad_collate pads class targets so
@@ -51,8 +53,7 @@ def valid_steps(lengths: Tensor | None, batch_size: int, steps: int, device: Any
     """(B, T) bool, True where t < length (all True without lengths)."""
     if lengths is None:
         return torch.ones(batch_size, steps, dtype=torch.bool, device=device)
-    t = torch.arange(steps, device=device)
-    return t.unsqueeze(0) < lengths.to(device).unsqueeze(1)
+    return length_mask(lengths, steps, device)
 
 
 def unfold_input(x: Tensor, case: int | str, steps: int | None) -> Tensor:

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._state import detach_state
+from .._sequences import detach_state
 from .supervision import masked_loss_sum
 
 

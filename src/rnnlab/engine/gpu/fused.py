@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..._sequences import length_mask
 from ...cells.gru import GRUCell, GRUState
 from ...cells.lstm import LSTMCell, LSTMFGRState, LSTMState
 from ...cells.simple import ElmanCell, ElmanState, JordanCell, JordanState
@@ -82,7 +83,7 @@ def _zero_past(y: Tensor, lengths: Tensor | None) -> Tensor:
     ``where``, so whatever the padded steps computed never leaks, not even an inf)."""
     if lengths is None:
         return y
-    valid = torch.arange(y.shape[1], device=y.device) < lengths.to(y.device).unsqueeze(1)
+    valid = length_mask(lengths, y.shape[1], y.device)
     return torch.where(valid.unsqueeze(-1), y, torch.zeros((), dtype=y.dtype, device=y.device))
 
 
