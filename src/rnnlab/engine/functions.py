@@ -11,10 +11,10 @@ autograd`` alone fails func.grad and jacrev, pytorch#168393), so each kernel get
   would give silently wrong second derivatives).
 
 Both use ``generate_vmap_rule = True``: under vmap the ops' own rules (fold into B, or slice
-by slice) apply. Forward-mode AD (jvp, jacfwd) is not provided: torch refuses it ("implement
-the jvp function"); a ``jvp`` staticmethod would stop Dynamo from tracing the Function
-("Unsupported custom jvp"), and compile matters more. Run forward mode under
-``rnnlab.engine.disabled()``.
+by slice) apply. These classes have no ``jvp``: a ``jvp`` staticmethod stops Dynamo from
+tracing a Function ("Unsupported custom jvp"). They are what compile and export see;
+:mod:`.routes` picks a lean Function in plain eager mode and subclasses with forward mode
+(jvp, jacfwd, hessian) under torch.func.
 
 Every Function takes the op's arguments in schema order: ``n_in`` tensor-or-None arguments,
 then the non-tensor configuration.

@@ -25,8 +25,8 @@ from ..cells.gru import GRUCell, GRUState
 from ..cells.lstm import LSTMCell, LSTMFGRState, LSTMState
 from ..cells.simple import ElmanCell, ElmanState, JordanCell, JordanState
 from . import build
-from .functions import GRU, LSTM, Elman, Jordan
 from .registry import register, register_teacher_forced
+from .routes import GRU, LSTM, Elman, Jordan
 
 ACT_CODES = {
     "identity": 0,
@@ -178,15 +178,13 @@ def gru_kernel(cell: GRUCell, x: Tensor, state: GRUState, lengths: Tensor | None
 
 # -------------------------------------------------------------------------------- LSTM ----
 def _fused_ok(x: Tensor) -> bool:
-    """torch's fused LSTM runs eager float32 CPU (or CUDA) calls outside torch.func: it does
-    not trace (compile, export) and has no vmap rule."""
+    """torch's fused LSTM runs eager float32 CPU (or CUDA) calls outside torch.func and
+    forward-mode AD: it does not trace (compile, export), has no vmap rule and no jvp."""
+    if torch.compiler.is_compiling() or torch.autograd.forward_ad._current_level >= 0:
+        return False  # (nor a jvp: neither mkldnn_rnn_layer nor cuDNN's has one)
     if x.device.type == "cuda":
-        return not torch.compiler.is_compiling()
-    return (
-        x.dtype == torch.float32
-        and not torch.compiler.is_compiling()
-        and torch._C._functorch.peek_interpreter_stack() is None
-    )
+        return True
+    return x.dtype == torch.float32 and torch._C._functorch.peek_interpreter_stack() is None
 
 
 def _torch_lstm_maths(cell: LSTMCell) -> bool:
