@@ -9,7 +9,9 @@ The order of choice, first match wins:
 
 1. fast paths switched off (``RNNLAB_ENGINE=0`` or ``with rnnlab.engine.disabled():``): the
    reference loop. This switches off *every* fast path, torch's fused LSTM included;
-2. ``return_states=True``: the reference loop (counted, see :data:`FALLBACKS`);
+2. ``return_states=True``: for cells whose one state field is their output (GRU, Jordan,
+   Elman without an output layer) the trajectory is read off the fast path's outputs; for the
+   others the reference loop (counted, see :data:`FALLBACKS`);
 3. a plain run (no feedback schedule) with a kernel registered for exactly ``type(cell)``: the
    kernel (it may decline, e.g. for a callable activation or a device without kernels);
 4. state feedback (a schedule and a reference, no ``input_feedback``):
@@ -41,7 +43,7 @@ from torch import Tensor
 from .. import engine
 from ..cells.base import Cell
 from ..engine import build
-from ._utils import reverse_padded
+from ._utils import reverse_padded, valid_mask
 from .feedback import FeedbackSchedule, GivenMask, TeacherForcing
 from .loop import RecurrentResult, unroll
 
@@ -114,7 +116,7 @@ def _fast(
 ) -> tuple[RecurrentResult | None, FeedbackSchedule | None]:
     """The fast result, or None; and the schedule the reference loop must use then (a drawn
     random mask is handed on as a :class:`GivenMask`, so the fallback sees the same draw)."""
-    if return_states:
+    if return_states and not _output_is_state(cell):
         FALLBACKS["return_states"] += 1
         return None, feedback
     res = None
@@ -147,4 +149,24 @@ def _fast(
     if res is None:
         return None, feedback
     y, final = res
-    return RecurrentResult(reverse_padded(y, lengths) if reverse else y, final, None), feedback
+    y = reverse_padded(y, lengths) if reverse else y
+    states = _trajectory(y, final, lengths) if return_states else None
+    return RecurrentResult(y, final, states), feedback
+
+
+def _output_is_state(cell: Cell) -> bool:
+    """Cells whose one state field *is* their output: the trajectory is read off the outputs."""
+    from ..cells.gru import GRUCell
+    from ..cells.simple import ElmanCell, JordanCell
+
+    t = type(cell)
+    return t is GRUCell or t is JordanCell or (t is ElmanCell and cell.weight_ho is None)
+
+
+def _trajectory(y: Tensor, final: Any, lengths: Tensor | None) -> Any:
+    """The state after every step, (B, T, n): the output while a sequence runs, its final
+    state past its end (as :func:`unroll` holds it), in the outputs' time order."""
+    (f,) = final
+    valid = valid_mask(lengths, y.shape[1])
+    s = y if valid is None else torch.where(valid.unsqueeze(-1), y, f.unsqueeze(1))
+    return type(final)(s)
