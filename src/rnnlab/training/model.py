@@ -47,8 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import engine
 from .._sequences import where_state
 from ..layers import Recurrent
+from ..layers.dispatch import FALLBACKS
 from ..layers.feedback import GivenMask
 from .model_spec import (  # noqa: F401  (re-exported: the spec's names lived here)
     FEEDBACKS,
@@ -328,10 +330,29 @@ class SequenceModel(nn.Module):
         sample: bool,
         generator: torch.Generator | None,
     ) -> tuple[Tensor, Any]:
-        B, T = x.shape[0], x.shape[1]
         if bool(mask[:, 1:].all()) and (prev_output is None or bool(mask[:, 0].all())):
             h, new = self._core(x, state, lengths)  # the reference everywhere: one parallel run
             return self._read(h), new
+        # the documented fallback (docs/design/0003): the readout of the last layer is fed back
+        # as the next input, so the core runs one step at a time, on the reference loop: a
+        # kernel call per step (T = 1) costs more than the cell's step (measured in
+        # benchmarks/bench_trainer.py, gru_input_mixed)
+        FALLBACKS["model input feedback"] += 1
+        with engine.disabled():
+            return self._steps(x, state, lengths, mask, detach, prev_output, sample, generator)
+
+    def _steps(
+        self,
+        x: Tensor,
+        state: Any,
+        lengths: Tensor | None,
+        mask: Tensor,
+        detach: bool,
+        prev_output: Tensor | None,
+        sample: bool,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Any]:
+        B, T = x.shape[0], x.shape[1]
         if state is None:
             state = self.initial_state(B, device=x.device, dtype=x.dtype)
         valid = None if lengths is None else valid_steps(lengths, B, T, x.device)
