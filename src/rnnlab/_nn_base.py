@@ -11,6 +11,7 @@ from torch import Tensor
 from torch import nn as tnn
 from torch.nn.utils.rnn import PackedSequence
 
+from ._checks import check_probability
 from ._nn_compat import (
     AttributeTypeError,
     RuntimeValueError,
@@ -305,6 +306,4 @@ class _SingleStateMixin:
 
 
 def check_recurrent_dropout(p: Any) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-        raise ValueError(f"recurrent_dropout: expected a probability in [0, 1), got {p!r}")
-    return float(p)
+    return check_probability(p, "recurrent_dropout")

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int
+
 
 class Cell(nn.Module):
     """Base class of every rnnlab cell (see the module docstring for the contract).
@@ -149,10 +151,8 @@ def check_input(x: Any, features: int, *, ndim: int, argument: str = "x") -> Non
 
 
 def check_positive_int(value: Any, argument: str, *, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-        kind = "a non-negative int" if allow_zero else "a positive int"
-        raise ValueError(f"{argument}: expected {kind}, got {value!r}")
-    return value
+    kind = "a non-negative int" if allow_zero else "a positive int"
+    return check_int(value, argument, low=0 if allow_zero else 1, what=kind)
 
 
 def _describe(obj: Any) -> str:

@@ -12,20 +12,7 @@ from typing import Any
 
 import numpy as np
 
-
-def check_int(value: Any, argument: str, *, low: int | None = None, high: int | None = None) -> int:
-    """Return ``value`` if it is an int with ``low <= value <= high`` (bounds optional)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{argument}: expected an int, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if low is not None and high is not None:
-        if not low <= value <= high:
-            raise ValueError(f"{argument}: expected {low} <= {argument} <= {high}, got {value}")
-    elif low is not None and value < low:
-        raise ValueError(f"{argument}: expected an int >= {low}, got {value}")
-    elif high is not None and value > high:
-        raise ValueError(f"{argument}: expected an int <= {high}, got {value}")
-    return value
+from .._checks import check_int as check_int  # the one integer checker, re-exported
 
 
 def check_float(

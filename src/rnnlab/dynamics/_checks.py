@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import check_int as _check_int
+
 
 def as_tensor(value: Any, argument: str, *, dtype: torch.dtype | None = None) -> Tensor:
     """A floating tensor from a tensor, number or nested sequence."""
@@ -81,11 +83,7 @@ def check_fraction(value: Any, argument: str) -> float:
 
 
 def check_int(value: Any, argument: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{argument}: expected an int >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{argument}: expected an int >= {minimum}, got {value}")
-    return int(value)
+    return _check_int(value, argument, low=minimum)
 
 
 def check_choice(value: Any, argument: str, choices: tuple[str, ...]) -> str:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from .._checks import check_probability
 from ..cells.activations import ActivationSpec
 from ..cells.base import check_input, check_positive_int
 from ..cells.conv import RCLCell, RecurrentMLPCell, check_image, paper_lrn_size
@@ -428,12 +429,7 @@ class RecurrentMLP(nn.Module):
             )
         sizes = [check_positive_int(n, "hidden_sizes") for n in hidden_sizes]
         self.steps = check_positive_int(steps, "steps", allow_zero=True)
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, (int, float))
-            or not (0.0 <= dropout < 1.0)
-        ):
-            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        check_probability(dropout, "dropout")
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.cells = nn.ModuleList(
             RecurrentMLPCell(n_in, n, activation=activation, **kw)

@@ -25,6 +25,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_probability
 from ..cells.base import check_positive_int
 from ..cells.conv import check_image
 from .rcl import (
@@ -79,12 +80,7 @@ class _Backbone(nn.Module):
         self.channels = check_positive_int(channels, "channels")
         if norm not in NORMS:
             raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, (int, float))
-            or not (0.0 <= dropout < 1.0)
-        ):
-            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        check_probability(dropout, "dropout")
         self.norm = norm
         self.image_size = _image_size(image_size)
         self.channels_last = bool(channels_last)

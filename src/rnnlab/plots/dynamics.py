@@ -33,6 +33,7 @@ try:
 except ImportError as exc:  # pragma: no cover - optional dependency
     raise ImportError("rnnlab.plots needs matplotlib: pip install 'rnnlab[plots]'") from exc
 
+from .._checks import check_int
 from ..dynamics.continuation import Continuation
 from ..dynamics.fixedpoints import FixedPoints
 from ..dynamics.gradients import GradientFlow, NormPrediction
@@ -86,8 +87,7 @@ def cobweb(
         raise ValueError(f"f: expected a 1-D map (state_size 1), got state_size {m.state_size}")
     if isinstance(h0, bool) or not isinstance(h0, (int, float)) or not math.isfinite(h0):
         raise ValueError(f"h0: expected a finite number, got {h0!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+    check_int(steps, "steps", low=1)
     m = m.to(dtype=torch.float64)
     with torch.no_grad():
         orbit = [float(h0)]
@@ -304,11 +304,8 @@ def bifurcation_diagram(
     )
     if r.numel() == 0:
         raise ValueError("parameters: expected at least one value, got none")
-    for name, v in (("transient", transient), ("keep", keep)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "transient" else 1):
-            raise ValueError(
-                f"{name}: expected an int >= {0 if name == 'transient' else 1}, got {v!r}"
-            )
+    check_int(transient, "transient", low=0)
+    check_int(keep, "keep", low=1)
     h = torch.full_like(r, float(h0))
     out = torch.empty(keep, r.numel(), dtype=torch.float64)
     with torch.no_grad():

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import check_int
 from .._sequences import length_mask
 
 CASES: tuple[int | str, ...] = (1, 2, 3, 4, "seq2seq")
@@ -215,10 +216,8 @@ class Supervision:
     def __post_init__(self) -> None:
         check_case(self.case)
         check_loss(self.loss)
-        if self.steps is not None and (
-            isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1
-        ):
-            raise ValueError(f"steps: expected a positive int or None, got {self.steps!r}")
+        if self.steps is not None:
+            check_int(self.steps, "steps", low=1, what="a positive int or None")
 
     @property
     def every_step(self) -> bool:
