@@ -69,12 +69,34 @@ MAY_IMPORT: dict[str, set[str]] = {
     "training": {"util", "cells", "engine", "layers", "init", "nn", "data", "plots"},
     "timing": {"util", "cells", "engine", "layers", "nn"},
     "experiments": {
-        "util", "cells", "engine", "layers", "init", "nn", "export", "data", "dynamics",
-        "plots", "training", "timing",
+        "util",
+        "cells",
+        "engine",
+        "layers",
+        "init",
+        "nn",
+        "export",
+        "data",
+        "dynamics",
+        "plots",
+        "training",
+        "timing",
     },  # fmt: skip
     "cli": {
-        "util", "cells", "engine", "layers", "init", "nn", "export", "data", "dynamics",
-        "plots", "training", "timing", "experiments", "api",
+        "util",
+        "cells",
+        "engine",
+        "layers",
+        "init",
+        "nn",
+        "export",
+        "data",
+        "dynamics",
+        "plots",
+        "training",
+        "timing",
+        "experiments",
+        "api",
     },  # fmt: skip
 }
 
@@ -249,6 +271,13 @@ def test_the_engine_imports_nothing_from_the_layers() -> None:
         for a, b, _ in imports(SRC)
         if a.startswith("rnnlab.engine") and b.startswith("rnnlab.layers")
     ]
+
+
+def test_unroll_is_the_reference_loop_alone() -> None:
+    # layers/loop.py is what every fast path is proven against: it reaches no kernel and no
+    # dispatcher (the choice is rnnlab.layers.dispatch's).
+    seen = {b for a, b, _ in imports(SRC) if a == "rnnlab.layers.loop"}
+    assert not {b for b in seen if b.startswith(("rnnlab.engine", "rnnlab.layers.dispatch"))}
 
 
 def test_no_python_file_over_500_lines() -> None:
