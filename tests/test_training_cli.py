@@ -80,6 +80,17 @@ def test_train_eval_generate_end_to_end(tmp_path, capsys):
     assert main(["generate", str(run), "--steps", "7", "--prime-steps", "5"]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if not ln.startswith("#")]
     assert len(lines) == 7 and lines[0].startswith("0,")
+    # ... and written: CSV (the printed values), JSON, a plot
+    import csv
+
+    rows = list(csv.DictReader((run / "generated.csv").open()))
+    printed = [float(ln.split(",")[1]) for ln in lines]
+    values = [r for r in rows if r["part"] == "values"]
+    assert [float(r["value_0"]) for r in values] == pytest.approx(printed, rel=1e-4)
+    assert len([r for r in rows if r["part"] == "prime"]) == 5
+    gen = json.loads((run / "generated.json").read_text())
+    assert gen["args"]["steps"] == 7 and len(gen["sequences"][0]["values"]) == 7
+    assert (run / "generated.png").stat().st_size > 0
     # a second train into the same directory is refused and changes nothing
     before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*")}
     assert main(["train", "--run-dir", str(run), "--steps", "5"]) == 2
@@ -171,6 +182,8 @@ def test_generate_text_and_refusals(tmp_path, capsys):
     out = capsys.readouterr().out.split("-" * 40)
     assert out[0].strip().startswith("ab") and len(out[0].strip()) == 14
     assert out[0].strip() == out[1].strip()  # argmax: the same twice
+    gen = json.loads((run / "generated.json").read_text())
+    assert gen["kind"] == "text" and "ab" + gen["sequences"][0]["text"] == out[0].strip()
     assert main(["generate", str(run), "--prime", "xyz"]) == 2
     assert "--prime: expected characters of the vocabulary" in capsys.readouterr().err
     assert main(["eval", str(run)]) == 2  # evaluation needs the data again

@@ -84,6 +84,17 @@ def test_user_model_trains_with_a_callback_reports_accuracy_and_eval_reloads_it(
     assert out["accuracy"] == pytest.approx(res.last_val["accuracy"])
     assert out["loss"] == pytest.approx(res.last_val["loss"], rel=1e-5)
     assert out["model"] == "user_models:make_classifier"
+    # load_run rebuilds it too; generate and analyze rebuild it and say what they cannot do
+    from rnnlab.training import load_run
+
+    net, meta = load_run(tmp_path / "run")
+    assert type(net).__name__ == "LastStepClassifier" and meta["user_model"]
+    for a, b in zip(net.state_dict().values(), t.net.state_dict().values()):
+        assert torch.equal(a, b)
+    assert main(["generate", str(tmp_path / "run")]) == 2
+    assert "declares no output feedback" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path / "run")]) == 2
+    assert "analyze studies a SequenceModel" in capsys.readouterr().err
 
 
 def test_cli_trains_a_factory_model(tmp_path, capsys):
@@ -238,6 +249,9 @@ def test_bf16_autocast_trains_and_the_loss_drops():
     assert torch.bfloat16 in seen, "the forward ran under bf16 autocast"
     assert all(p.dtype == torch.float32 for p in t.net.parameters())
     assert math.isfinite(res.last_val["loss"]) and res.last_val["loss"] < 0.8 * before
+    series = {"task": {"name": "series"}, "train": {"precision": "bf16"}}
+    with pytest.raises(ConfigError, match=r"train.precision: bf16 .* \(model.feedback 'input'"):
+        Trainer(series, None)
 
 
 def test_progress_off_a_tty_is_plain_lines_with_each_validation(capsys):

@@ -191,6 +191,12 @@ def analyze(
     if loop not in LOOPS:
         raise ValueError(f"loop: expected one of {list(LOOPS)}, got {loop!r}")
     model, meta = load_run(path)
+    if meta.get("user_model"):  # rebuilt by its factory, but no core/readout to study
+        raise ValueError(
+            f"run: the model is one of your own ({meta['config']['model']['factory']}); analyze "
+            "studies a SequenceModel's core and readout. Call rnnlab.dynamics.as_map on the "
+            "rnnlab layers inside it (load_run(path) gives the model back)"
+        )
     kind, system = _system(model, loop, input_value)
     core = as_map(model.core)  # the core's own cells; bidirectional cores say why not
     mod = getattr(core, "module", None)

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .generate_cli import _add_generate, run_generate
+
 _EXAMPLES = """\
 examples:
   rnnlab train --task series --cell GRUCell --steps 300 --run-dir runs/sine
@@ -308,147 +310,6 @@ def run_eval(args: argparse.Namespace) -> int:
         out["model"] = t.config["model"]["factory"]
     out["baseline"] = t.task.baseline if args.split == "val" else None
     print(json.dumps(out, indent=2))
-    return 0
-
-
-# --- generate ----------------------------------------------------------------------------------
-def _add_generate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run directory or a checkpoint file")
-    p.add_argument(
-        "--which",
-        choices=("latest", "best"),
-        default="best",
-        help="which checkpoint of a run directory (best falls back to latest)",
-    )
-    p.add_argument("--steps", type=int, default=200, help="outputs to generate")
-    p.add_argument(
-        "--prime",
-        default=None,
-        help="text models: the text read first (default: a newline, or the first "
-        "character of the vocabulary)",
-    )
-    p.add_argument(
-        "--prime-steps",
-        type=int,
-        default=10,
-        help="real-valued models: validation inputs read first",
-    )
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=1.0,
-        help="token models: sample from softmax(y / temperature); 0 = argmax",
-    )
-    p.add_argument("--num", type=int, default=1, help="sequences to generate")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
-
-
-def run_generate(args: argparse.Namespace) -> int:
-    import torch
-
-    from .training.config import ConfigError
-    from .training.trainer import load_run, trainer_from_checkpoint
-
-    if args.steps < 1 or args.num < 1 or args.prime_steps < 1:
-        return _fail(
-            "generate",
-            ValueError(
-                f"--steps, --num, --prime-steps: expected positive ints, got {args.steps}, "
-                f"{args.num}, {args.prime_steps}"
-            ),
-        )
-    if not args.temperature >= 0 or args.temperature == float("inf"):
-        return _fail(
-            "generate",
-            ValueError(
-                f"--temperature: expected a finite number >= 0 (0 = argmax), got {args.temperature}"
-            ),
-        )
-    try:
-        model, meta = load_run(args.run, which=args.which, device=args.device)
-        g = torch.Generator().manual_seed(args.seed)
-        sample = args.temperature > 0
-        vocab = (meta.get("task") or {}).get("vocab")
-        if model.feedback == "none":
-            raise ValueError(
-                "model: generation feeds outputs back, but this model has no output feedback "
-                "(model.feedback 'none'); use rnnlab eval"
-            )
-        if vocab is not None and model.feedback == "input":  # text: no data file needed
-            prime = args.prime if args.prime is not None else ("\n" if "\n" in vocab else vocab[0])
-            bad = sorted({ch for ch in prime if ch not in vocab})
-            if bad:
-                raise ValueError(f"--prime: expected characters of the vocabulary, got {bad!r}")
-            ids = torch.tensor([[vocab.index(ch) for ch in prime]] * args.num)
-            x = torch.nn.functional.one_hot(ids, len(vocab)).float().to(args.device)
-            out = model.generate(
-                args.steps, prime=x, sample=sample, temperature=args.temperature, generator=g
-            )
-            assert out.tokens is not None
-            for row in out.tokens.tolist():
-                print(prime + "".join(vocab[i] for i in row))
-                print("-" * 40)
-            return 0
-        t = trainer_from_checkpoint(args.run, which=args.which, device=args.device)
-        n = args.num
-        if n > len(t.task.val):
-            raise ValueError(
-                f"--num: expected at most the {len(t.task.val)} validation sequences, got {n}"
-            )
-        p = t._prepare(t.task.batch("val", torch.arange(n)))
-        available = p["x"].shape[1]
-        primed = not (t.model.feedback == "state" or t.model.seq2seq)
-        if primed and args.prime_steps > available:
-            raise ValueError(
-                f"--prime-steps: expected at most the {available} steps of a validation "
-                f"sequence, got {args.prime_steps}"
-            )
-    except (ConfigError, ValueError, TypeError, FileNotFoundError, ImportError) as err:
-        return _fail("generate", err)
-    dev = t.device
-    if t.model.feedback == "state":
-        with torch.no_grad():
-            x = p["x"].to(dev)
-            fm = torch.zeros(x.shape[:2], dtype=torch.bool, device=dev)
-            y = t.model(x, feed_mask=fm, reference=p["reference"].to(dev)).output
-        print("# free-running outputs on validation inputs: t, output..., reference...")
-        for b in range(n):
-            for k in range(min(args.steps, y.shape[1])):
-                vals = y[b, k].tolist() + p["target"][b, k].tolist()
-                print(f"{k}," + ",".join(f"{v:.5g}" for v in vals))
-        return 0
-    if t.model.seq2seq:
-        out = t.model.generate(
-            args.steps,
-            source=p["source"].to(dev),
-            sample=sample,
-            temperature=args.temperature,
-            generator=g,
-        )
-        for b in range(n):
-            src = p["source"][b].argmax(-1).tolist()
-            L = int(p["lengths"][b]) if p["lengths"] is not None else len(src)
-            print(f"source    {src[:L]}")
-            print(f"target    {p['target'][b][:L].tolist()}")
-            assert out.tokens is not None
-            print(f"generated {out.tokens[b][: max(L, 1)].tolist()}")
-        return 0
-    x = p["x"][:, : args.prime_steps].to(dev)
-    out = t.model.generate(
-        args.steps, prime=x, sample=sample, temperature=args.temperature, generator=g
-    )
-    if out.tokens is not None:
-        for row in out.tokens.tolist():
-            print(" ".join(map(str, row)))
-        return 0
-    print(
-        f"# {args.prime_steps} validation inputs read, then {args.steps} free-running "
-        "outputs: t, value..."
-    )
-    for b in range(n):
-        for k in range(args.steps):
-            print(f"{k}," + ",".join(f"{v:.5g}" for v in out.values[b, k].tolist()))
     return 0
 
 

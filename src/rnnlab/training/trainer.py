@@ -190,6 +190,12 @@ class Trainer:
                 )
         c = self.config
         tr = c["train"]
+        if tr["precision"] == "bf16" and c["model"]["feedback"] != "none":
+            raise ConfigError(
+                "train.precision: bf16 autocast runs models without output feedback; the "
+                "free-running loop feeds a bfloat16 state into float32 steps (model.feedback "
+                f"{c['model']['feedback']!r}; set model.feedback 'none' or train.precision fp32)"
+            )
         W = self.dist.world_size
         if tr["batch_size"] % W:
             raise ConfigError(
