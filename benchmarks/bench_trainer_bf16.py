@@ -1,11 +1,11 @@
 """Trainer steps/s with ``train.precision: bf16`` (torch.autocast) against fp32 (issue 16,
-docs/design/0016): whole training steps through :class:`rnnlab.training.Trainer` (data, forward,
+docs/design/0018): whole training steps through :class:`rnnlab.training.Trainer` (data, forward,
 loss, backward, clipping, optimizer), not a kernel alone. Both precisions are built in one
 process and timed in interleaved rounds (fp32, bf16, fp32, bf16, ...); medians of the rounds,
 after a warm-up round each.
 
 Cases: an LSTM and a GRU SequenceModel on the series task (MSE, every step; no output
-feedback: bf16 refuses it, docs/design/0016), and a model of the
+feedback: bf16 refuses it, docs/design/0018), and a model of the
 user's own (a GRU layer read at the last step, tests/fixtures/user_models.py) on digits
 (cross-entropy, case 3), each also reporting the final loss of both precisions so a speed-up is
 not bought with a broken run.

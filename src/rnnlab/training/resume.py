@@ -38,11 +38,8 @@ from .config import diff
 from .distributed import all_gather_rows, barrier
 from .faults import RunDirError
 from .metrics import _jsonable, _Writer
-from .model import SequenceModel
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from .trainer import Trainer
 
 
@@ -250,60 +247,3 @@ def save(self: Trainer) -> Path | None:
     path = save_checkpoint(checkpoint_path(folder, self.step), st)
     prune_checkpoints(folder, self.config["train"]["keep"])
     return path
-
-
-def load_run(
-    path: str | Path, *, which: str = "latest", device: str = "cpu"
-) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the model of a run directory or checkpoint file; return it and the meta data.
-
-    The model is a :class:`SequenceModel`, or a model of the user's own rebuilt from the run's
-    ``model.factory`` (a model given without a factory cannot be rebuilt: ValueError)."""
-    ck = load_checkpoint(checkpoint_of(path, which))
-    meta = ck.meta
-    if "model_spec" not in meta or "model" not in meta:
-        raise ValueError(f"checkpoint: {str(ck.path)!r} holds no rnnlab model")
-    if meta.get("user_model"):
-        net = trainer_from_checkpoint(ck.path, device=device).net
-        meta["path"] = str(ck.path)
-        return net.eval(), meta
-    model = SequenceModel(meta["model_spec"])
-    model.load_state_dict(meta["model"])
-    meta["path"] = str(ck.path)
-    return model.to(device).eval(), meta
-
-
-def trainer_from_checkpoint(
-    path: str | Path,
-    *,
-    which: str = "latest",
-    device: str | None = None,
-    model: nn.Module | None = None,
-) -> Trainer:
-    """A :class:`Trainer` (writing nothing) with a run's config, data and saved state; for
-    evaluation and generation. ``which``: ``"latest"`` or ``"best"`` of a run directory.
-
-    A model of the user's own is rebuilt from the run's ``model.factory``; one trained without a
-    factory must be given as ``model`` (an instance of the same architecture), else ValueError.
-    """
-    from .trainer import Trainer  # the trainer's module binds this one's functions
-
-    ck = load_checkpoint(checkpoint_of(path, which))
-    cfg = ck.meta.get("config")
-    if not isinstance(cfg, dict):
-        raise ValueError(f"checkpoint: {str(ck.path)!r} holds no run config")
-    if ck.meta.get("user_model") and model is None and not cfg["model"].get("factory"):
-        raise ValueError(
-            f"checkpoint: {str(ck.path)!r} holds a model of the user's own that was given to "
-            "Trainer(model=...) without model.factory, so it cannot be rebuilt here; record "
-            "model.factory ('package.module:function') in the run's config, or build the model "
-            "yourself and load the checkpoint's 'model' state (trainer_from_checkpoint(path, "
-            "model=...))"
-        )
-    if device is not None:
-        cfg["train"]["device"] = device
-    t = Trainer(cfg, None, model=model)
-    t._restore(ck.meta)
-    t.checkpoint = ck.path
-    t.model.eval()
-    return t

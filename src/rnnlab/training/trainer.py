@@ -30,9 +30,7 @@ Under torchrun each process trains on its slice of the global batch (see
 from __future__ import annotations
 
 import contextlib
-import math
 import random
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from .._files import FolderLockedError, acquire_lock, release_lock
-from . import evaluation, faults, metrics, resume, step, user_model
+from . import evaluation, faults, loop, metrics, resume, step, user_model
 from .build import (
     _make_optimizer,
     _make_scheduler,
@@ -54,7 +52,7 @@ from .build import (
 )
 from .callbacks import EarlyStopping, GradMonitor, check_callbacks
 from .callbacks import call as call_hooks
-from .checkpoint import link_or_copy, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import (
     RESUMABLE,
     ConfigError,
@@ -77,7 +75,7 @@ from .gradients import StateGradientTap
 from .metrics import CSV_COLUMNS, _Writer
 from .model import SequenceModel
 from .progress import Progress
-from .resume import checkpoint_of, load_run, trainer_from_checkpoint
+from .resume import checkpoint_of
 from .supervision import Supervision
 from .tasks import TaskData, build_task
 from .user_model import check_user_config, has_recurrent_layers
@@ -299,6 +297,7 @@ class Trainer:
 
     # the methods live in modules by job; bound here
     _user_model = user_model._user_model
+    _fit = loop._fit
     _check_run_dir = resume._check_run_dir
     _open_run_dir = resume._open_run_dir
     _check_run_id = resume._check_run_id
@@ -365,129 +364,63 @@ class Trainer:
         self._call("on_checkpoint", path)
         return self._last_ckpt
 
-    def _fit(self, bar: Progress, nb: int) -> FitResult:
-        tr = self.config["train"]
-        last_ckpt = None
-        if self.run_dir is not None:
-            if self._ckpt is None:
-                last_ckpt = self._checkpoint(None)  # always a checkpoint to go back to
-            else:
-                last_ckpt = Path(self._ckpt.path)
-        self._last_ckpt = last_ckpt
-        last_val: dict[str, float] = {}
-        t0 = time.perf_counter() - self.elapsed
-        self._signal, self._stop = None, None
-        restore = self._catch_signals()
-        try:
-            while self.step < tr["steps"]:
-                if self.batch_in_epoch >= nb:
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
-                    self.carry, self.carry_out = None, None
-                before = self.step
-                try:
-                    with self._autocast():
-                        loss, gnorm, eps, records = self._train_batch()
-                except FloatingPointError as err:
-                    self._diverged(err, last_ckpt)
-                factor = tr["divergence_factor"]
-                if self.lowest_loss is not None and loss > factor * self.lowest_loss:
-                    # finite but exploded: as good as NaN (the checkpoint is not overwritten)
-                    self._diverged(
-                        FloatingPointError(
-                            f"the training loss {loss:.6g} is above train.divergence_factor "
-                            f"({factor:g}) x the lowest loss so far ({self.lowest_loss:.6g})"
-                        ),
-                        last_ckpt,
-                        updated=True,
-                    )
-                self.lowest_loss = loss if self.lowest_loss is None else min(self.lowest_loss, loss)
-                self.batch_in_epoch += 1
-                self.elapsed = time.perf_counter() - t0
-                self.run_losses.append(loss)
-                info: dict[str, Any] = {"step": self.step, "epoch": self.epoch, "loss": loss}
-                info |= {"grad_norm": gnorm, "epsilon": eps, "grad_norms": records}
-                self._call("on_step", info)  # the grad monitor writes grad_norms.jsonl
-                bar.update(self.step, loss)
-
-                def crossed(k: int, before: int = before) -> bool:
-                    return self.step // k > before // k
-
-                done = self.step >= tr["steps"]
-                if crossed(tr["log_every"]) or done:
-                    train_row = {
-                        "step": self.step,
-                        "epoch": self.epoch,
-                        "split": "train",
-                        "loss": sum(self.run_losses) / len(self.run_losses),
-                        "lr": self.optimizer.param_groups[0]["lr"],
-                        "grad_norm": gnorm,
-                        "epsilon": eps,
-                        "elapsed_s": round(self.elapsed, 3),
-                    }
-                    self._guarded(lambda r=train_row: self.writer.row(r), last_ckpt)
-                    self.run_losses = []
-                if crossed(tr["eval_every"]) or done:
-                    last_val = self.evaluate()
-                    row: dict[str, Any] = {
-                        "step": self.step,
-                        "epoch": self.epoch,
-                        "split": "val",
-                        "loss": last_val["loss"],
-                        "elapsed_s": round(self.elapsed, 3),
-                    }
-                    if self.model.feedback != "none":
-                        row["forced_loss"] = last_val["forced_loss"]
-                    if "accuracy" in last_val:
-                        row["accuracy"] = last_val["accuracy"]
-                    self._guarded(lambda r=row: self.writer.row(r), last_ckpt)
-                    bar.validation(self.step, {k: v for k, v in row.items() if k in last_val})
-                    bad = [k for k, v in last_val.items() if not math.isfinite(v)]
-                    if bad:
-                        self._diverged(
-                            FloatingPointError(f"the validation {bad[0]} is {last_val[bad[0]]}"),
-                            last_ckpt,
-                            updated=True,
-                        )
-                    self._call("on_eval", last_val)  # early stopping decides `improved`
-                    improved = self.early_stopping.improved
-                    stop = self._stop is not None
-                    if crossed(tr["checkpoint_every"]) or done or improved or stop:
-                        last_ckpt = self._checkpoint(last_ckpt)
-                        if improved and last_ckpt is not None and self.is_main:
-                            self._guarded(
-                                lambda b=last_ckpt: link_or_copy(b, b.parent / "best.safetensors"),
-                                last_ckpt,
-                            )
-                elif crossed(tr["checkpoint_every"]) or (self._stop is not None and not done):
-                    last_ckpt = self._checkpoint(last_ckpt)
-                if self._stop is not None:
-                    break
-                if self._interrupted():
-                    self._stop_on_signal(last_ckpt)
-        finally:
-            restore()
-            bar.close()
-            self.writer.close()
-            self._plots()
-        if not last_val:  # nothing left to train (a resume at its last step): still report
-            last_val = self.evaluate()
-        if self.run_dir is not None and self.is_main:
-            done_ckpts = list_checkpoints(self.run_dir / "checkpoints")
-            last_ckpt = done_ckpts[-1] if done_ckpts else last_ckpt
-        return FitResult(
-            self.run_dir,
-            self.step,
-            self.epoch,
-            self._stop or "steps",
-            self.best,
-            self.best_step,
-            last_val,
-            last_ckpt,
-        )
-
     def _autocast(self) -> Any:
         """``torch.autocast`` in bfloat16 under ``train.precision: bf16``, else nothing."""
         if self.config["train"]["precision"] != "bf16":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+
+def trainer_from_checkpoint(
+    path: str | Path,
+    *,
+    which: str = "latest",
+    device: str | None = None,
+    model: nn.Module | None = None,
+) -> Trainer:
+    """A :class:`Trainer` (writing nothing) with a run's config, data and saved state; for
+    evaluation and generation. ``which``: ``"latest"`` or ``"best"`` of a run directory.
+
+    A model of the user's own is rebuilt from the run's ``model.factory``; one trained without a
+    factory must be given as ``model`` (an instance of the same architecture), else ValueError.
+    """
+    ck = load_checkpoint(checkpoint_of(path, which))
+    cfg = ck.meta.get("config")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"checkpoint: {str(ck.path)!r} holds no run config")
+    if ck.meta.get("user_model") and model is None and not cfg["model"].get("factory"):
+        raise ValueError(
+            f"checkpoint: {str(ck.path)!r} holds a model of the user's own that was given to "
+            "Trainer(model=...) without model.factory, so it cannot be rebuilt here; record "
+            "model.factory ('package.module:function') in the run's config, or build the model "
+            "yourself and load the checkpoint's 'model' state (trainer_from_checkpoint(path, "
+            "model=...))"
+        )
+    if device is not None:
+        cfg["train"]["device"] = device
+    t = Trainer(cfg, None, model=model)
+    t._restore(ck.meta)
+    t.checkpoint = ck.path
+    t.model.eval()
+    return t
+
+
+def load_run(
+    path: str | Path, *, which: str = "latest", device: str = "cpu"
+) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the model of a run directory or checkpoint file; return it and the meta data.
+
+    The model is a :class:`SequenceModel`, or a model of the user's own rebuilt from the run's
+    ``model.factory`` (a model given without a factory cannot be rebuilt: ValueError)."""
+    ck = load_checkpoint(checkpoint_of(path, which))
+    meta = ck.meta
+    if "model_spec" not in meta or "model" not in meta:
+        raise ValueError(f"checkpoint: {str(ck.path)!r} holds no rnnlab model")
+    if meta.get("user_model"):
+        net = trainer_from_checkpoint(ck.path, device=device).net
+        meta["path"] = str(ck.path)
+        return net.eval(), meta
+    model = SequenceModel(meta["model_spec"])
+    model.load_state_dict(meta["model"])
+    meta["path"] = str(ck.path)
+    return model.to(device).eval(), meta

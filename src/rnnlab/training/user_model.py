@@ -1,4 +1,4 @@
-"""A model of the user's own in the trainer (docs/design/0016).
+"""A model of the user's own in the trainer (docs/design/0018).
 
 The contract: any ``nn.Module`` called as ``model(x, lengths=None)`` with x (B, T, I) returns
 y, either (B, T, O) (an output at every step) or (B, O) (one output per sequence, for the
