@@ -218,25 +218,26 @@ std::vector<Tensor> jordan_backward(const Tensor& grad_ys, const Tensor& ys, con
   return {dgx, du, dwy, dby, dy0};
 }
 
-// A per-step product C = A Wᵀ + beta C with W (N, K) the same for the whole loop: for few rows
-// (a recurrence's batch) W is packed once and multiplied by smallgemm.h, which costs far less
+// A per-step product C = A op(W) + beta C with op(W) (K, N) the same for the whole loop: W is
+// (N, K) with rows ldw apart (tw, forward: A Wᵀ) or (K, N) (backward: A W). For few rows (a
+// recurrence's batch) op(W) is packed once and multiplied by smallgemm.h, which costs far less
 // per call than BLAS at these sizes; more rows go to gemm().
 template <typename T> struct StepGemm {
   std::vector<T> P;
   const T* W;
-  int N, K;
-  bool small;
-  StepGemm(int64_t M, int64_t N_, int64_t K_, const T* W_)
-      : W(W_), N(int(N_)), K(int(K_)), small(M <= rnnlab_sg::kMaxM) {
+  int N, K, ldw;
+  bool tw, small;
+  StepGemm(int64_t M, int64_t N_, int64_t K_, const T* W_, int64_t ldw_, bool tw_)
+      : W(W_), N(int(N_)), K(int(K_)), ldw(int(ldw_)), tw(tw_), small(M <= rnnlab_sg::kMaxM) {
     if (!small) return;
     P.resize(rnnlab_sg::packed_size<T>(N, K));
-    rnnlab_sg::pack_b(true, N, K, W, K, P.data());
+    rnnlab_sg::pack_b(tw, N, K, W, ldw, P.data());
   }
   void run(int64_t M, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
     if (small)
       rnnlab_sg::gemm_packed(false, int(M), N, K, T(1), A, int(lda), P.data(), beta, C, int(ldc));
     else
-      gemm(false, true, int(M), N, K, T(1), A, int(lda), W, K, beta, C, int(ldc));
+      gemm(false, tw, int(M), N, K, T(1), A, int(lda), W, ldw, beta, C, int(ldc));
   }
 };
 
@@ -302,7 +303,8 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
       for (int64_t blk = 0; blk < nb; ++blk)
         std::memcpy(Wk.data() + blk * w * H, W + (blk * H + u) * H, sizeof(T) * w * H);
       if (before) std::memcpy(Wn.data(), W + (2 * H + u) * H, sizeof(T) * w * H);
-      const StepGemm<T> gk(B, nb * w, H, Wk.data()), gn(B, before ? w : 0, H, Wn.data());
+      const StepGemm<T> gk(B, nb * w, H, Wk.data(), H, true);
+      const StepGemm<T> gn(B, before ? w : 0, H, Wn.data(), H, true);
       for (int64_t t = 0; t < S; ++t) {
         if (w > 0) {
           for (int64_t r = 0; r < B; ++r)
@@ -324,7 +326,8 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
     return;
   }
   std::vector<T> gh(B * 3 * H);
-  const StepGemm<T> g3(B, before ? 2 * H : 3 * H, H, W), gn(B, before ? H : 0, H, W + 2 * H * H);
+  const StepGemm<T> g3(B, before ? 2 * H : 3 * H, H, W, H, true);
+  const StepGemm<T> gn(B, before ? H : 0, H, W + 2 * H * H, H, true);
   for (int64_t t = 0; t < S; ++t) {
     T* prev = h + t * B * H;
     if (!before) {
@@ -457,6 +460,9 @@ static void gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gate
       const Span sp = unit_span(tid, nth, H);
       const int64_t u = sp.u, w = sp.w;
       std::vector<T> tmp(B * w);
+      // dn U_n[:, units] (before), d_rz U_rz[:, units] (before) or dgh U[:, units] (after)
+      const StepGemm<T> gu(B, before ? w : 0, H, W + 2 * H * H + u, H, false);
+      const StepGemm<T> gw(B, w, before ? 2 * H : 3 * H, W + u, H, false);
       for (int64_t t = S - 1; t >= 0; --t) {
         if (w > 0) {
           add_grad(t, u, w);
@@ -467,16 +473,14 @@ static void gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gate
         if (before) {
           // d(r ⊙ h)[:, units] = dn U_n[:, units], from every unit's dn
           if (w > 0) {
-            gemm(false, false, B, w, H, T(1), d + 2 * H, 3 * H, W + 2 * H * H + u, H, T(0),
-                 &drh[t * B * H + u], H);
+            gu.run(B, d + 2 * H, 3 * H, T(0), &drh[t * B * H + u], H);
             for (int64_t r = 0; r < B; ++r) reset_row(t, r, u, w);
           }
           team_barrier();  // dr of every unit
           if (w > 0)
-            gemm(false, false, B, w, 2 * H, T(1), d, 3 * H, W + u, H, T(0), tmp.data(), w);
+            gw.run(B, d, 3 * H, T(0), tmp.data(), w);
         } else if (w > 0) {
-          gemm(false, false, B, w, 3 * H, T(1), &dgh[t * B * 3 * H], 3 * H, W + u, H, T(0),
-               tmp.data(), w);
+          gw.run(B, &dgh[t * B * 3 * H], 3 * H, T(0), tmp.data(), w);
         }
         if (w > 0)
           for (int64_t r = 0; r < B; ++r) carry_row(t, r, u, w, tmp.data() + r * w);
@@ -484,6 +488,8 @@ static void gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gate
     });
   } else {
     std::vector<T> tmp(B * H);
+    const StepGemm<T> gu(B, before ? H : 0, H, W + 2 * H * H, H, false);
+    const StepGemm<T> gw(B, H, before ? 2 * H : 3 * H, W, H, false);
     for (int64_t t = S - 1; t >= 0; --t) {
       add_grad(t, 0, H);
       for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
@@ -492,14 +498,12 @@ static void gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gate
       T* d = dg + t * B * 3 * H;
       if (!before) {
         // dh(t-1) = dh ⊙ z + dgh(t) U
-        gemm(false, false, B, H, 3 * H, T(1), &dgh[t * B * 3 * H], 3 * H, W, H, T(0),
-             tmp.data(), H);
+        gw.run(B, &dgh[t * B * 3 * H], 3 * H, T(0), tmp.data(), H);
       } else {
         // d(r ⊙ h) = dn U_n;  then dr and the direct path into h
-        gemm(false, false, B, H, H, T(1), d + 2 * H, 3 * H, W + 2 * H * H, H, T(0),
-             &drh[t * B * H], H);
+        gu.run(B, d + 2 * H, 3 * H, T(0), &drh[t * B * H], H);
         for (int64_t r = 0; r < B; ++r) reset_row(t, r, 0, H);
-        gemm(false, false, B, H, 2 * H, T(1), d, 3 * H, W, H, T(0), tmp.data(), H);
+        gw.run(B, d, 3 * H, T(0), tmp.data(), H);
       }
       for (int64_t r = 0; r < B; ++r) carry_row(t, r, 0, H, tmp.data() + r * H);
     }
