@@ -10,9 +10,10 @@ I=64, H=128), for the LSTM and the GRU:
 * ``dropout``: ``Recurrent(cell, dropout_input=0.25, dropout_state=0.25)``;
 * ``zoneout``: ``ZoneoutCell(cell, 0.1)`` (every state field).
 
-Issue 18's target is at most 1.15x ``plain``. Dropout, zoneout and the layer-norm LSTM run the
-engine's regularised operators (engine/regularised.py, regularised_ln.py); the layer-norm GRU
-still runs the reference loop, so read it against ``plain_ref`` too (the table gives both).
+Issue 18's target is at most 1.15x ``plain``. Dropout, zoneout and layer norm run the engine's
+regularised operators (engine/regularised.py, regularised_ln.py). Note that ``plain`` for the
+float32 LSTM without lengths is torch's fused LSTM (oneDNN), not the engine's own loop; the
+``plain_ref`` column gives the reference loop for scale.
 
 Noise control: implementations are interleaved (each round times every one, in a rotated
 order), warm-up steps are discarded, the median over rounds is reported. Run it on a quiet

@@ -14,6 +14,7 @@ import torch
 from rnnlab import engine
 from rnnlab.cells import (
     GRUCell,
+    LayerNormGRUCell,
     LayerNormLSTMCell,
     LSTMCell,
     VariationalDropoutCell,
@@ -72,6 +73,14 @@ CASES = {
     "ln-lstm-both": lambda: Recurrent(
         ZoneoutCell(VariationalDropoutCell(LayerNormLSTMCell(4, 5), 0.2, 0.3), {"h": 0.1, "c": 0.5})
     ),
+    "ln-gru": lambda: Recurrent(LayerNormGRUCell(4, 5)),
+    "ln-gru-before-nobias": lambda: Recurrent(LayerNormGRUCell(4, 5, bias=False, reset="before")),
+    "ln-gru-before-both": lambda: Recurrent(
+        ZoneoutCell(VariationalDropoutCell(LayerNormGRUCell(4, 5, reset="before"), 0.2, 0.3), 0.2)
+    ),
+    "ln-gru-after-both": lambda: Recurrent(
+        ZoneoutCell(VariationalDropoutCell(LayerNormGRUCell(4, 5), 0.2, 0.3), 0.2)
+    ),
     "gru-both": lambda: Recurrent(
         ZoneoutCell(VariationalDropoutCell(GRUCell(4, 5), 0.2, 0.3), 0.2)
     ),
@@ -90,7 +99,8 @@ def test_regularised_kernel_equals_reference_loop(name, train, lengths, monkeypa
     got = _run(layer, x, lengths, use_engine=True)
     assert calls, "no compiled kernel ran"
     if name.startswith("ln-"):
-        assert "ln_lstm_forward" in calls and "ln_lstm_backward" in calls, calls
+        kind = "ln_gru" if name.startswith("ln-gru") else "ln_lstm"
+        assert f"{kind}_forward" in calls and f"{kind}_backward" in calls, calls
     elif train:
         assert any("_reg_" in c for c in calls), calls  # the masks went into the loop
     for a, b in zip(got, ref):
@@ -210,6 +220,31 @@ def test_layer_norm_lstm_op_gradcheck_and_gradgradcheck(bias):
                                1e-5)[:2]  # fmt: skip
 
     ref = ln.ln_lstm(gx, w, gh, bh, gc, bc, h0, c0, mask, keep_h, keep_c, lengths, 1e-5)
+    torch.testing.assert_close(f(*args), ref)
+    torch.autograd.gradcheck(f, args)
+    torch.autograd.gradgradcheck(f, args, fast_mode=True)
+
+
+@pytest.mark.parametrize("before", [False, True], ids=["after", "before"])
+def test_layer_norm_gru_op_gradcheck_and_gradgradcheck(before):
+    from rnnlab.engine import regularised_ln as ln
+
+    torch.manual_seed(0)
+    T, B, H = 3, 2, 2
+    dt = torch.float64
+    lengths = torch.tensor([3, 2])
+    mask = torch.bernoulli(torch.full((B, H), 0.6, dtype=dt)) / 0.6
+    keep = (torch.rand(T, B, H) < 0.4).to(dt)
+
+    def r(*s):
+        return torch.randn(*s, dtype=dt, requires_grad=True)
+
+    args = (r(T, B, 3 * H), r(3 * H, H), r(3 * H), r(3 * H), r(B, H))
+
+    def f(gx, w, gh, bh, h0):
+        return ln.LNGRU.apply(gx, w, gh, bh, h0, mask, keep, lengths, before, 1e-5)[:1]
+
+    ref = ln.ln_gru(*args[:4], args[4], mask, keep, lengths, before, 1e-5)
     torch.testing.assert_close(f(*args), ref)
     torch.autograd.gradcheck(f, args)
     torch.autograd.gradgradcheck(f, args, fast_mode=True)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..cells.dropout import VariationalDropoutCell
 from ..cells.gru import GRUCell
-from ..cells.layernorm import LayerNormLSTMCell
+from ..cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from ..cells.lstm import LSTMCell
 from ..cells.zoneout import ZoneoutCell
 from .kernels import (
@@ -44,6 +44,8 @@ def _regularisable(cell: Any) -> bool:
         return cell.activation_name in ACT_CODES
     if type(cell) is LayerNormLSTMCell:
         return not cell.peephole and cell.proj_size == 0
+    if type(cell) is LayerNormGRUCell:
+        return True
     if type(cell) is LSTMCell:
         return (
             cell.variant == "NP"
@@ -66,7 +68,17 @@ def _run_regularised(
 ) -> tuple[Tensor, list[Tensor]]:
     """Output (B, T, H) and the final (h, c) or (h) of ``cell`` with the masks inside."""
     from .regularised import GRUReg, LSTMReg
-    from .regularised_ln import LNLSTM
+    from .regularised_ln import LNGRU, LNLSTM
+
+    if type(cell) is LayerNormGRUCell:
+        wx = F.linear(x.transpose(0, 1), cell.weight_ih)  # (T, B, 3H), normalised at once
+        gx = F.layer_norm(wx, (3 * cell.hidden_size,), cell.gain_ih, cell.bias_ih, cell.eps)
+        hs, *_ = LNGRU.apply(
+            gx.contiguous(), cell.weight_hh, cell.gain_hh, cell.bias_hh, state.h, mask_h,
+            keep.get("h"), lengths, cell.reset == "before", cell.eps,
+        )  # fmt: skip
+        y, h_final = _read_out(hs, lengths)
+        return y, [h_final]
 
     if type(cell) is LayerNormLSTMCell:
         G = 4 * cell.hidden_size
@@ -161,9 +173,7 @@ def zoneout_kernel(cell: ZoneoutCell, x: Tensor, state: Any, lengths: Tensor | N
     return y, inner.State(*final, state.mask_x, state.mask_h)
 
 
-def layer_norm_lstm_kernel(
-    cell: LayerNormLSTMCell, x: Tensor, state: Any, lengths: Tensor | None
-) -> Any:
+def layer_norm_kernel(cell: Any, x: Tensor, state: Any, lengths: Tensor | None) -> Any:
     if not _regularisable(cell) or not _available(x):
         return None
     y, final = _run_regularised(cell, x, state, lengths, None, {})
@@ -171,6 +181,7 @@ def layer_norm_lstm_kernel(
 
 
 def register_extra() -> None:
-    register(LayerNormLSTMCell, layer_norm_lstm_kernel)
+    register(LayerNormLSTMCell, layer_norm_kernel)
+    register(LayerNormGRUCell, layer_norm_kernel)
     register(VariationalDropoutCell, variational_dropout_kernel)
     register(ZoneoutCell, zoneout_kernel)

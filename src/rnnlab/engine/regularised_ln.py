@@ -34,6 +34,12 @@ SCHEMAS = {
     "Tensor uhat, Tensor ru, Tensor chat, Tensor rc, Tensor tc, Tensor w_hh, Tensor g_hh, "
     "Tensor g_c, Tensor? mask_h, Tensor? keep_h, Tensor? keep_c, Tensor? lengths) "
     "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "ln_gru_forward": "(Tensor gx, Tensor w_hh, Tensor g_hh, Tensor? b_hh, Tensor h0, "
+    "Tensor? mask_h, Tensor? keep_h, Tensor? lengths, bool before, float eps) "
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "ln_gru_backward": "(Tensor grad_hs, Tensor hs, Tensor gates, Tensor uhat, Tensor ru, "
+    "Tensor q, Tensor w_hh, Tensor g_hh, Tensor? b_hh, Tensor? mask_h, Tensor? keep_h, "
+    "Tensor? lengths, bool before) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
 }
 
 
@@ -54,20 +60,39 @@ def _bwd_fake(
     return n(S, B, G), n(G, H), n(G), n(G), n(H), n(H), n(B, H), n(B, H)
 
 
+def _gru_fwd_fake(gx, w_hh, g_hh, b_hh, h0, m, kh, lengths, before, eps):  # type: ignore[no-untyped-def]
+    S, B, G = gx.shape
+    H = G // 3
+    n = gx.new_empty
+    return n(S + 1, B, H), n(S, B, G), n(S, B, G), n(S, B, 2), n(S, B, H)
+
+
+def _gru_bwd_fake(g_hs, hs, gates, uhat, ru, q, w_hh, g_hh, b_hh, m, kh, lengths, before):  # type: ignore[no-untyped-def]
+    S, B, G = gates.shape
+    H = G // 3
+    n = hs.new_empty
+    return n(S, B, G), n(G, H), n(G), n(G), n(B, H)
+
+
 _FAKES: dict[str, Callable[..., Any]] = {
     "ln_lstm_forward": _fwd_fake,
     "ln_lstm_backward": _bwd_fake,
+    "ln_gru_forward": _gru_fwd_fake,
+    "ln_gru_backward": _gru_bwd_fake,
 }
+_PRIMARY = {"ln_lstm_forward": 0, "ln_lstm_backward": 2, "ln_gru_forward": 0,
+            "ln_gru_backward": 1}  # fmt: skip
 
 
 def _register() -> None:
-    ops._LENGTHS.update({"ln_lstm_forward": 11, "ln_lstm_backward": 16})
+    ops._LENGTHS.update(
+        {"ln_lstm_forward": 11, "ln_lstm_backward": 16, "ln_gru_forward": 7, "ln_gru_backward": 11}
+    )
     for name, schema in SCHEMAS.items():
         ops._lib.define(name + schema)
         qual = f"{ops.NAMESPACE}::{name}"
         torch.library.register_fake(qual, _FAKES[name], lib=ops._lib)
-        primary = 0 if name.endswith("forward") else 2
-        ops._lib.impl(name, ops._cpu_impl(name, primary), "CPU")
+        ops._lib.impl(name, ops._cpu_impl(name, _PRIMARY[name]), "CPU")
         torch.library.register_vmap(qual, ops._vmap_loop(name), lib=ops._lib)
         torch.library.register_autocast(qual, "cpu", torch.float32, lib=ops._lib)
 
@@ -181,4 +206,94 @@ class LNLSTM(torch.autograd.Function):
         args, outs = saved[:12], saved[12:]
         res = LNLSTMBackward.apply(g_hs, g_cs, *args, ctx.eps, *outs)
         grads = [r if a is not None else None for r, a in zip(res, args[:8])]
+        return (*grads, None, None, None, None, None)
+
+
+def ln_gru(
+    gx: Tensor,
+    w_hh: Tensor,
+    g_hh: Tensor,
+    b_hh: Tensor | None,
+    h0: Tensor,
+    mask_h: Tensor | None,
+    keep_h: Tensor | None,
+    lengths: Tensor | None,
+    before: bool,
+    eps: float,
+) -> tuple[Tensor]:
+    """hs (T+1, B, H): :class:`~rnnlab.cells.LayerNormGRUCell`'s recurrence after gx =
+    LN(W x), with hin = m ⊙ h(t-1) in the products, then zoneout and the length freeze."""
+    H = h0.shape[-1]
+    h, hs = h0, [h0]
+
+    def part(k0: int, k1: int) -> tuple[Tensor, Tensor | None]:
+        return g_hh[k0:k1], None if b_hh is None else b_hh[k0:k1]
+
+    for t, m in enumerate(_masks(lengths, gx.shape[0], gx)):
+        hin = h if mask_h is None else mask_h * h
+        xr, xz, xn = gx[t].split(H, -1)
+        if before:
+            rz = F.layer_norm(F.linear(hin, w_hh[: 2 * H]), (2 * H,), *part(0, 2 * H), eps)
+            r, z = torch.sigmoid(xr + rz[:, :H]), torch.sigmoid(xz + rz[:, H:])
+            v = F.layer_norm(F.linear(r * hin, w_hh[2 * H :]), (H,), *part(2 * H, 3 * H), eps)
+            n = torch.tanh(xn + v)
+        else:
+            gh = F.layer_norm(F.linear(hin, w_hh), (3 * H,), g_hh, b_hh, eps)
+            r, z = torch.sigmoid(xr + gh[:, :H]), torch.sigmoid(xz + gh[:, H : 2 * H])
+            n = torch.tanh(xn + r * gh[:, 2 * H :])
+        h = _keep(m, _zone(keep_h, t, h, z * h + (1 - z) * n), h)
+        hs.append(h)
+    return (torch.stack(hs),)
+
+
+class LNGRUBackward(torch.autograd.Function):
+    """``rnnlab::ln_gru_backward``; its backward is the reference's second derivative."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        g_hs, gx, w_hh, g_hh, b_hh, h0, mask_h, keep_h, lengths, before, eps, hs, gates, uhat, ru, q
+    ):  # type: ignore[no-untyped-def,override]  # noqa: E501
+        return op("ln_gru_backward")(
+            g_hs, hs, gates, uhat, ru, q, w_hh, g_hh, b_hh, mask_h, keep_h, lengths, before
+        )
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        args = inputs[1:11]  # ln_gru's arguments
+        ctx.diff_at = tuple(i for i in range(5) if args[i] is not None)
+        ctx.consts = {i: a for i, a in enumerate(args) if i not in ctx.diff_at}
+        ctx.save_for_backward(inputs[0], *(args[i] for i in ctx.diff_at))
+
+    @staticmethod
+    def backward(ctx: Any, *cot: Tensor) -> Any:
+        d_g, d_x = _second(ln_gru, ctx.consts, 1, ctx, tuple(cot[i] for i in ctx.diff_at))
+        full: list[Any] = [None] * 5
+        for i, d in zip(ctx.diff_at, d_x):
+            full[i] = d
+        return (*d_g, *full, *([None] * 10))
+
+
+class LNGRU(torch.autograd.Function):
+    """``rnnlab::ln_gru_forward`` with its gradients (``LNGRUBackward``)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(gx, w_hh, g_hh, b_hh, h0, mask_h, keep_h, lengths, before, eps):  # type: ignore[no-untyped-def,override]
+        return op("ln_gru_forward")(gx, w_hh, g_hh, b_hh, h0, mask_h, keep_h, lengths, before, eps)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(*inputs[:8], *output)
+        ctx.cfg = inputs[8:]
+
+    @staticmethod
+    def backward(ctx: Any, g_hs: Tensor, *_: Any) -> Any:
+        saved = ctx.saved_tensors
+        args, outs = saved[:8], saved[8:]
+        res = LNGRUBackward.apply(g_hs, *args, *ctx.cfg, *outs)
+        grads = [r if a is not None else None for r, a in zip(res, args[:5])]
         return (*grads, None, None, None, None, None)

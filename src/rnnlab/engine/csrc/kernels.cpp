@@ -563,6 +563,8 @@ TORCH_LIBRARY(rnnlab_engine, m) {
   m.def("gru_reg_forward(Tensor gx, Tensor w_hh, Tensor b_hh, Tensor h0, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, int act) -> Tensor[]");
   m.def("ln_lstm_forward(Tensor gx, Tensor w_hh, Tensor g_hh, Tensor b_hh, Tensor g_c, Tensor b_c, Tensor h0, Tensor c0, Tensor mask_h, Tensor keep_h, Tensor keep_c, Tensor lengths, float eps) -> Tensor[]");
   m.def("ln_lstm_backward(Tensor grad_hs, Tensor grad_cs, Tensor hs, Tensor cs, Tensor gates, Tensor uhat, Tensor ru, Tensor chat, Tensor rc, Tensor tc, Tensor w_hh, Tensor g_hh, Tensor g_c, Tensor mask_h, Tensor keep_h, Tensor keep_c, Tensor lengths) -> Tensor[]");
+  m.def("ln_gru_forward(Tensor gx, Tensor w_hh, Tensor g_hh, Tensor b_hh, Tensor h0, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, float eps) -> Tensor[]");
+  m.def("ln_gru_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor uhat, Tensor ru, Tensor q, Tensor w_hh, Tensor g_hh, Tensor b_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before) -> Tensor[]");
   m.def("gru_reg_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor aux, Tensor w_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, int act) -> Tensor[]");
 }
 
@@ -581,4 +583,6 @@ TORCH_LIBRARY_IMPL(rnnlab_engine, CPU, m) {
   m.impl("gru_reg_backward", &rnnlab::gru_reg_backward);
   m.impl("ln_lstm_forward", &rnnlab::ln_lstm_forward);
   m.impl("ln_lstm_backward", &rnnlab::ln_lstm_backward);
+  m.impl("ln_gru_forward", &rnnlab::ln_gru_forward);
+  m.impl("ln_gru_backward", &rnnlab::ln_gru_backward);
 }

@@ -303,4 +303,272 @@ std::vector<Tensor> ln_lstm_backward(const Tensor& grad_hs, const Tensor& grad_c
   return {dgx, dw, dgh, dbh, dgc, dbc, dh0, dc0};
 }
 
+// ------------------------------------------------------------------------ LN-GRU ----
+// after:  gh = g_h ⊙ LN0(U hin) + b_h (3H);  n = tanh(x_n + r ⊙ gh_n)
+// before: gh_rz = g ⊙ LN0(U_rz hin) + b (2H);  n = tanh(x_n + g ⊙ LN0(U_n (r ⊙ hin)) + b)
+// saved: gates r, z, n (S, B, 3H); uhat (S, B, 3H) the LN0 outputs; ru (S, B, 2) their 1/σ
+// (one for "after"); q (S, B, H) r ⊙ hin ("before")
+template <typename T>
+static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& ghh,
+                            const Tensor& bhh, const Tensor& mask, const Tensor& zh, Tensor& hs,
+                            Tensor& gates, Tensor& uhat, Tensor& ru, Tensor& qs,
+                            const Lengths& L, bool before, double eps) {
+  const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2) / 3, G = 3 * H;
+  const T* g = gx.data_ptr<T>();
+  const T* W = whh.data_ptr<T>();
+  const T* gh = ghh.data_ptr<T>();
+  const T* bh = reg_ptr<T>(bhh);
+  const T* m = reg_ptr<T>(mask);
+  const T* dz_ = reg_ptr<T>(zh);
+  T* h = hs.data_ptr<T>();
+  T* a = gates.data_ptr<T>();
+  T* uh = uhat.data_ptr<T>();
+  T* rup = ru.data_ptr<T>();
+  T* q = qs.data_ptr<T>();
+  std::vector<T> hin(m ? B * H : 0), u(B * G), v(B * H);
+  auto b = [&](int64_t j) { return bh ? bh[j] : T(0); };
+  for (int64_t t = 0; t < S; ++t) {
+    const T* hp = h + t * B * H;
+    T* ht = h + (t + 1) * B * H;
+    const T* src = hp;
+    if (m) {
+      for (int64_t k = 0; k < B * H; ++k) hin[k] = m[k] * hp[k];
+      src = hin.data();
+    }
+    const int64_t NG = before ? 2 * H : G;
+    gemm(false, true, B, NG, H, T(1), src, H, W, H, T(0), u.data(), G);
+    for (int64_t r = 0; r < B; ++r) {
+      const int64_t row = t * B + r;
+      T* uhr = uh + row * G;
+      rup[row * 2] = ln0(u.data() + r * G, uhr, NG, eps);
+      T* ar = a + row * G;
+      const T* xr = g + row * G;
+      for (int64_t j = 0; j < 2 * H; ++j) ar[j] = xr[j] + gh[j] * uhr[j] + b(j);
+      act_inplace(SIGMOID, ar, 2 * H);
+      if (before) {
+        for (int64_t j = 0; j < H; ++j) q[row * H + j] = ar[j] * src[r * H + j];
+      } else {
+        for (int64_t j = 0; j < H; ++j)
+          ar[2 * H + j] = xr[2 * H + j] + ar[j] * (gh[2 * H + j] * uhr[2 * H + j] + b(2 * H + j));
+      }
+    }
+    if (before) {
+      gemm(false, true, B, H, H, T(1), q + t * B * H, H, W + 2 * H * H, H, T(0), v.data(), H);
+      for (int64_t r = 0; r < B; ++r) {
+        const int64_t row = t * B + r;
+        T* uhr = uh + row * G;
+        rup[row * 2 + 1] = ln0(v.data() + r * H, uhr + 2 * H, H, eps);
+        T* ar = a + row * G;
+        const T* xr = g + row * G;
+        for (int64_t j = 0; j < H; ++j)
+          ar[2 * H + j] = xr[2 * H + j] + gh[2 * H + j] * uhr[2 * H + j] + b(2 * H + j);
+      }
+    }
+    const T* zt = dz_ ? dz_ + t * B * H : nullptr;
+    for (int64_t r = 0; r < B; ++r) {
+      T* ar = a + (t * B + r) * G;
+      act_inplace(TANH, ar + 2 * H, H);
+      const T* hpr = hp + r * H;
+      T* htr = ht + r * H;
+      if (!L.valid(r, t)) {
+        std::memcpy(htr, hpr, sizeof(T) * H);
+        continue;
+      }
+      const T *Z = ar + H, *N = ar + 2 * H;
+      for (int64_t j = 0; j < H; ++j) htr[j] = Z[j] * hpr[j] + (T(1) - Z[j]) * N[j];
+      if (zt)
+        for (int64_t j = 0; j < H; ++j) {
+          T d = zt[r * H + j];
+          htr[j] = d * hpr[j] + (T(1) - d) * htr[j];
+        }
+    }
+  }
+}
+
+std::vector<Tensor> ln_gru_forward(const Tensor& gx, const Tensor& w_hh, const Tensor& g_hh,
+                                   const Tensor& b_hh, const Tensor& h0, const Tensor& mask_h,
+                                   const Tensor& keep_h, const Tensor& lengths, bool before,
+                                   double eps) {
+  read_switches();
+  auto g = gx.contiguous();
+  auto w = w_hh.contiguous();
+  auto gh = g_hh.contiguous();
+  auto bh = b_hh.contiguous();
+  auto m = mask_h.contiguous();
+  auto zh = keep_h.contiguous();
+  const int64_t S = g.size(0), B = g.size(1), H = g.size(2) / 3;
+  Lengths L(lengths, B, S);
+  Tensor hs = empty_like_shape(g, {S + 1, B, H});
+  Tensor gates = empty_like_shape(g, {S, B, 3 * H});
+  Tensor uhat = empty_like_shape(g, {S, B, 3 * H});
+  Tensor ru = at::zeros({S, B, 2}, g.options());
+  Tensor q = before ? empty_like_shape(g, {S, B, H}) : at::zeros({S, B, H}, g.options());
+  hs[0].copy_(h0);
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "ln_gru_forward", [&] {
+    ln_gru_fwd_impl<scalar_t>(g, w, gh, bh, m, zh, hs, gates, uhat, ru, q, L, before, eps);
+  });
+  return {hs, gates, uhat, ru, q};
+}
+
+template <typename T>
+static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gates,
+                            const Tensor& uhat, const Tensor& ru, const Tensor& qs,
+                            const Tensor& whh, const Tensor& ghh, const Tensor& bhh,
+                            const Tensor& mask, const Tensor& zh, Tensor& dgx, Tensor& dw,
+                            Tensor& dgh, Tensor& dbh, Tensor& dh0, const Lengths& L,
+                            bool before) {
+  const int64_t S = gates.size(0), B = gates.size(1), H = gates.size(2) / 3, G = 3 * H;
+  const T* Gh = ghs.data_ptr<T>();
+  const T* h = hs.data_ptr<T>();
+  const T* a = gates.data_ptr<T>();
+  const T* uh = uhat.data_ptr<T>();
+  const T* rup = ru.data_ptr<T>();
+  const T* q = qs.data_ptr<T>();
+  const T* W = whh.data_ptr<T>();
+  const T* gh = ghh.data_ptr<T>();
+  const T* bh = reg_ptr<T>(bhh);
+  const T* m = reg_ptr<T>(mask);
+  const T* dz_ = reg_ptr<T>(zh);
+  T* dg = dgx.data_ptr<T>();
+  T* dGh = dgh.data_ptr<T>();
+  T* dBh = dbh.data_ptr<T>();
+  std::fill(dGh, dGh + G, T(0));
+  std::fill(dBh, dBh + G, T(0));
+  std::vector<T> dh(B * H, T(0)), tmp(B * H), dq(B * H), du(S * B * G);
+  std::vector<T> hm(m ? S * B * H : 0);
+  if (m)
+    for (int64_t t = 0; t < S; ++t)
+      for (int64_t k = 0; k < B * H; ++k) hm[t * B * H + k] = m[k] * h[t * B * H + k];
+  const T* hin_all = m ? hm.data() : h;
+  auto b = [&](int64_t j) { return bh ? bh[j] : T(0); };
+  for (int64_t t = S - 1; t >= 0; --t) {
+    for (int64_t k = 0; k < B * H; ++k) dh[k] += Gh[(t + 1) * B * H + k];
+    const T* zt = dz_ ? dz_ + t * B * H : nullptr;
+    const T* hint = hin_all + t * B * H;
+    T* dut = du.data() + t * B * G;
+    for (int64_t r = 0; r < B; ++r) {
+      const int64_t row = t * B + r;
+      T* dr = dg + row * G;
+      T* dur = dut + r * G;
+      T* dhr = &dh[r * H];
+      if (!L.valid(r, t)) {
+        std::fill(dr, dr + G, T(0));
+        std::fill(dur, dur + G, T(0));
+        continue;
+      }
+      const T* ar = a + row * G;
+      const T *R = ar, *Z = ar + H, *N = ar + 2 * H;
+      const T* uhr = uh + row * G;
+      const T* hpr = h + (t * B + r) * H;
+      for (int64_t j = 0; j < H; ++j) {
+        T dht = dhr[j], dir = T(0);
+        if (zt) {
+          T z = zt[r * H + j];
+          dir = z * dht;
+          dht = (T(1) - z) * dht;
+        }
+        T dn = dht * (T(1) - Z[j]) * (T(1) - N[j] * N[j]);
+        dr[2 * H + j] = dn;
+        dr[H + j] = dht * (hpr[j] - N[j]) * Z[j] * (T(1) - Z[j]);
+        dhr[j] = dir + dht * Z[j];
+        if (!before) {
+          T ghn = gh[2 * H + j] * uhr[2 * H + j] + b(2 * H + j);
+          dr[j] = dn * ghn * R[j] * (T(1) - R[j]);
+          dur[2 * H + j] = dn * R[j];  // d gh_n
+        } else {
+          dur[2 * H + j] = dn;  // d (g ⊙ v̂ + b)
+        }
+      }
+      // the n block's normalisation: its gain and bias, then back through LN0
+      for (int64_t j = 2 * H; j < G; ++j) {
+        dGh[j] += dur[j] * uhr[j];
+        dBh[j] += dur[j];
+        dur[j] *= gh[j];
+      }
+      if (before) {
+        ln0_backward(dur + 2 * H, uhr + 2 * H, rup[row * 2 + 1], H);
+      }
+    }
+    if (before) {
+      // dq = dv U_n;  dr = dq ⊙ hin;  the direct path dq ⊙ r into hin
+      gemm(false, false, B, H, H, T(1), dut + 2 * H, G, W + 2 * H * H, H, T(0), dq.data(), H);
+      for (int64_t r = 0; r < B; ++r) {
+        if (!L.valid(r, t)) continue;
+        T* dr = dg + (t * B + r) * G;
+        const T* R = a + (t * B + r) * G;
+        for (int64_t j = 0; j < H; ++j)
+          dr[j] = dq[r * H + j] * hint[r * H + j] * R[j] * (T(1) - R[j]);
+      }
+    }
+    for (int64_t r = 0; r < B; ++r) {
+      const int64_t row = t * B + r;
+      if (!L.valid(r, t)) continue;
+      T* dr = dg + row * G;
+      T* dur = dut + r * G;
+      const T* uhr = uh + row * G;
+      for (int64_t j = 0; j < 2 * H; ++j) {
+        dGh[j] += dr[j] * uhr[j];
+        dBh[j] += dr[j];
+        dur[j] = dr[j] * gh[j];
+      }
+      if (before) {
+        ln0_backward(dur, uhr, rup[row * 2], 2 * H);
+      } else {
+        ln0_backward(dur, uhr, rup[row * 2], G);
+      }
+    }
+    const int64_t NG = before ? 2 * H : G;
+    gemm(false, false, B, H, NG, T(1), dut, G, W, H, T(0), tmp.data(), H);
+    for (int64_t r = 0; r < B; ++r) {
+      if (!L.valid(r, t)) continue;
+      const T* mr = m ? m + r * H : nullptr;
+      const T* R = a + (t * B + r) * G;
+      for (int64_t j = 0; j < H; ++j) {
+        T d = tmp[r * H + j] + (before ? dq[r * H + j] * R[j] : T(0));
+        dh[r * H + j] += mr ? mr[j] * d : d;
+      }
+    }
+  }
+  T* dW = dw.data_ptr<T>();
+  if (!before) {
+    gemm(true, false, G, H, S * B, T(1), du.data(), G, hin_all, H, T(0), dW, H);
+  } else {
+    gemm(true, false, 2 * H, H, S * B, T(1), du.data(), G, hin_all, H, T(0), dW, H);
+    gemm(true, false, H, H, S * B, T(1), du.data() + 2 * H, G, q, H, T(0), dW + 2 * H * H, H);
+  }
+  T* d0 = dh0.data_ptr<T>();
+  for (int64_t k = 0; k < B * H; ++k) d0[k] = dh[k] + Gh[k];
+}
+
+std::vector<Tensor> ln_gru_backward(const Tensor& grad_hs, const Tensor& hs, const Tensor& gates,
+                                    const Tensor& uhat, const Tensor& ru, const Tensor& q,
+                                    const Tensor& w_hh, const Tensor& g_hh, const Tensor& b_hh,
+                                    const Tensor& mask_h, const Tensor& keep_h,
+                                    const Tensor& lengths, bool before) {
+  read_switches();
+  auto gh_ = grad_hs.contiguous();
+  auto h = hs.contiguous();
+  auto a = gates.contiguous();
+  auto uh = uhat.contiguous();
+  auto ru_ = ru.contiguous();
+  auto q_ = q.contiguous();
+  auto w = w_hh.contiguous();
+  auto ghh = g_hh.contiguous();
+  auto bhh = b_hh.contiguous();
+  auto m = mask_h.contiguous();
+  auto zh = keep_h.contiguous();
+  const int64_t S = a.size(0), B = a.size(1), H = a.size(2) / 3;
+  Lengths L(lengths, B, S);
+  Tensor dgx = empty_like_shape(h, {S, B, 3 * H});
+  Tensor dw = empty_like_shape(h, {3 * H, H});
+  Tensor dgh = empty_like_shape(h, {3 * H});
+  Tensor dbh = empty_like_shape(h, {3 * H});
+  Tensor dh0 = empty_like_shape(h, {B, H});
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "ln_gru_backward", [&] {
+    ln_gru_bwd_impl<scalar_t>(gh_, h, a, uh, ru_, q_, w, ghh, bhh, m, zh, dgx, dw, dgh, dbh,
+                              dh0, L, before);
+  });
+  return {dgx, dw, dgh, dbh, dh0};
+}
+
 }  // namespace rnnlab
