@@ -414,7 +414,7 @@ def test_dropout_masks_survive_a_checkpoint_of_the_carried_state(tmp_path):
     # from a template, continue. The continuation equals the uninterrupted run.
     from safetensors.torch import load_file, save_file
 
-    from rnnlab.training._state import state_from_leaves, state_leaves
+    from rnnlab._sequences import state_from_leaves, state_leaves
 
     torch.manual_seed(0)
     layer = Recurrent(GRUCell(I, H), dropout_input=0.3, dropout_state=0.3)
