@@ -85,10 +85,8 @@ class Cell(nn.Module):
         """The zero state for ``batch_size`` sequences (the parameters' device and dtype).
         ``batch_size`` may be symbolic (a ``torch.SymInt`` under torch.export/compile)."""
         symbolic = isinstance(batch_size, torch.SymInt)
-        if not symbolic and (
-            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
-        ):
-            raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+        if not symbolic:
+            check_positive_int(batch_size, "batch_size")
         ref = self._param_like()
         device = device if device is not None else (ref.device if ref is not None else None)
         dtype = dtype if dtype is not None else (ref.dtype if ref is not None else None)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .._checks import check_int
 from ..cells.base import Cell
 from ..cells.dropout import VariationalDropoutCell
 from ._utils import (
@@ -299,8 +300,7 @@ class Recurrent(nn.Module):
                 "input_feedback: generate() needs an autoregressive layer (Recurrent(cell, "
                 "input_feedback=...)); for a Jordan cell run forward() on the inputs"
             )
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps: expected a positive int, got {steps!r}")
+        check_int(steps, "steps", low=1, what="a positive int")
         if not isinstance(x0, Tensor) or x0.dim() != 2 or x0.shape[1] != self.cell.input_size:
             got = tuple(x0.shape) if isinstance(x0, Tensor) else type(x0).__name__
             raise ValueError(f"x0: expected (B, {self.cell.input_size}), got {got}")
