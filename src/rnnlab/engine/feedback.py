@@ -17,7 +17,7 @@ reference below when the build is unavailable), and a pair of ``autograd.Functio
 ``setup_context``: the forward's backward is the hand-written BPTT ``rnnlab::fed_backward``,
 which honours ``detach`` (the fed-back own output carries no gradient); the backward's own
 backward (second derivative) is ``torch.func.vjp`` of the differentiable reference
-:func:`reference`. There is no vmap rule: under vmap run ``rnnlab.engine.disabled()``.
+:func:`reference`. Under vmap the ops run slice by slice (per-sample gradients included).
 
 Shapes: S steps of the chunk, B batch, I input, H hidden, O output (= the fed-back field).
 """
@@ -128,14 +128,32 @@ def _impl(name: str, primary: int) -> Any:
     return impl
 
 
-for _name, _primary in (("fed_forward", 0), ("fed_backward", 1)):
-    torch.library.register_fake(f"rnnlab::{_name}", _fwd_fake if _primary == 0 else _bwd_fake)
-    _lib.impl(_name, _impl(_name, _primary), "CPU")
-    torch.library.register_autocast(f"rnnlab::{_name}", "cpu", torch.float32, lib=_lib)
+def _vmap_loop(name: str) -> Any:
+    """Under vmap: the op slice by slice (weights may be vmapped too), results stacked."""
+
+    def rule(info: Any, in_dims: tuple[Any, ...], *args: Any) -> Any:
+        outs = []
+        for v in range(info.batch_size):
+            sl = [
+                a.select(d, v) if d is not None and isinstance(a, Tensor) else a
+                for a, d in zip(args, in_dims)
+            ]
+            outs.append(_op(name)(*sl))
+        stacked = tuple(torch.stack(k) for k in zip(*outs))
+        return stacked, (0,) * len(stacked)
+
+    return rule
 
 
 def _op(name: str) -> Any:
     return getattr(torch.ops.rnnlab, name).default
+
+
+for _name, _primary in (("fed_forward", 0), ("fed_backward", 1)):
+    torch.library.register_fake(f"rnnlab::{_name}", _fwd_fake if _primary == 0 else _bwd_fake)
+    _lib.impl(_name, _impl(_name, _primary), "CPU")
+    torch.library.register_autocast(f"rnnlab::{_name}", "cpu", torch.float32, lib=_lib)
+    torch.library.register_vmap(f"rnnlab::{_name}", _vmap_loop(_name), lib=_lib)
 
 
 def _fl(t: Any) -> bool:
@@ -148,6 +166,8 @@ _N_IN = 8
 
 class FedBackward(torch.autograd.Function):
     """``rnnlab::fed_backward``; its backward is the reference's second derivative."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(grad_ys, gx, u, wy, by, y0, ref, mask, lengths, act, oact, detach, ys, hs, ss):  # type: ignore[no-untyped-def,override]
@@ -199,6 +219,8 @@ class FedBackward(torch.autograd.Function):
 
 class FedForward(torch.autograd.Function):
     """``rnnlab::fed_forward`` with its gradients: ``FedBackward`` (the op's BPTT)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(gx, u, wy, by, y0, ref, mask, lengths, act, oact, detach):  # type: ignore[no-untyped-def,override]
