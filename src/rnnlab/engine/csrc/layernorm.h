@@ -54,6 +54,7 @@ static void ln_lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& 
   T* rcp = rc.data_ptr<T>();
   T* tc = tcs.data_ptr<T>();
   std::vector<T> hin(m ? B * H : 0), u(B * G);
+  const StepGemm<T> gw(B, G, H, W, H, true);
   for (int64_t t = 0; t < S; ++t) {
     const T* hp = h + t * B * H;
     const T* cp = c + t * B * H;
@@ -64,7 +65,7 @@ static void ln_lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& 
       for (int64_t k = 0; k < B * H; ++k) hin[k] = m[k] * hp[k];
       src = hin.data();
     }
-    gemm(false, true, B, G, H, T(1), src, H, W, H, T(0), u.data(), G);
+    gw.run(B, src, H, T(0), u.data(), G);
     const T* zht = dh_ ? dh_ + t * B * H : nullptr;
     const T* zct = dc_ ? dc_ + t * B * H : nullptr;
     for_rows(B, G, [&](int64_t r0, int64_t r1) {
@@ -177,6 +178,7 @@ static void ln_lstm_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor&
   std::fill(dGc, dGc + H, T(0));
   std::fill(dBc, dBc + H, T(0));
   std::vector<T> dh(B * H, T(0)), dc(B * H, T(0)), tmp(B * H), du(S * B * G), dcn(H);
+  const StepGemm<T> gw(B, H, G, W, H, false);
   for (int64_t t = S - 1; t >= 0; --t) {
     for (int64_t k = 0; k < B * H; ++k) {
       dh[k] += Gh[(t + 1) * B * H + k];
@@ -238,7 +240,7 @@ static void ln_lstm_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor&
       }
       ln0_backward(dur, uhr, rup[row], G);
     }
-    gemm(false, false, B, H, G, T(1), dut, G, W, H, T(0), tmp.data(), H);
+    gw.run(B, dut, G, T(0), tmp.data(), H);
     for (int64_t r = 0; r < B; ++r) {
       if (!L.valid(r, t)) continue;
       const T* mr = m ? m + r * H : nullptr;
@@ -327,6 +329,8 @@ static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& g
   T* q = qs.data_ptr<T>();
   std::vector<T> hin(m ? B * H : 0), u(B * G), v(B * H);
   auto b = [&](int64_t j) { return bh ? bh[j] : T(0); };
+  const StepGemm<T> g3(B, before ? 2 * H : G, H, W, H, true);
+  const StepGemm<T> gn(B, before ? H : 0, H, W + 2 * H * H, H, true);
   for (int64_t t = 0; t < S; ++t) {
     const T* hp = h + t * B * H;
     T* ht = h + (t + 1) * B * H;
@@ -336,7 +340,7 @@ static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& g
       src = hin.data();
     }
     const int64_t NG = before ? 2 * H : G;
-    gemm(false, true, B, NG, H, T(1), src, H, W, H, T(0), u.data(), G);
+    g3.run(B, src, H, T(0), u.data(), G);
     for (int64_t r = 0; r < B; ++r) {
       const int64_t row = t * B + r;
       T* uhr = uh + row * G;
@@ -353,7 +357,7 @@ static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& g
       }
     }
     if (before) {
-      gemm(false, true, B, H, H, T(1), q + t * B * H, H, W + 2 * H * H, H, T(0), v.data(), H);
+      gn.run(B, q + t * B * H, H, T(0), v.data(), H);
       for (int64_t r = 0; r < B; ++r) {
         const int64_t row = t * B + r;
         T* uhr = uh + row * G;
@@ -441,6 +445,8 @@ static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& g
       for (int64_t k = 0; k < B * H; ++k) hm[t * B * H + k] = m[k] * h[t * B * H + k];
   const T* hin_all = m ? hm.data() : h;
   auto b = [&](int64_t j) { return bh ? bh[j] : T(0); };
+  const StepGemm<T> gu(B, before ? H : 0, H, W + 2 * H * H, H, false);
+  const StepGemm<T> gw(B, H, before ? 2 * H : G, W, H, false);
   for (int64_t t = S - 1; t >= 0; --t) {
     for (int64_t k = 0; k < B * H; ++k) dh[k] += Gh[(t + 1) * B * H + k];
     const T* zt = dz_ ? dz_ + t * B * H : nullptr;
@@ -491,7 +497,7 @@ static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& g
     }
     if (before) {
       // dq = dv U_n;  dr = dq ⊙ hin;  the direct path dq ⊙ r into hin
-      gemm(false, false, B, H, H, T(1), dut + 2 * H, G, W + 2 * H * H, H, T(0), dq.data(), H);
+      gu.run(B, dut + 2 * H, G, T(0), dq.data(), H);
       for (int64_t r = 0; r < B; ++r) {
         if (!L.valid(r, t)) continue;
         T* dr = dg + (t * B + r) * G;
@@ -517,8 +523,7 @@ static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& g
         ln0_backward(dur, uhr, rup[row * 2], G);
       }
     }
-    const int64_t NG = before ? 2 * H : G;
-    gemm(false, false, B, H, NG, T(1), dut, G, W, H, T(0), tmp.data(), H);
+    gw.run(B, dut, G, T(0), tmp.data(), H);
     for (int64_t r = 0; r < B; ++r) {
       if (!L.valid(r, t)) continue;
       const T* mr = m ? m + r * H : nullptr;

@@ -36,6 +36,7 @@ static void lstm_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor&
   T* a = gates.data_ptr<T>();
   T* tc = tcs.data_ptr<T>();
   std::vector<T> hin(m ? B * H : 0);
+  const StepGemm<T> gw(B, 4 * H, H, W, H, true);
   for (int64_t t = 0; t < S; ++t) {
     const T* hp = h + t * B * H;
     const T* cp = c + t * B * H;
@@ -49,7 +50,7 @@ static void lstm_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor&
       for (int64_t k = 0; k < B * H; ++k) hin[k] = m[k] * hp[k];
       src = hin.data();
     }
-    gemm(false, true, B, 4 * H, H, T(1), src, H, W, H, T(1), at, 4 * H);
+    gw.run(B, src, H, T(1), at, 4 * H);
     const T* zht = dh_ ? dh_ + t * B * H : nullptr;
     const T* zct = dc_ ? dc_ + t * B * H : nullptr;
     for_rows(B, 4 * H, [&](int64_t r0, int64_t r1) {
@@ -128,6 +129,7 @@ static void lstm_reg_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor
   const T* dc_ = reg_ptr<T>(zc);
   T* dg = dgx.data_ptr<T>();
   std::vector<T> dh(B * H, T(0)), dc(B * H, T(0)), tmp(B * H);
+  const StepGemm<T> gw(B, H, 4 * H, W, H, false);
   for (int64_t t = S - 1; t >= 0; --t) {
     const T* ght = Gh + (t + 1) * B * H;
     const T* gct = Gc + (t + 1) * B * H;
@@ -182,7 +184,7 @@ static void lstm_reg_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor
         act_backward_inplace(SIGMOID, dr + 3 * H, ar + 3 * H, H);
       }
     });
-    gemm(false, false, B, H, 4 * H, T(1), d, 4 * H, W, H, T(0), tmp.data(), H);  // d hin
+    gw.run(B, d, 4 * H, T(0), tmp.data(), H);  // d hin
     for (int64_t r = 0; r < B; ++r) {
       if (!L.valid(r, t)) continue;
       const T* mr = m ? m + r * H : nullptr;
@@ -254,6 +256,8 @@ static void gru_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& 
   T* gt_ = gates.data_ptr<T>();
   T* ax = aux.data_ptr<T>();
   std::vector<T> hin(m ? B * H : 0), gh(B * 3 * H);
+  const StepGemm<T> g3(B, before ? 2 * H : 3 * H, H, W, H, true);
+  const StepGemm<T> gn(B, before ? H : 0, H, W + 2 * H * H, H, true);
   for (int64_t t = 0; t < S; ++t) {
     const T* hp = h + t * B * H;
     T* ht = h + (t + 1) * B * H;
@@ -268,7 +272,7 @@ static void gru_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& 
     const int64_t NG = before ? 2 : 3;
     for (int64_t r = 0; r < B; ++r)
       for (int64_t j = 0; j < NG * H; ++j) gh[r * 3 * H + j] = bh ? bh[j] : T(0);
-    gemm(false, true, B, NG * H, H, T(1), src, H, W, H, T(1), gh.data(), 3 * H);
+    g3.run(B, src, H, T(1), gh.data(), 3 * H);
     for (int64_t r = 0; r < B; ++r) {
       T* gr = gat + r * 3 * H;
       for (int64_t j = 0; j < 2 * H; ++j) gr[j] = xt[r * 3 * H + j] + gh[r * 3 * H + j];
@@ -279,7 +283,7 @@ static void gru_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& 
         for (int64_t j = 0; j < H; ++j) axt[r * H + j] = gat[r * 3 * H + j] * src[r * H + j];
       for (int64_t r = 0; r < B; ++r)
         std::memcpy(gat + r * 3 * H + 2 * H, xt + r * 3 * H + 2 * H, sizeof(T) * H);
-      gemm(false, true, B, H, H, T(1), axt, H, W + 2 * H * H, H, T(1), gat + 2 * H, 3 * H);
+      gn.run(B, axt, H, T(1), gat + 2 * H, 3 * H);
     } else {
       for (int64_t r = 0; r < B; ++r)
         for (int64_t j = 0; j < H; ++j) {
@@ -350,6 +354,8 @@ static void gru_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& 
     for (int64_t t = 0; t < S; ++t)
       for (int64_t k = 0; k < B * H; ++k) hm[t * B * H + k] = m[k] * h[t * B * H + k];
   const T* hin_all = m ? hm.data() : h;
+  const StepGemm<T> gu(B, before ? H : 0, H, W + 2 * H * H, H, false);
+  const StepGemm<T> gw(B, H, before ? 2 * H : 3 * H, W, H, false);
   for (int64_t t = S - 1; t >= 0; --t) {
     const T* gt = G + (t + 1) * B * H;
     for (int64_t k = 0; k < B * H; ++k) dh[k] += gt[k];
@@ -396,7 +402,7 @@ static void gru_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& 
     const T* hint = hin_all + t * B * H;
     if (before) {
       // dq = dn U_n (q = r ⊙ hin);  dr = dq ⊙ hin;  d hin = dq ⊙ r + [dr, dz] U_rz
-      gemm(false, false, B, H, H, T(1), d + 2 * H, 3 * H, W + 2 * H * H, H, T(0), dq.data(), H);
+      gu.run(B, d + 2 * H, 3 * H, T(0), dq.data(), H);
       for (int64_t r = 0; r < B; ++r) {
         if (!L.valid(r, t)) continue;
         T* dr = d + r * 3 * H;
@@ -404,14 +410,14 @@ static void gru_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& 
         for (int64_t j = 0; j < H; ++j) dr[j] = dq[r * H + j] * hint[r * H + j];
         act_backward_inplace(SIGMOID, dr, R, H);
       }
-      gemm(false, false, B, H, 2 * H, T(1), d, 3 * H, W, H, T(0), tmp.data(), H);
+      gw.run(B, d, 3 * H, T(0), tmp.data(), H);
       for (int64_t r = 0; r < B; ++r) {
         if (!L.valid(r, t)) continue;
         const T* R = gat + r * 3 * H;
         for (int64_t j = 0; j < H; ++j) tmp[r * H + j] += dq[r * H + j] * R[j];
       }
     } else {
-      gemm(false, false, B, H, 3 * H, T(1), dgt, 3 * H, W, H, T(0), tmp.data(), H);
+      gw.run(B, dgt, 3 * H, T(0), tmp.data(), H);
     }
     for (int64_t r = 0; r < B; ++r) {
       if (!L.valid(r, t)) continue;
