@@ -221,14 +221,20 @@ std::vector<Tensor> jordan_backward(const Tensor& grad_ys, const Tensor& ys, con
 // A per-step product C = A op(W) + beta C with op(W) (K, N) the same for the whole loop: W is
 // (N, K) with rows ldw apart (tw, forward: A Wᵀ) or (K, N) (backward: A W). For few rows (a
 // recurrence's batch) op(W) is packed once and multiplied by smallgemm.h, which costs far less
-// per call than BLAS at these sizes; more rows go to gemm().
+// per call than BLAS at these sizes; more rows go to gemm(). RNNLAB_ENGINE_SMALLGEMM=0 (read
+// once per process): always gemm(), for A/B runs.
+inline bool smallgemm_on() {
+  static const bool on = env_switch("RNNLAB_ENGINE_SMALLGEMM") != 0;
+  return on;
+}
 template <typename T> struct StepGemm {
   std::vector<T> P;
   const T* W;
   int N, K, ldw;
   bool tw, small;
   StepGemm(int64_t M, int64_t N_, int64_t K_, const T* W_, int64_t ldw_, bool tw_)
-      : W(W_), N(int(N_)), K(int(K_)), ldw(int(ldw_)), tw(tw_), small(M <= rnnlab_sg::kMaxM) {
+      : W(W_), N(int(N_)), K(int(K_)), ldw(int(ldw_)), tw(tw_),
+        small(M <= rnnlab_sg::kMaxM && smallgemm_on()) {
     if (!small) return;
     P.resize(rnnlab_sg::packed_size<T>(N, K));
     rnnlab_sg::pack_b(tw, N, K, W, ldw, P.data());
