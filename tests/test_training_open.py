@@ -101,10 +101,16 @@ def test_cli_trains_a_factory_model(tmp_path, capsys):
     argv = ["train", "--task", "digits", "--n-train", "64", "--n-val", "32", "--steps", "4"]
     argv += ["--batch-size", "16", "--model-factory", "user_models:make_classifier"]
     argv += ["--factory-kwarg", "hidden_size=8", "--no-progress", "--no-plots"]
+    argv += ["--callback", "user_models:make_callbacks"]
     assert main([*argv, "--run-dir", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "LastStepClassifier from user_models:make_classifier" in out
     meta = load_checkpoint(latest_checkpoint(tmp_path / "r" / "checkpoints")).meta
+    assert meta["callbacks"] == {"0:StepCounter": {"steps": 4}}, "the CLI's callback ran"
+    # resumed from the CLI: the callback's count goes on from the checkpoint
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "--resume", "--steps", "6"]) == 0
+    meta = load_checkpoint(latest_checkpoint(tmp_path / "r" / "checkpoints")).meta
+    assert meta["callbacks"] == {"0:StepCounter": {"steps": 6}}
     assert meta["user_model"] and meta["config"]["model"]["factory_kwargs"] == {"hidden_size": 8}
     assert meta["model"]["rnn.cell.weight_ih"].shape[0] == 3 * 8  # the net's own names
 
@@ -268,3 +274,30 @@ def test_tensorboard_events_when_installed(tmp_path):
     pytest.importorskip("tensorboard")
     Trainer(digits_cfg(steps=2), tmp_path / "run").fit()
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_a_loss_function_of_your_own_replaces_the_tasks():
+    """Twice the task's masked cross-entropy sum: the first update's loss is exactly twice the
+    default's (same seed, same batch, same parameters)."""
+    from rnnlab.training import masked_loss_sum
+
+    first = {}
+
+    class First(Callback):
+        def __init__(self, key):
+            self.key = key
+
+        def on_step(self, trainer, info):
+            first.setdefault(self.key, info["loss"])
+
+    def double(y, target, mask):
+        return 2 * masked_loss_sum(y, target, mask, "cross_entropy")[0]
+
+    Trainer(digits_cfg(steps=1), None, callbacks=[First("task")]).fit()
+    t = Trainer(digits_cfg(steps=1), None, callbacks=[First("mine")], loss=double)
+    t.fit()
+    assert first["mine"] == pytest.approx(2 * first["task"], rel=1e-6)
+    mine = Trainer(digits_cfg(1), None, loss=double).evaluate()["loss"]
+    assert mine == pytest.approx(2 * Trainer(digits_cfg(1), None).evaluate()["loss"], rel=1e-6)
+    with pytest.raises(TypeError, match=r"loss: expected a function"):
+        Trainer(digits_cfg(), None, loss="mse")

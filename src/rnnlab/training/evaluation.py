@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 def evaluate(self: Trainer, split: str = "val") -> dict[str, float]:
     """Validation (or training-set) losses of the current parameters.
 
-    ``loss``: free-running for a model with output feedback (feeding its own outputs, as at
-    test time), plain otherwise; ``forced_loss`` (feedback models): feeding the reference.
+    ``loss`` (the trainer's loss function, else the task's): free-running for a model with
+    output feedback (feeding its own outputs, as at test time), plain otherwise;
+    ``forced_loss`` (feedback models): feeding the reference.
     ``accuracy`` (cross-entropy tasks): the fraction of labelled steps whose argmax is the
     label, from the ``loss`` pass; that is per sequence for the one-label cases 2 and 3 (one
     labelled step each) and per step otherwise, counting only valid steps (lengths, masks).
@@ -57,7 +58,10 @@ def evaluate(self: Trainer, split: str = "val") -> dict[str, float]:
                     source=source,
                     source_lengths=lengths if source is not None else None,
                 ).output.float()
-            s, _ = masked_loss_sum(y, target, mask, self.supervision.loss)
+            if self.loss_fn is not None:
+                s = self.loss_fn(y, target, mask)
+            else:
+                s, _ = masked_loss_sum(y, target, mask, self.supervision.loss)
             sums[key] += float(s)
             if ce and key == "loss":
                 hit, n = masked_accuracy(y, target, mask)

@@ -175,7 +175,7 @@ def _train_batch(self: Trainer) -> tuple[float, float, float | None, list[Any]]:
             x,
             target,
             mask,
-            loss=self.supervision.loss,
+            loss=self.loss_fn if self.loss_fn is not None else self.supervision.loss,
             state=carry,
             lengths=lengths,
             feed_mask=fm,

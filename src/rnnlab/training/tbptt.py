@@ -104,7 +104,7 @@ class TruncatedBPTT:
         target: Tensor,
         mask: Tensor,
         *,
-        loss: str,
+        loss: str | Callable[[Tensor, Tensor, Tensor], Tensor],
         state: Any = None,
         lengths: Tensor | None = None,
         feed_mask: Tensor | None = None,
@@ -125,7 +125,9 @@ class TruncatedBPTT:
             model: a :class:`~rnnlab.training.SequenceModel` (or a DDP wrapper of one).
             x: inputs (B, T, I); target (B, T, ...) and mask (B, T) from
                 :meth:`Supervision.targets`.
-            loss: ``"mse"`` or ``"cross_entropy"``.
+            loss: ``"mse"`` or ``"cross_entropy"``, or a function ``loss(prediction, target,
+                mask)`` returning the loss summed over the masked steps (then ``normalizer``
+                must be given).
             state: the state carried from the previous chunk of a stream (or None).
             lengths, feed_mask, detach, reference, sample, generator: as
                 :meth:`SequenceModel.forward`, over the whole T steps (sliced per window).
@@ -144,6 +146,8 @@ class TruncatedBPTT:
         """
         B, T = x.shape[0], x.shape[1]
         if normalizer is None:
+            if callable(loss):
+                raise ValueError("normalizer: expected a number with a loss function, got None")
             normalizer = float(_count(target, mask, loss))
         normalizer = max(float(normalizer), 1e-12)
         out_chunks: list[Tensor] = []
@@ -179,9 +183,11 @@ class TruncatedBPTT:
             )
             y = res.output  # (B, end - start, O)
             a = w.loss_start - w.start
-            total, _ = masked_loss_sum(
-                y[:, a:], target[:, w.loss_start : w.end], mask[:, w.loss_start : w.end], loss
-            )
+            tgt, m = target[:, w.loss_start : w.end], mask[:, w.loss_start : w.end]
+            if callable(loss):
+                total = loss(y[:, a:], tgt, m)
+            else:
+                total, _ = masked_loss_sum(y[:, a:], tgt, m, loss)
             value = total / normalizer
             shown = value.detach() if reduce_loss is None else reduce_loss(value.detach())
             if not bool(torch.isfinite(shown).all()):

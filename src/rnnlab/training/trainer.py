@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ from .progress import Progress
 from .resume import checkpoint_of
 from .supervision import Supervision
 from .tasks import TaskData, build_task
-from .user_model import check_user_config, has_recurrent_layers
+from .user_model import check_user_config, has_recurrent_layers, import_factory
 
 __all__ = [  # the names importable from here before the split stay importable
     "CSV_COLUMNS",
@@ -115,6 +115,15 @@ class Trainer:
         resume: continue the run in ``run_dir`` from its latest checkpoint.
         overwrite: delete an existing ``run_dir`` first.
         task: use this :class:`TaskData` instead of building ``config["task"]``.
+        model: a model of your own, any ``nn.Module`` called as ``model(x, lengths=None)``
+            returning (B, T, O) or (B, O) (docs/design/0018); without ``model.factory`` in the
+            config it trains and saves but cannot be rebuilt by ``rnnlab eval``.
+        callbacks: objects with some of ``on_step``, ``on_eval``, ``on_checkpoint``,
+            ``on_end`` (:class:`~rnnlab.training.Callback`).
+        precision: ``"fp32"`` or ``"bf16"`` (autocast), overriding ``train.precision``.
+        loss: a function ``loss(prediction, target, mask)`` returning the loss summed over the
+            masked steps, instead of the task's; it is divided by the same count (masked steps,
+            x output features for MSE tasks). Not saved: ``rnnlab eval`` reports the task's.
 
     Example:
         >>> cfg = {"task": {"name": "series", "n_train": 32, "n_val": 8},
@@ -139,12 +148,19 @@ class Trainer:
         model: nn.Module | None = None,
         callbacks: Sequence[Any] | None = None,
         precision: str | None = None,
+        loss: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
     ) -> None:
         if resume and overwrite:
             raise ValueError("resume, overwrite: expected at most one of them, got both")
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
         self.callbacks = check_callbacks(callbacks)
+        if loss is not None and not callable(loss):
+            raise TypeError(
+                f"loss: expected a function loss(prediction, target, mask), got "
+                f"{type(loss).__name__}"
+            )
+        self.loss_fn = loss
         self.run_dir = None if run_dir is None else Path(run_dir)
         if precision is not None:
             config = merge(config, {"train": {"precision": precision}})
@@ -188,6 +204,13 @@ class Trainer:
                 )
         c = self.config
         tr = c["train"]
+        if tr["callback"] is not None:  # the config's callbacks, after the ones given
+            made = import_factory(tr["callback"], "train.callback")()
+            made = list(made) if isinstance(made, (list, tuple)) else [made]
+            try:
+                self.callbacks += check_callbacks(made)
+            except TypeError as err:
+                raise ConfigError(f"train.callback: {tr['callback']} returned {err}") from None
         if tr["precision"] == "bf16" and c["model"]["feedback"] != "none":
             raise ConfigError(
                 "train.precision: bf16 autocast runs models without output feedback; the "

@@ -52,26 +52,27 @@ def check_user_config(c: Mapping[str, Any]) -> None:
             )
 
 
-def import_factory(path: Any) -> Any:
-    """The callable named by ``"package.module:function"`` (``model.factory``)."""
+def import_factory(path: Any, option: str = "model.factory") -> Any:
+    """The callable named by ``"package.module:function"`` (``model.factory``,
+    ``train.callback``); errors name ``option``."""
     if not isinstance(path, str) or path.count(":") != 1 or not all(path.split(":")):
         raise ConfigError(
-            f"model.factory: expected an import path 'package.module:function', got {path!r}"
+            f"{option}: expected an import path 'package.module:function', got {path!r}"
         )
     mod_name, attr = path.split(":")
     try:
         module = importlib.import_module(mod_name)
     except ImportError as err:
         raise ConfigError(
-            f"model.factory: could not import {mod_name!r} ({err}); is it on the Python path?"
+            f"{option}: could not import {mod_name!r} ({err}); is it on the Python path?"
         ) from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ConfigError(f"model.factory: {mod_name!r} has no attribute {attr!r}")
+            raise ConfigError(f"{option}: {mod_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ConfigError(f"model.factory: {path!r} is not callable ({type(obj).__name__})")
+        raise ConfigError(f"{option}: {path!r} is not callable ({type(obj).__name__})")
     return obj
 
 

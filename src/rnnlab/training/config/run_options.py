@@ -223,6 +223,16 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     _o(
         "train",
+        "callback",
+        None,
+        "str",
+        "callbacks of your own: the import path 'package.module:function' of a function that "
+        "returns a callback or a list of them (on_step, on_eval, on_checkpoint, on_end)",
+        "--callback",
+        nullable=True,
+    ),
+    _o(
+        "train",
         "precision",
         "fp32",
         "str",
