@@ -129,3 +129,16 @@ def test_to_onnx_checks_its_arguments():
         rnnlab.export.to_onnx("not a model", torch.randn(2, 3, 3))
     with pytest.raises(TypeError, match="example"):
         rnnlab.export.to_onnx(rnnlab.nn.GRU(3, 4), ("x",))
+
+
+def test_onnx_names_an_engine_op_without_lowering(monkeypatch):
+    import rnnlab.export as ex
+
+    full = ex._translations
+    jordan = torch.ops.rnnlab.jordan_forward.default
+    monkeypatch.setattr(
+        ex, "_translations", lambda: {k: v for k, v in full().items() if k != jordan}
+    )
+    x, lengths = inputs(2, 4)
+    with pytest.raises(NotImplementedError, match=r"torch.ops.rnnlab.jordan_forward has no ONNX"):
+        ex.to_onnx(make("recurrent", "jordan_sigmoid").float(), (x.float(), lengths))

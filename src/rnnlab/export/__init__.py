@@ -83,12 +83,15 @@ def _translations() -> dict[Any, Any]:
     }
 
 
-def _our_refusal(exc: BaseException) -> str | None:
+def _missing_lowering(exc: BaseException) -> str | None:
+    """The engine op (``rnnlab.<name>``) the exporter found no ONNX function for, if any."""
+    import re
+
     seen: BaseException | None = exc
     while seen is not None:
-        for line in str(seen).splitlines():
-            if "rnnlab.export.to_onnx:" in line:
-                return line[line.index("rnnlab.export.to_onnx:") :]
+        m = re.search(r"No ONNX function found for \S*?rnnlab\.(\w+)", str(seen))
+        if m:
+            return m.group(1)
         seen = seen.__cause__ or seen.__context__
     return None
 
@@ -147,7 +150,7 @@ def to_onnx(
     Raises:
         TypeError: ``model`` is not an nn.Module or ``example`` holds no tensor.
         NotImplementedError: ``dynamic=True`` with a cell that has no engine kernel (its
-            Python loop fixes T; see the module notes).
+            Python loop fixes T; see the module notes), or an engine op without a lowering.
 
     Example:
         >>> program = to_onnx(rnnlab.nn.LSTM(3, 4), torch.randn(5, 2, 3), batch_dim=1,
@@ -178,10 +181,14 @@ def to_onnx(
                 verbose=False,
             )
     except Exception as exc:
-        # torch's exporter wraps a lowering's refusal in pages of context: surface ours
-        refusal = _our_refusal(exc)
-        if refusal is not None:
-            raise NotImplementedError(refusal) from exc
+        # torch's exporter buries a missing lowering in pages of context: name it
+        missing = _missing_lowering(exc)
+        if missing is not None:
+            raise NotImplementedError(
+                f"rnnlab.export.to_onnx: the engine op torch.ops.rnnlab.{missing} has no ONNX "
+                "lowering (rnnlab/export/); run the model with rnnlab.engine.disabled() and "
+                "dynamic=False to export its reference loop at the example's length"
+            ) from exc
         raise
     finally:
         model.train(was_training)
