@@ -71,11 +71,8 @@ def unfold_input(x: Tensor, case: int | str, steps: int | None) -> Tensor:
     if x.dim() != 2 or case not in (1, 2):
         want = "(B, T, I), or (B, I) for cases 1 and 2" if case in (1, 2) else "(B, T, I)"
         raise ValueError(f"x: expected {want} for case {case!r}, got {tuple(x.shape)}")
-    if steps is None or isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(
-            f"steps: expected the number of unfolding steps q >= 1 for a static input "
-            f"(case {case}), got {steps!r}"
-        )
+    what = f"the number of unfolding steps q >= 1 for a static input (case {case})"
+    steps = check_int(steps, "steps", low=1, what=what)
     if case == 2:
         return x.unsqueeze(1).expand(-1, steps, -1)  # (B, q, I)
     out = x.new_zeros(x.shape[0], steps, x.shape[1])  # (B, q, I)
