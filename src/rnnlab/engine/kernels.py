@@ -4,7 +4,7 @@ Each kernel hoists the input projection of all steps into one GEMM (autograd), r
 recurrence through the engine's operators (``torch.ops.rnnlab.*``, :mod:`.ops`: compiled C++
 with a hand-written BPTT, differentiated by the Functions of :mod:`.functions`, double backward
 included), and reads outputs and final states off the returned state sequence with
-differentiable indexing. The LSTM without options on float32 full-length batches, in eager
+differentiable indexing. The LSTM without options on float32/bf16 full-length batches, in eager
 mode outside torch.func, calls torch's fused LSTM (oneDNN), the same maths; compiled, exported
 or under a torch.func transform it runs the engine's own op (torch's RNN entry points do not
 trace: pytorch#167275). See docs/design/0004-cpu-engine.md and 0015-engine-operators.md.
@@ -177,14 +177,19 @@ def gru_kernel(cell: GRUCell, x: Tensor, state: GRUState, lengths: Tensor | None
 
 
 # -------------------------------------------------------------------------------- LSTM ----
-def _fused_ok(x: Tensor) -> bool:
-    """torch's fused LSTM runs eager float32 CPU (or CUDA) calls outside torch.func and
-    forward-mode AD: it does not trace (compile, export), has no vmap rule and no jvp."""
+def _fused_ok(x: Tensor, weight: Tensor) -> bool:
+    """torch's fused LSTM runs eager float32 or bfloat16 CPU (or CUDA) calls outside torch.func
+    and forward-mode AD: it does not trace (compile, export), has no vmap rule and no jvp.
+    bf16 weights: its oneDNN bf16 LSTM measured faster than the engine's bf16 path (0015)."""
     if torch.compiler.is_compiling() or torch.autograd.forward_ad._current_level >= 0:
         return False  # (nor a jvp: neither mkldnn_rnn_layer nor cuDNN's has one)
     if x.device.type == "cuda":
         return True
-    return x.dtype == torch.float32 and torch._C._functorch.peek_interpreter_stack() is None
+    return (
+        x.dtype in (torch.float32, torch.bfloat16)
+        and weight.dtype == x.dtype
+        and torch._C._functorch.peek_interpreter_stack() is None
+    )
 
 
 def _torch_lstm_maths(cell: LSTMCell) -> bool:
@@ -202,7 +207,7 @@ def lstm_kernel(cell: LSTMCell, x: Tensor, state: Any, lengths: Tensor | None) -
     cact = ACT_CODES.get(cell.cell_activation_name or "")
     if act is None or cact is None:
         return None
-    if _torch_lstm_maths(cell) and lengths is None and _fused_ok(x):
+    if _torch_lstm_maths(cell) and lengths is None and _fused_ok(x, cell.weight_hh):
         # torch's fused LSTM (oneDNN on CPU, cuDNN on CUDA) computes exactly this cell.
         weights: list[Tensor] = [cell.weight_ih, cell.weight_hh]
         if cell.bias_ih is not None:

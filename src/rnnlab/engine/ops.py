@@ -8,8 +8,10 @@ Defined here, in Python, at import (before any trace and whether or not the C++ 
   dynamic=True)`` and ``torch.export`` see one node with symbolic B and T;
 - the **CPU implementation**: the compiled kernel of ``csrc/`` (``torch.ops.rnnlab_engine``),
   or :mod:`.reference` when the build is unavailable; bfloat16/float16 are computed in float32
-  and returned in the input's dtype (cast at the op boundary);
-- **autocast** (CPU: float32 inside, as torch.nn's RNNs) and **vmap** rules: a forward op folds
+  and returned in the input's dtype, bfloat16 with the kernel's products in bf16
+  (:mod:`.half`), float16 cast at the op boundary;
+- **autocast** (CPU: the bf16 path under bf16 autocast, float32 otherwise; :mod:`.half`) and
+  **vmap** rules: a forward op folds
   the vmapped dimension into B when the weights are shared; everything else (vmapped weights,
   every backward op, whose weight gradients are per vmapped slice) runs slice by slice.
 
@@ -17,8 +19,9 @@ Other devices register their own kernels for the same ops (``torch.library.impl(
 "rnnlab::gru_forward", "cuda")``); the schemas carry no device. Gradients live in
 :mod:`.functions`, not here: torch 2.13's ``register_autograd`` cannot serve torch.func.
 
-Output dtype rule (the fakes follow it): a forward op's outputs have ``gx``'s dtype, a backward
-op's those of the state sequence it is given (``hs``/``ys``).
+Output dtype rule (the fakes follow it): a forward op's outputs have ``gx``'s dtype, except its
+buffers (``BUFFERS``: outputs only its backward reads), float32 when ``gx`` is bf16/fp16; a
+backward op's outputs have the dtype of the state sequence it is given (``hs``/``ys``).
 
 Shapes: T time, B batch, H hidden, G gate blocks, P LSTM output, O Jordan output, NS FGR gates.
 """
@@ -31,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import build
+from . import build, half
 
 NAMESPACE = "rnnlab"
 _lib = torch.library.Library(NAMESPACE, "DEF")
@@ -210,12 +213,36 @@ def _cpu_impl(name: str, primary: int) -> Callable[..., Any]:
                 cargs.append(a.to(compute))
             else:
                 cargs.append(a)
-        out = getattr(kernels, name)(*cargs)
-        if compute != dtype:
-            out = [o.to(dtype) for o in out]
+        if half.wanted(args, compute):  # bf16: the kernel's products in bf16 (engine/half.py)
+            with half.scope(kernels, name, args, cargs):
+                out = getattr(kernels, name)(*cargs)
+        else:
+            out = getattr(kernels, name)(*cargs)
+        if compute != dtype:  # a forward's buffers stay in float32 (no cast out and back)
+            skip = BUFFERS.get(name, ()) if dtype in _HALF else ()
+            out = [o if k in skip else o.to(dtype) for k, o in enumerate(out)]
         return out[0] if len(out) == 1 else tuple(out)
 
     return impl
+
+
+# a forward op's outputs that only its backward reads: computed in float32 for half-precision
+# inputs, they are kept in float32 rather than cast to bf16/fp16 and back (two passes over the
+# largest tensors, ~1/8 of a bf16 training step at S3)
+BUFFERS = {"jordan_forward": (1,), "gru_forward": (1, 2), "lstm_forward": (3, 4)}
+
+
+def _fake_with_buffers(name: str, fake: Callable[..., Any]) -> Callable[..., Any]:
+    def f(*args: Any) -> Any:
+        out = fake(*args)
+        if args[0].dtype not in _HALF:
+            return out
+        return tuple(
+            o.new_empty(o.shape, dtype=torch.float32) if k in BUFFERS[name] else o
+            for k, o in enumerate(out)
+        )
+
+    return f if name in BUFFERS else fake
 
 
 # position of ``lengths`` in each schema
@@ -301,12 +328,12 @@ def _vmap_fold(name: str) -> Callable[..., Any]:
 def _register() -> None:
     for name in SCHEMAS:
         qual = f"{NAMESPACE}::{name}"
-        torch.library.register_fake(qual, _FAKES[name], lib=_lib)
+        torch.library.register_fake(qual, _fake_with_buffers(name, _FAKES[name]), lib=_lib)
         _lib.impl(name, _cpu_impl(name, _PRIMARY[name]), "CPU")
         rule = _vmap_fold(name) if name in _ROWS else _vmap_loop(name)
         torch.library.register_vmap(qual, rule, lib=_lib)
-        # as torch.nn's RNNs under CPU autocast: the recurrence accumulates in float32
-        torch.library.register_autocast(qual, "cpu", torch.float32, lib=_lib)
+        # CPU autocast: bf16 (the bf16 products) under bf16 autocast, float32 otherwise
+        half.register_autocast(_lib, name, op(name))
 
 
 _register()

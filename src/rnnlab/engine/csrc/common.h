@@ -61,10 +61,15 @@ inline bool use_dnnl(bool ta, int M, int N, int K, int lda, bool tb, int ldb, in
   return sw >= 0 ? sw == 1 : int64_t(M) * N * K >= kDnnlMacs;
 }
 
+}  // namespace rnnlab
+#include "half.h"  // bf16 products of a half-precision call
+namespace rnnlab {
+
 // Row-major C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C, as column-major C^T = op(B)^T op(A)^T.
 inline void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
                  const float* B, int ldb, float beta, float* C, int ldc) {
   if (M == 0 || N == 0) return;
+  if (half_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   if (use_dnnl(ta, M, N, K, lda, tb, ldb, ldc)) {
     auto opt = at::TensorOptions().dtype(at::kFloat);
     auto a = at::from_blob(const_cast<float*>(A), {M, K}, opt);
@@ -217,6 +222,7 @@ inline Span unit_span(int tid, int nth, int64_t H) {
 inline int partition_team(int64_t B, int64_t H, int64_t GH, int64_t P, bool eligible) {
 #ifdef _OPENMP
   if (!eligible || at::in_parallel_region()) return 1;
+  if (half_wants(B * GH * P)) return 1;  // whole-width bf16 products beat the partition
   const int nt = at::get_num_threads();
   if (nt < 2 || H < 16) return 1;
   const int sw = partition_switch().load(std::memory_order_relaxed);

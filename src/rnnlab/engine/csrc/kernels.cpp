@@ -572,6 +572,9 @@ TORCH_LIBRARY(rnnlab_engine, m) {
   m.def("ln_gru_forward(Tensor gx, Tensor w_hh, Tensor g_hh, Tensor b_hh, Tensor h0, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, float eps) -> Tensor[]");
   m.def("ln_gru_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor uhat, Tensor ru, Tensor q, Tensor w_hh, Tensor g_hh, Tensor b_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before) -> Tensor[]");
   m.def("gru_reg_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor aux, Tensor w_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, int act) -> Tensor[]");
+  // half precision (half.h): device-free, so no dispatch key is needed
+  m.def("half_scope(Tensor[] f32, Tensor[] bf16) -> ()", &rnnlab::half_scope);
+  m.def("half_gemms() -> int", &rnnlab::half_gemms);
 }
 
 TORCH_LIBRARY_IMPL(rnnlab_engine, CPU, m) {
