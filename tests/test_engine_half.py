@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import rnnlab
-from compat_cases import _loss, inputs, make, reference
+from compat_cases import Model, _loss, inputs, make, reference
+from rnnlab import GRUCell, LSTMCell, Recurrent, ZoneoutCell
 from rnnlab.engine import build, half
 from rnnlab.engine.ops import op
 
@@ -157,3 +158,21 @@ def test_a_failing_kernel_call_clears_the_bf16_scope(monkeypatch):
     m = rnnlab.nn.RNN(4, 4)
     m(torch.randn(3, 2, 4))
     assert half.gemms() == n
+
+
+@pytest.mark.parametrize("inner", ["lstm", "gru_before"])
+def test_bf16_regularised_kernels_match_float64(inner, monkeypatch):
+    """The zoneout/dropout kernels (engine/regularised.py) take the same bf16 path."""
+    monkeypatch.setenv("RNNLAB_ENGINE_BF16GEMM", "1")
+    torch.manual_seed(0)
+    cell = LSTMCell(3, 5) if inner == "lstm" else GRUCell(3, 5, reset="before")
+    model = Model(Recurrent(ZoneoutCell(cell, 0.3)), True).double().eval()  # eval: d = p
+    x, lengths = inputs(3, 5)
+    with reference():
+        want, want_grads = _run(model, x, lengths)
+    low = copy.deepcopy(model).bfloat16()
+    n = half.gemms()
+    got, grads = _run(low, x.bfloat16(), lengths)
+    assert half.gemms() > n
+    _assert_near(got, want, TOL[torch.bfloat16], "output")
+    _assert_near(grads, want_grads, TOL[torch.bfloat16], "gradient")

@@ -30,14 +30,19 @@ WEIGHTS = {
     "jordan_forward": (1, 2), "jordan_backward": (3, 4),
     "gru_forward": (1,), "gru_backward": (4,),
     "lstm_forward": (1, 5, 6), "lstm_backward": (8, 12, 13),
+    # engine/regularised.py (issue 18)
+    "lstm_reg_forward": (1,), "lstm_reg_backward": (6,),
+    "gru_reg_forward": (1,), "gru_reg_backward": (4,),
 }  # fmt: skip
 
 
-def wanted(args: tuple[Any, ...], compute: torch.dtype) -> bool:
-    """Whether a call computed in ``compute`` takes the bf16 products: a float32 computation
-    with a bf16 argument."""
+def wanted(name: str, args: tuple[Any, ...], compute: torch.dtype) -> bool:
+    """Whether a call of op ``name`` computed in ``compute`` takes the bf16 products: a float32
+    computation with a bf16 argument, of an op whose weights are known here (another op's
+    products stay float32, cast at the boundary)."""
     return (
         NATIVE_BF16
+        and name in WEIGHTS
         and compute == torch.float32
         and any(isinstance(a, Tensor) and a.dtype == torch.bfloat16 for a in args)
     )

@@ -213,7 +213,7 @@ def _cpu_impl(name: str, primary: int) -> Callable[..., Any]:
                 cargs.append(a.to(compute))
             else:
                 cargs.append(a)
-        if half.wanted(args, compute):  # bf16: the kernel's products in bf16 (engine/half.py)
+        if half.wanted(name, args, compute):  # bf16: the kernel's products in bf16 (engine/half.py)
             with half.scope(kernels, name, args, cargs):
                 out = getattr(kernels, name)(*cargs)
         else:
