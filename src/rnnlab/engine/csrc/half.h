@@ -11,7 +11,8 @@
 // - a product over all steps with A transposed (the weight gradients dW = dgatesᵀ s): both
 //   operands converted (a pass over T·B·(G·H + H) values against G·H·H·T·B multiply-adds).
 // Anything else (a weight copied into a thread's slice, other threads, small products) stays
-// a float32 sgemm: correct, only not faster. MKL's cblas_gemm_bf16bf16f32 (fp32 output) was
+// a float32 product: correct, only not faster. Where bf16 products run, the kernels take their
+// whole-width loops (partition_team, StepGemm: no unit partition, no packed float32 weight). MKL's cblas_gemm_bf16bf16f32 (fp32 output) was
 // measured 0.6-1.6x sgemm on this CPU and oneDNN's bf16 matmul 1.4-3.4x at S1/S3 per-step
 // sizes, hence oneDNN. float16 has no fast product here (no avx512_fp16: MKL's f16 routine and
 // oneDNN's fp16 matmul measured 0.1-0.65x sgemm) and is cast at the op boundary.
@@ -37,10 +38,12 @@ inline HalfState& half_state() {
 inline std::atomic<int>& half_switch() { static std::atomic<int> v{-1}; return v; }
 // bf16 products run: tests check that the native path was taken.
 inline std::atomic<int64_t>& half_count() { static std::atomic<int64_t> v{0}; return v; }
-// Per-product size (multiply-adds) from which oneDNN's bf16 matmul beats sgemm, with the state
-// conversion and the float32 epilogue: S1's LSTM/GRU steps (8M, 6M) are above, S1's Elman (2M)
-// and everything at S2 (<= 0.5M) below.
-constexpr int64_t kHalfMacs = int64_t(4) << 20;
+// Per-product size (multiply-adds) from which oneDNN's bf16 matmul beats float32 (sgemm or
+// smallgemm.h's packed product), with the state conversion and the float32 epilogue: every
+// per-step product at S1 (Elman 2M: forced bf16 1.4x the training step of float32 products,
+// noisy) and S3 is above, every one at S2 (<= 0.5M: forced bf16 0.45-0.8x) below; the weight
+// gradients over all steps are above at every shape.
+constexpr int64_t kHalfMacs = int64_t(1) << 20;
 
 inline bool half_wants(int64_t macs) {
   const HalfState& s = half_state();

@@ -234,7 +234,7 @@ template <typename T> struct StepGemm {
   bool tw, small;
   StepGemm(int64_t M, int64_t N_, int64_t K_, const T* W_, int64_t ldw_, bool tw_)
       : W(W_), N(int(N_)), K(int(K_)), ldw(int(ldw_)), tw(tw_),
-        small(M <= rnnlab_sg::kMaxM && smallgemm_on()) {
+        small(M <= rnnlab_sg::kMaxM && smallgemm_on() && !half_wants(M * N_ * K_)) {  // bf16: gemm()
     if (!small) return;
     P.resize(rnnlab_sg::packed_size<T>(N, K));
     rnnlab_sg::pack_b(tw, N, K, W, ldw, P.data());
