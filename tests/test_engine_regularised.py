@@ -13,6 +13,7 @@ import torch
 
 from rnnlab import engine
 from rnnlab.cells import (
+    ElmanCell,
     GRUCell,
     LayerNormGRUCell,
     LayerNormLSTMCell,
@@ -80,6 +81,11 @@ CASES = {
     ),
     "ln-gru-after-both": lambda: Recurrent(
         ZoneoutCell(VariationalDropoutCell(LayerNormGRUCell(4, 5), 0.2, 0.3), 0.2)
+    ),
+    "elman-dropout": lambda: Recurrent(ElmanCell(4, 5), dropout_input=0.3, dropout_state=0.4),
+    "elman-out-dropout": lambda: Recurrent(ElmanCell(4, 5, 3), dropout_state=0.4),
+    "elman-both": lambda: Recurrent(
+        ZoneoutCell(VariationalDropoutCell(ElmanCell(4, 5), 0.2, 0.3), 0.2)
     ),
     "gru-both": lambda: Recurrent(
         ZoneoutCell(VariationalDropoutCell(GRUCell(4, 5), 0.2, 0.3), 0.2)
@@ -246,5 +252,24 @@ def test_layer_norm_gru_op_gradcheck_and_gradgradcheck(before):
 
     ref = ln.ln_gru(*args[:4], args[4], mask, keep, lengths, before, 1e-5)
     torch.testing.assert_close(f(*args), ref)
+    torch.autograd.gradcheck(f, args)
+    torch.autograd.gradgradcheck(f, args, fast_mode=True)
+
+
+def test_elman_reg_op_gradcheck_and_gradgradcheck():
+    torch.manual_seed(0)
+    T, B, H = 4, 3, 2
+    dt = torch.float64
+    lengths = torch.tensor([4, 1, 3])
+    mask = torch.bernoulli(torch.full((B, H), 0.6, dtype=dt)) / 0.6
+    keep = (torch.rand(T, B, H) < 0.4).to(dt)
+    args = tuple(
+        torch.randn(*s, dtype=dt, requires_grad=True) for s in ((T, B, H), (H, H), (B, H))
+    )
+
+    def f(gx, w, h0):
+        return reg.ElmanReg.apply(gx, w, h0, mask, keep, lengths, 1)[:1]
+
+    torch.testing.assert_close(f(*args), reg.elman_reg(*args, mask, keep, lengths, 1))
     torch.autograd.gradcheck(f, args)
     torch.autograd.gradgradcheck(f, args, fast_mode=True)

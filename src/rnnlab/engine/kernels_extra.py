@@ -5,10 +5,11 @@ Shapes: B batch, T time, I input, H hidden.
 - :class:`~rnnlab.cells.VariationalDropoutCell`: the input mask is constant over time, so it
   multiplies the whole (B, T, I) input once, before the hoisted input GEMM. Without an active
   recurrent mask (eval, or ``dropout_state=0``) the inner cell's own kernel then runs
-  unchanged; with one, an LSTM (torch's maths: no peepholes, projection or Greff variant) or a
-  GRU runs the regularised operators of :mod:`.regularised` (the mask inside the loop). Other
-  inner cells decline (the reference loop runs).
-- :class:`~rnnlab.cells.ZoneoutCell` around such an LSTM or GRU (or a dropout wrapper of one):
+  unchanged; with one, an LSTM (torch's maths: no peepholes, projection or Greff variant), a
+  GRU, an Elman cell or a layer-norm LSTM (no peepholes/projection) or GRU runs the regularised
+  operators of :mod:`.regularised` / :mod:`.regularised_ln` (the mask inside the loop). Other
+  inner cells (Jordan) decline: the reference loop runs.
+- :class:`~rnnlab.cells.ZoneoutCell` around such a cell (or a dropout wrapper of one):
   the per-step keep draws are made here, in Python, with exactly the reference loop's calls
   (``torch.rand((B, n), generator=cell.generator) < p`` per step and zoned field, in field
   order), stacked to (T, B, n) and passed in; eval passes the rates (the deterministic mixture).
@@ -26,6 +27,7 @@ from ..cells.dropout import VariationalDropoutCell
 from ..cells.gru import GRUCell
 from ..cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from ..cells.lstm import LSTMCell
+from ..cells.simple import ElmanCell
 from ..cells.zoneout import ZoneoutCell
 from .kernels import (
     ACT_CODES,
@@ -34,6 +36,7 @@ from .kernels import (
     _read_out,
     _summed_bias,
     _time_major_projection,
+    _zero_past,
 )
 from .registry import lookup, register
 
@@ -46,6 +49,8 @@ def _regularisable(cell: Any) -> bool:
         return not cell.peephole and cell.proj_size == 0
     if type(cell) is LayerNormGRUCell:
         return True
+    if type(cell) is ElmanCell:
+        return cell.activation_name in ACT_CODES and cell.output_activation_name is not None
     if type(cell) is LSTMCell:
         return (
             cell.variant == "NP"
@@ -67,9 +72,19 @@ def _run_regularised(
     keep: dict[str, Tensor],
 ) -> tuple[Tensor, list[Tensor]]:
     """Output (B, T, H) and the final (h, c) or (h) of ``cell`` with the masks inside."""
-    from .regularised import GRUReg, LSTMReg
+    from .regularised import ElmanReg, GRUReg, LSTMReg
     from .regularised_ln import LNGRU, LNLSTM
 
+    if type(cell) is ElmanCell:
+        gx = _time_major_projection(x, cell.weight_ih, _summed_bias(cell))
+        hs, _ = ElmanReg.apply(
+            gx, cell.weight_hh, state.h, mask_h, keep.get("h"), lengths,
+            ACT_CODES[cell.activation_name or ""],
+        )  # fmt: skip
+        h_seq, h_final = _read_out(hs, lengths)
+        if cell.weight_ho is not None:  # the output layer, hoisted out of the loop
+            h_seq = _zero_past(cell.readout(h_seq), lengths)
+        return h_seq, [h_final]
     if type(cell) is LayerNormGRUCell:
         wx = F.linear(x.transpose(0, 1), cell.weight_ih)  # (T, B, 3H), normalised at once
         gx = F.layer_norm(wx, (3 * cell.hidden_size,), cell.gain_ih, cell.bias_ih, cell.eps)
@@ -162,6 +177,8 @@ def zoneout_kernel(cell: ZoneoutCell, x: Tensor, state: Any, lengths: Tensor | N
         return None
     if any(p > 0.0 for f, p in cell.rates.items() if f.startswith("mask_")):
         return None
+    if type(base) is ElmanCell and base.weight_ho is not None and cell.rates.get("h", 0.0) > 0:
+        return None  # its output reads the un-zoned candidate h̃, which the op does not return
     x_in, mask_h = x, None
     if isinstance(inner, VariationalDropoutCell):
         x_in, mask_h = _dropout_parts(inner, x, state)

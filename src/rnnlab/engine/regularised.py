@@ -44,11 +44,15 @@ SCHEMAS = {
     "gru_reg_backward": "(Tensor grad_hs, Tensor hs, Tensor gates, Tensor aux, Tensor w_hh, "
     "Tensor? mask_h, Tensor? keep_h, Tensor? lengths, bool before, int act) "
     "-> (Tensor, Tensor, Tensor, Tensor)",
+    "elman_reg_forward": "(Tensor gx, Tensor w_hh, Tensor h0, Tensor? mask_h, Tensor? keep_h, "
+    "Tensor? lengths, int act) -> (Tensor, Tensor)",
+    "elman_reg_backward": "(Tensor grad_hs, Tensor hs, Tensor hc, Tensor w_hh, Tensor? mask_h, "
+    "Tensor? keep_h, Tensor? lengths, int act) -> (Tensor, Tensor, Tensor)",
 }
 _LENGTHS = {"lstm_reg_forward": 7, "lstm_reg_backward": 10, "gru_reg_forward": 6,
-            "gru_reg_backward": 7}  # fmt: skip
+            "gru_reg_backward": 7, "elman_reg_forward": 5, "elman_reg_backward": 6}  # fmt: skip
 _PRIMARY = {"lstm_reg_forward": 0, "lstm_reg_backward": 2, "gru_reg_forward": 0,
-            "gru_reg_backward": 1}  # fmt: skip
+            "gru_reg_backward": 1, "elman_reg_forward": 0, "elman_reg_backward": 1}  # fmt: skip
 
 
 def _lstm_fwd_fake(gx, w_hh, h0, c0, mask_h, keep_h, keep_c, lengths, act, cact):  # type: ignore[no-untyped-def]
@@ -79,7 +83,20 @@ def _gru_bwd_fake(g_hs, hs, gates, aux, w_hh, m, kh, lengths, before, act):  # t
     return n(S, B, G), n(G, H), n(G), n(B, H)
 
 
+def _elman_fwd_fake(gx, w_hh, h0, mask_h, keep_h, lengths, act):  # type: ignore[no-untyped-def]
+    S, B, H = gx.shape
+    return gx.new_empty(S + 1, B, H), gx.new_empty(S, B, H)
+
+
+def _elman_bwd_fake(g_hs, hs, hc, w_hh, m, kh, lengths, act):  # type: ignore[no-untyped-def]
+    S, B, H = hc.shape
+    n = hs.new_empty
+    return n(S, B, H), n(H, H), n(B, H)
+
+
 _FAKES: dict[str, Callable[..., Any]] = {
+    "elman_reg_forward": _elman_fwd_fake,
+    "elman_reg_backward": _elman_bwd_fake,
     "lstm_reg_forward": _lstm_fwd_fake,
     "lstm_reg_backward": _lstm_bwd_fake,
     "gru_reg_forward": _gru_fwd_fake,
@@ -160,6 +177,25 @@ def gru_reg(
             r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
             n = f(xn + r * hn)
         h = _keep(m, _zone(keep_h, t, h, z * h + (1 - z) * n), h)
+        hs.append(h)
+    return (torch.stack(hs),)
+
+
+def elman_reg(
+    gx: Tensor,
+    w_hh: Tensor,
+    h0: Tensor,
+    mask_h: Tensor | None,
+    keep_h: Tensor | None,
+    lengths: Tensor | None,
+    act: int,
+) -> tuple[Tensor]:
+    """hs (T+1, B, H): h̃ = act(gx(t) + U (m ⊙ h(t-1))), then zoneout and the length freeze."""
+    f = activation(act)
+    h, hs = h0, [h0]
+    for t, m in enumerate(_masks(lengths, gx.shape[0], gx)):
+        hin = h if mask_h is None else mask_h * h
+        h = _keep(m, _zone(keep_h, t, h, f(gx[t] + F.linear(hin, w_hh))), h)
         hs.append(h)
     return (torch.stack(hs),)
 
@@ -295,3 +331,50 @@ class GRUReg(torch.autograd.Function):
             g_hs, gx, w_hh, b_hh, h0, mask_h, keep_h, lengths, *ctx.cfg, hs, gates, aux
         )
         return dgx, dw, db if b_hh is not None else None, dh0, None, None, None, None, None
+
+
+class ElmanRegBackward(torch.autograd.Function):
+    """``rnnlab::elman_reg_backward``; its backward is the reference's second derivative."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(g_hs, gx, w_hh, h0, mask_h, keep_h, lengths, act, hs, hc):  # type: ignore[no-untyped-def,override]
+        dgx, dw, dh0 = op("elman_reg_backward")(g_hs, hs, hc, w_hh, mask_h, keep_h, lengths, act)
+        return dgx, dw, dh0
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        g_hs, gx, w_hh, h0, mask_h, keep_h, lengths, act = inputs[:8]
+        ctx.save_for_backward(g_hs, gx, w_hh, h0)
+        ctx.diff_at = (0, 1, 2)
+        ctx.consts = {3: mask_h, 4: keep_h, 5: lengths, 6: act}
+
+    @staticmethod
+    def backward(ctx: Any, *cot: Tensor) -> Any:
+        d_g, d_x = _second(elman_reg, ctx.consts, 1, ctx, cot)
+        return (*d_g, *d_x, *([None] * 6))
+
+
+class ElmanReg(torch.autograd.Function):
+    """``rnnlab::elman_reg_forward`` with its gradients (``ElmanRegBackward``)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(gx, w_hh, h0, mask_h, keep_h, lengths, act):  # type: ignore[no-untyped-def,override]
+        return op("elman_reg_forward")(gx, w_hh, h0, mask_h, keep_h, lengths, act)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*inputs[:6], *output)
+        ctx.act = inputs[6]
+
+    @staticmethod
+    def backward(ctx: Any, g_hs: Tensor, *_: Any) -> Any:
+        gx, w_hh, h0, mask_h, keep_h, lengths, hs, hc = ctx.saved_tensors
+        dgx, dw, dh0 = ElmanRegBackward.apply(
+            g_hs, gx, w_hh, h0, mask_h, keep_h, lengths, ctx.act, hs, hc
+        )
+        return dgx, dw, dh0, None, None, None, None

@@ -571,6 +571,8 @@ TORCH_LIBRARY(rnnlab_engine, m) {
   m.def("ln_lstm_backward(Tensor grad_hs, Tensor grad_cs, Tensor hs, Tensor cs, Tensor gates, Tensor uhat, Tensor ru, Tensor chat, Tensor rc, Tensor tc, Tensor w_hh, Tensor g_hh, Tensor g_c, Tensor mask_h, Tensor keep_h, Tensor keep_c, Tensor lengths) -> Tensor[]");
   m.def("ln_gru_forward(Tensor gx, Tensor w_hh, Tensor g_hh, Tensor b_hh, Tensor h0, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, float eps) -> Tensor[]");
   m.def("ln_gru_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor uhat, Tensor ru, Tensor q, Tensor w_hh, Tensor g_hh, Tensor b_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before) -> Tensor[]");
+  m.def("elman_reg_forward(Tensor gx, Tensor w_hh, Tensor h0, Tensor mask_h, Tensor keep_h, Tensor lengths, int act) -> Tensor[]");
+  m.def("elman_reg_backward(Tensor grad_hs, Tensor hs, Tensor hc, Tensor w_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, int act) -> Tensor[]");
   m.def("gru_reg_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor aux, Tensor w_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, int act) -> Tensor[]");
   // half precision (half.h): device-free, so no dispatch key is needed
   m.def("half_scope(Tensor[] f32, Tensor[] bf16) -> ()", &rnnlab::half_scope);
@@ -590,6 +592,8 @@ TORCH_LIBRARY_IMPL(rnnlab_engine, CPU, m) {
   m.impl("lstm_reg_backward", &rnnlab::lstm_reg_backward);
   m.impl("gru_reg_forward", &rnnlab::gru_reg_forward);
   m.impl("gru_reg_backward", &rnnlab::gru_reg_backward);
+  m.impl("elman_reg_forward", &rnnlab::elman_reg_forward);
+  m.impl("elman_reg_backward", &rnnlab::elman_reg_backward);
   m.impl("ln_lstm_forward", &rnnlab::ln_lstm_forward);
   m.impl("ln_lstm_backward", &rnnlab::ln_lstm_backward);
   m.impl("ln_gru_forward", &rnnlab::ln_gru_forward);

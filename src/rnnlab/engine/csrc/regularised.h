@@ -464,4 +464,130 @@ std::vector<Tensor> gru_reg_backward(const Tensor& grad_hs, const Tensor& hs, co
   return {dgx, dw, dbh, dh0};
 }
 
+// --------------------------------------------------------------------------- Elman ----
+// h̃ = act(gx(t) + U hin(t-1)), h(t) = d ⊙ h(t-1) + (1 - d) ⊙ h̃; hc (S, B, H) keeps h̃
+template <typename T>
+static void elman_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& mask,
+                               const Tensor& zh, Tensor& hs, Tensor& hcs, const Lengths& L,
+                               int64_t act) {
+  const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2);
+  const T* g = gx.data_ptr<T>();
+  const T* W = whh.data_ptr<T>();
+  const T* m = reg_ptr<T>(mask);
+  const T* dz_ = reg_ptr<T>(zh);
+  T* h = hs.data_ptr<T>();
+  T* hc = hcs.data_ptr<T>();
+  std::vector<T> hin(m ? B * H : 0);
+  const StepGemm<T> gw(B, H, H, W, H, true);
+  for (int64_t t = 0; t < S; ++t) {
+    const T* hp = h + t * B * H;
+    T* ht = h + (t + 1) * B * H;
+    T* hct = hc + t * B * H;
+    std::memcpy(hct, g + t * B * H, sizeof(T) * B * H);
+    const T* src = hp;
+    if (m) {
+      for (int64_t k = 0; k < B * H; ++k) hin[k] = m[k] * hp[k];
+      src = hin.data();
+    }
+    gw.run(B, src, H, T(1), hct, H);
+    par_act_inplace(act, hct, B * H);
+    const T* zt = dz_ ? dz_ + t * B * H : nullptr;
+    for (int64_t r = 0; r < B; ++r)
+      for (int64_t j = 0; j < H; ++j) {
+        const int64_t k = r * H + j;
+        ht[k] = !L.valid(r, t) ? hp[k] : zt ? zt[k] * hp[k] + (T(1) - zt[k]) * hct[k] : hct[k];
+      }
+  }
+}
+
+std::vector<Tensor> elman_reg_forward(const Tensor& gx, const Tensor& w_hh, const Tensor& h0,
+                                      const Tensor& mask_h, const Tensor& keep_h,
+                                      const Tensor& lengths, int64_t act) {
+  read_switches();
+  auto g = gx.contiguous();
+  auto w = w_hh.contiguous();
+  auto m = mask_h.contiguous();
+  auto zh = keep_h.contiguous();
+  const int64_t S = g.size(0), B = g.size(1), H = g.size(2);
+  Lengths L(lengths, B, S);
+  Tensor hs = empty_like_shape(g, {S + 1, B, H});
+  Tensor hc = empty_like_shape(g, {S, B, H});
+  hs[0].copy_(h0);
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "elman_reg_forward", [&] {
+    elman_reg_fwd_impl<scalar_t>(g, w, m, zh, hs, hc, L, act);
+  });
+  return {hs, hc};
+}
+
+template <typename T>
+static void elman_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& hcs,
+                               const Tensor& whh, const Tensor& mask, const Tensor& zh,
+                               Tensor& dgx, Tensor& dw, Tensor& dh0, const Lengths& L,
+                               int64_t act) {
+  const int64_t S = hcs.size(0), B = hcs.size(1), H = hcs.size(2);
+  const T* G = ghs.data_ptr<T>();
+  const T* h = hs.data_ptr<T>();
+  const T* hc = hcs.data_ptr<T>();
+  const T* W = whh.data_ptr<T>();
+  const T* m = reg_ptr<T>(mask);
+  const T* dz_ = reg_ptr<T>(zh);
+  T* dg = dgx.data_ptr<T>();
+  std::vector<T> dh(B * H, T(0)), tmp(B * H);
+  const StepGemm<T> gw(B, H, H, W, H, false);
+  for (int64_t t = S - 1; t >= 0; --t) {
+    for (int64_t k = 0; k < B * H; ++k) dh[k] += G[(t + 1) * B * H + k];
+    T* d = dg + t * B * H;
+    const T* zt = dz_ ? dz_ + t * B * H : nullptr;
+    for (int64_t r = 0; r < B; ++r)
+      for (int64_t j = 0; j < H; ++j) {
+        const int64_t k = r * H + j;
+        if (!L.valid(r, t)) {
+          d[k] = T(0);
+          continue;
+        }
+        T z = zt ? zt[k] : T(0);
+        d[k] = (T(1) - z) * dh[k];
+        dh[k] = z * dh[k];
+      }
+    act_backward_inplace(act, d, hc + t * B * H, B * H);
+    gw.run(B, d, H, T(0), tmp.data(), H);
+    for (int64_t r = 0; r < B; ++r) {
+      if (!L.valid(r, t)) continue;
+      for (int64_t j = 0; j < H; ++j) dh[r * H + j] += m ? m[r * H + j] * tmp[r * H + j] : tmp[r * H + j];
+    }
+  }
+  const T* hin = h;
+  std::vector<T> hm;
+  if (m) {
+    hm.resize(S * B * H);
+    for (int64_t t = 0; t < S; ++t)
+      for (int64_t k = 0; k < B * H; ++k) hm[t * B * H + k] = m[k] * h[t * B * H + k];
+    hin = hm.data();
+  }
+  gemm(true, false, H, H, S * B, T(1), dg, H, hin, H, T(0), dw.data_ptr<T>(), H);
+  T* d0 = dh0.data_ptr<T>();
+  for (int64_t k = 0; k < B * H; ++k) d0[k] = dh[k] + G[k];
+}
+
+std::vector<Tensor> elman_reg_backward(const Tensor& grad_hs, const Tensor& hs, const Tensor& hc,
+                                       const Tensor& w_hh, const Tensor& mask_h,
+                                       const Tensor& keep_h, const Tensor& lengths, int64_t act) {
+  read_switches();
+  auto g = grad_hs.contiguous();
+  auto h = hs.contiguous();
+  auto c = hc.contiguous();
+  auto w = w_hh.contiguous();
+  auto m = mask_h.contiguous();
+  auto zh = keep_h.contiguous();
+  const int64_t S = c.size(0), B = c.size(1), H = c.size(2);
+  Lengths L(lengths, B, S);
+  Tensor dgx = empty_like_shape(h, {S, B, H});
+  Tensor dw = empty_like_shape(h, {H, H});
+  Tensor dh0 = empty_like_shape(h, {B, H});
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "elman_reg_backward", [&] {
+    elman_reg_bwd_impl<scalar_t>(g, h, c, w, m, zh, dgx, dw, dh0, L, act);
+  });
+  return {dgx, dw, dh0};
+}
+
 }  // namespace rnnlab
