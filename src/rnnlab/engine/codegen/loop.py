@@ -89,7 +89,12 @@ static inline T pw(T x, double e) {
 
 
 # the small-M products (csrc/smallgemm.h, shared with the built-in kernels), pasted in whole
-SMALLGEMM_H = (Path(__file__).resolve().parent.parent / "csrc" / "smallgemm.h").read_text()
+# (without its "#pragma once", which g++ warns about in a main file)
+SMALLGEMM_H = (
+    (Path(__file__).resolve().parent.parent / "csrc" / "smallgemm.h")
+    .read_text()
+    .replace("#pragma once\n", "")
+)
 
 
 def _is_compute(n: fx.Node) -> bool:
