@@ -105,6 +105,7 @@ def test_cli_trains_a_factory_model(tmp_path, capsys):
     assert main([*argv, "--run-dir", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "LastStepClassifier from user_models:make_classifier" in out
+    assert ", accuracy " in out, "the summary reports the accuracy"
     meta = load_checkpoint(latest_checkpoint(tmp_path / "r" / "checkpoints")).meta
     assert meta["callbacks"] == {"0:StepCounter": {"steps": 4}}, "the CLI's callback ran"
     # resumed from the CLI: the callback's count goes on from the checkpoint
@@ -301,3 +302,31 @@ def test_a_loss_function_of_your_own_replaces_the_tasks():
     assert mine == pytest.approx(2 * Trainer(digits_cfg(1), None).evaluate()["loss"], rel=1e-6)
     with pytest.raises(TypeError, match=r"loss: expected a function"):
         Trainer(digits_cfg(), None, loss="mse")
+
+
+def test_progress_on_a_tty_is_a_bar_that_stays():
+    import io
+
+    from rnnlab.training.progress import Progress
+
+    class TTY(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = TTY()
+    bar = Progress(4, 0, enabled=True, every=1, stream=out)
+    assert bar.bar is not None, "tqdm on a TTY"
+    for k in range(1, 5):
+        bar.update(k, 0.5)
+    bar.validation(4, {"loss": 0.25})
+    bar.close()
+    text = out.getvalue()
+    assert "val   step 4/4 loss 0.25" in text
+    # the finished bar stays: its last redraw shows 4/4 and ends the line (leave=False would
+    # end with a carriage return and blanks that erase it)
+    assert text.endswith("\n") and "4/4" in text[:-1].split("\n")[-1].split("\r")[-1]
+    plain = io.StringIO()  # not a TTY: lines, no bar
+    bar = Progress(4, 0, enabled=True, every=2, stream=plain)
+    for k in range(1, 5):
+        bar.update(k, 0.5)
+    assert bar.bar is None and len(plain.getvalue().splitlines()) == 2

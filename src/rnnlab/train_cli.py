@@ -259,6 +259,7 @@ def run_train(args: argparse.Namespace) -> int:
                 if trainer.model.feedback != "none"
                 else ""
             )
+            + (f", accuracy {val['accuracy']:.4g}" if "accuracy" in val else "")
             + (f"; trivial baseline {base:.5g}" if base is not None else "")
         )
         print(
