@@ -14,7 +14,7 @@ import torch
 
 import rnnlab
 from compat_cases import Model, _loss, inputs, make, reference
-from rnnlab import GRUCell, LSTMCell, Recurrent, ZoneoutCell
+from rnnlab import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, Recurrent, ZoneoutCell
 from rnnlab.engine import build, half
 from rnnlab.engine.ops import op
 
@@ -160,13 +160,21 @@ def test_a_failing_kernel_call_clears_the_bf16_scope(monkeypatch):
     assert half.gemms() == n
 
 
-@pytest.mark.parametrize("inner", ["lstm", "gru_before"])
-def test_bf16_regularised_kernels_match_float64(inner, monkeypatch):
-    """The zoneout/dropout kernels (engine/regularised.py) take the same bf16 path."""
+REGULARISED = {
+    "zoneout-lstm": lambda: ZoneoutCell(LSTMCell(3, 5), 0.3),
+    "zoneout-gru-before": lambda: ZoneoutCell(GRUCell(3, 5, reset="before"), 0.3),
+    "layernorm-lstm": lambda: LayerNormLSTMCell(3, 5),
+    "layernorm-gru": lambda: LayerNormGRUCell(3, 5),
+}
+
+
+@pytest.mark.parametrize("name", list(REGULARISED))
+def test_bf16_regularised_kernels_match_float64(name, monkeypatch):
+    """The zoneout/dropout and layer-norm kernels (engine/regularised*.py) take the same bf16
+    path."""
     monkeypatch.setenv("RNNLAB_ENGINE_BF16GEMM", "1")
     torch.manual_seed(0)
-    cell = LSTMCell(3, 5) if inner == "lstm" else GRUCell(3, 5, reset="before")
-    model = Model(Recurrent(ZoneoutCell(cell, 0.3)), True).double().eval()  # eval: d = p
+    model = Model(Recurrent(REGULARISED[name]()), True).double().eval()  # eval: zoneout d = p
     x, lengths = inputs(3, 5)
     with reference():
         want, want_grads = _run(model, x, lengths)

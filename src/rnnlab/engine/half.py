@@ -30,9 +30,12 @@ WEIGHTS = {
     "jordan_forward": (1, 2), "jordan_backward": (3, 4),
     "gru_forward": (1,), "gru_backward": (4,),
     "lstm_forward": (1, 5, 6), "lstm_backward": (8, 12, 13),
-    # engine/regularised.py (issue 18)
+    # engine/regularised.py (zoneout, dropout: issue 18)
     "lstm_reg_forward": (1,), "lstm_reg_backward": (6,),
     "gru_reg_forward": (1,), "gru_reg_backward": (4,),
+    # engine/regularised_ln.py (layer norm, issue 18)
+    "ln_lstm_forward": (1,), "ln_lstm_backward": (10,),
+    "ln_gru_forward": (1,), "ln_gru_backward": (6,),
 }  # fmt: skip
 
 
