@@ -12,7 +12,8 @@ import torch
 
 import rnnlab
 from compat_cases import Bundle, Model, inputs, make, reference
-from rnnlab import ElmanCell, GRUCell, Recurrent
+from rnnlab import ElmanCell, GRUCell, LSTMCell, Recurrent
+from rnnlab.cells import VariationalDropoutCell, ZoneoutCell
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -39,7 +40,7 @@ ROWS = [
 
 
 # no ONNX operator: one Scan per layer call (LSTM with projection, absent gates, coupled gates,
-# full gate recurrence; Jordan with a nonlinear output; hardtanh), in every layer kind
+# full gate recurrence; Jordan with a nonlinear output; hardtanh; zoneout), in every layer kind
 SCAN_ROWS = [
     ("recurrent", "jordan"),
     ("recurrent", "jordan_nobias"),
@@ -54,9 +55,19 @@ SCAN_ROWS = [
 ]
 
 
-def _hardtanh():
+def _hardtanh_and_regularised():
+    """hardtanh (not among ONNX's activations) and the regularised cells in eval mode:
+    zoneout (keep weights = the rates) with and without variational dropout (its state mask
+    is off in eval), on the regularised kernels' ops."""
     torch.manual_seed(0)
-    cells = [ElmanCell(3, 5, 2, activation="hardtanh"), GRUCell(3, 5, activation="hardtanh")]
+    cells = [
+        ElmanCell(3, 5, 2, activation="hardtanh"),
+        GRUCell(3, 5, activation="hardtanh"),
+        ZoneoutCell(LSTMCell(3, 5), 0.3),
+        ZoneoutCell(GRUCell(3, 5, reset="before"), 0.2),
+        ZoneoutCell(VariationalDropoutCell(LSTMCell(3, 5), dropout_state=0.3), 0.25),
+        VariationalDropoutCell(GRUCell(3, 5), dropout_input=0.2, dropout_state=0.3),
+    ]
     return [Model(Recurrent(c), True).double() for c in cells]
 
 
@@ -74,7 +85,7 @@ def _ops(program):
 
 
 def _check(bundle, dtype, tol):
-    bundle = bundle.to(dtype)
+    bundle = bundle.to(dtype).eval()  # dropout and zoneout cells: deterministic
     x, lengths = inputs(2, 4)
     program = rnnlab.export.to_onnx(bundle, (x.to(dtype), lengths))
     x2, lengths2 = inputs(3, 7, seed=5)
@@ -96,11 +107,12 @@ def test_onnx_runs_in_onnxruntime_at_other_sizes():
 
 @pytest.mark.slow
 def test_onnx_scan_lowering_runs_in_onnxruntime_at_other_sizes():
-    bundle = Bundle([make(k, n) for k, n in SCAN_ROWS] + _hardtanh())
+    bundle = Bundle([make(k, n) for k, n in SCAN_ROWS] + _hardtanh_and_regularised())
     program = _check(bundle, torch.float32, 1e-5)
     ops = _ops(program)
-    # (Jordan with a linear output is Elman's recurrence: ONNX's RNN)
-    assert "Scan" in ops and "RNN" in ops and not {"GRU", "LSTM", "Loop"} & ops
+    # (Jordan with a linear output is Elman's recurrence: ONNX's RNN; dropout in eval is the
+    # plain GRU: ONNX's GRU)
+    assert {"Scan", "RNN", "GRU"} <= ops and not {"LSTM", "Loop"} & ops
 
 
 def test_onnx_float64_runs_on_scan():

@@ -9,16 +9,17 @@ torch's dynamo exporter traces the model (the engine's kernels are single graph 
   activations;
 - else onto one ``Scan`` per layer call, the kernel's maths step for step (:mod:`._scan`):
   Jordan with a nonlinear output, LSTM with projection, absent gates (NIG/NFG/NOG), coupled
-  gates (CIFG), full gate recurrence (FGR), hardtanh, and every float64 model (onnxruntime has
-  no float64 RNN/GRU/LSTM kernels);
+  gates (CIFG), full gate recurrence (FGR), hardtanh, the zoneout/variational-dropout kernels
+  (eval mode), and every float64 model (onnxruntime has no float64 RNN/GRU/LSTM kernels);
 - ``lengths`` become ONNX's ``sequence_lens`` or the Scan's step mask; states past a
   sequence's end are frozen with a ``Where`` as the kernels freeze them.
 
 Stacked and bidirectional layers and the drop-ins are several such nodes. Cells without an
-engine kernel (DeepTransition, DeepOutput, the layer-norm, dropout and zoneout cells, a
-custom cell) run their Python reference loop, which fixes T in the trace: with
-``dynamic=True`` they are refused with an error naming them, with ``dynamic=False`` they export
-at the example's length.
+engine kernel (DeepTransition, DeepOutput, a custom cell) run their Python reference loop,
+which fixes T in the trace: with ``dynamic=True`` they are refused with an error naming them,
+with ``dynamic=False`` they export at the example's length. An engine op without a lowering
+(the layer-norm cells' ``ln_lstm_forward``/``ln_gru_forward``, the feedback ops) is refused
+with an error naming it.
 
 Example:
     >>> import torch, rnnlab
@@ -74,13 +75,28 @@ def _translations() -> dict[Any, Any]:
         # the gate buffers (acts, ms) feed only the backward
         return ys, cs, gs if gs is not None else op.Identity(ys), op.Identity(ys), op.Identity(ys)
 
+    # the regularised cells (issue 18): zoneout and variational dropout masks inside the loop
+    def gru_reg(gx: Any, w_hh: Any, b_hh: Any, h0: Any, mask_h: Any, keep_h: Any,
+                lengths: Any, before: bool, act: int) -> Any:  # fmt: skip
+        hs = _scan.gru(op, gx, w_hh, b_hh, h0, lengths, before, act, mask_h, keep_h)
+        return hs, op.Identity(hs), op.Identity(hs)
+
+    def lstm_reg(gx: Any, w_hh: Any, h0: Any, c0: Any, mask_h: Any, keep_h: Any, keep_c: Any,
+                 lengths: Any, act: int, cact: int) -> Any:  # fmt: skip
+        hs, cs = _scan.lstm_reg(op, gx, w_hh, h0, c0, mask_h, keep_h, keep_c, lengths, act, cact)
+        return hs, cs, op.Identity(hs), op.Identity(hs)
+
     ops = torch.ops.rnnlab
-    return {
+    table = {
         ops.elman_forward.default: elman,
         ops.gru_forward.default: gru,
         ops.lstm_forward.default: lstm,
         ops.jordan_forward.default: jordan,
     }
+    if hasattr(ops, "lstm_reg_forward"):
+        table[ops.lstm_reg_forward.default] = lstm_reg
+        table[ops.gru_reg_forward.default] = gru_reg
+    return table
 
 
 def _missing_lowering(exc: BaseException) -> str | None:

@@ -162,34 +162,69 @@ def jordan(op: Any, gx: Any, u: Any, wy: Any, by: Any, y0: Any, lengths: Any, ac
     return _with_first(op, ys, y0), hs
 
 
+def _zone(b: Body, d: ir.Value | None, prev: ir.Value, new: ir.Value, k: Consts) -> ir.Value:
+    """Zoneout: d ⊙ prev + (1 - d) ⊙ new (no keep weights: new)."""
+    if d is None:
+        return new
+    return b.Add(b.Mul(d, prev), b.Mul(b.Sub(k(1.0), d), new))
+
+
 def gru(op: Any, gx: Any, w_hh: Any, b_hh: Any, h0: Any, lengths: Any, before: bool,
-        act: int) -> Any:  # fmt: skip
-    """hs (T+1, B, H), both reset positions (rnnlab.engine.reference.gru)."""
+        act: int, mask_h: Any = None, keep_h: Any = None) -> Any:  # fmt: skip
+    """hs (T+1, B, H), both reset positions (rnnlab.engine.reference.gru); with ``mask_h``
+    (B, H) on h(t-1) in the products and zoneout keep weights ``keep_h`` (T, B, H), the
+    regularised GRU (rnnlab.engine.regularised.gru_reg)."""
     k = Consts(op, gx)
     H = int(w_hh.shape[1])
     wT = op.Transpose(w_hh)  # (H, 3H)
     b = Body(gx.dtype)
     h, g = b.input(2), b.input(2)
+    d = b.input(2) if keep_h is not None else None
     m = b.input(2, ir.DataType.BOOL) if lengths is not None else None
+    hin = h if mask_h is None else b.Mul(mask_h, h)
     xr, xz, xn = b.split(g, 3)
     if before:
         wrzT = op.Slice(wT, [0], [2 * H], [1])
         wnT = op.Slice(wT, [2 * H], [3 * H], [1])
-        hr, hz = b.split(b.MatMul(h, wrzT), 2)
+        hr, hz = b.split(b.MatMul(hin, wrzT), 2)
         r, z = b.Sigmoid(b.Add(xr, hr)), b.Sigmoid(b.Add(xz, hz))
-        n = activation(b, act, b.Add(xn, b.MatMul(b.Mul(r, h), wnT)), k)
+        n = activation(b, act, b.Add(xn, b.MatMul(b.Mul(r, hin), wnT)), k)
     else:
-        hh = b.MatMul(h, wT)
+        hh = b.MatMul(hin, wT)
         if b_hh is not None:
             hh = b.Add(hh, b_hh)
         hr, hz, hn = b.split(hh, 3)
         r, z = b.Sigmoid(b.Add(xr, hr)), b.Sigmoid(b.Add(xz, hz))
         n = activation(b, act, b.Add(xn, b.Mul(r, hn)), k)
     h_new = b.Add(b.Mul(z, h), b.Mul(b.Sub(k(1.0), z), n))
-    h_new = _keep(b, m, h_new, h)
-    seqs = [gx] if lengths is None else [gx, step_mask(op, gx, lengths)]
+    h_new = _keep(b, m, _zone(b, d, h, h_new, k), h)
+    seqs = [gx] + ([keep_h] if keep_h is not None else [])
+    seqs += [] if lengths is None else [step_mask(op, gx, lengths)]
     _, hs = scan(op, b, [h_new, b.Identity(h_new)], [h0], seqs)
     return _with_first(op, hs, h0)
+
+
+def lstm_reg(op: Any, gx: Any, w_hh: Any, h0: Any, c0: Any, mask_h: Any, keep_h: Any,
+             keep_c: Any, lengths: Any, act: int, cact: int) -> Any:  # fmt: skip
+    """(hs, cs) (T+1, B, H): torch's LSTM maths with ``mask_h`` on h(t-1) in the product and
+    zoneout keep weights per field (rnnlab.engine.regularised.lstm_reg)."""
+    k = Consts(op, gx)
+    whhT = op.Transpose(w_hh)
+    b = Body(gx.dtype)
+    h, c, g_t = b.input(2), b.input(2), b.input(2)
+    dh = b.input(2) if keep_h is not None else None
+    dc = b.input(2) if keep_c is not None else None
+    m = b.input(2, ir.DataType.BOOL) if lengths is not None else None
+    hin = h if mask_h is None else b.Mul(mask_h, h)
+    i, f, g, o = b.split(b.Add(g_t, b.MatMul(hin, whhT)), 4)
+    c_new = b.Add(b.Mul(b.Sigmoid(f), c), b.Mul(b.Sigmoid(i), activation(b, act, g, k)))
+    h_new = b.Mul(b.Sigmoid(o), activation(b, cact, c_new, k))
+    h_new = _keep(b, m, _zone(b, dh, h, h_new, k), h)
+    c_new = _keep(b, m, _zone(b, dc, c, c_new, k), c)
+    seqs = [gx] + [v for v in (keep_h, keep_c) if v is not None]
+    seqs += [] if lengths is None else [step_mask(op, gx, lengths)]
+    outs = scan(op, b, [h_new, c_new, b.Identity(h_new), b.Identity(c_new)], [h0, c0], seqs)
+    return _with_first(op, outs[2], h0), _with_first(op, outs[3], c0)
 
 
 def lstm(op: Any, gx: Any, w_hh: Any, w_ci: Any, w_cf: Any, w_co: Any, w_hr: Any, w_gg: Any,
