@@ -154,3 +154,9 @@ def test_onnx_names_an_engine_op_without_lowering(monkeypatch):
     x, lengths = inputs(2, 4)
     with pytest.raises(NotImplementedError, match=r"torch.ops.rnnlab.jordan_forward has no ONNX"):
         ex.to_onnx(make("recurrent", "jordan_sigmoid").float(), (x.float(), lengths))
+
+
+def test_onnx_with_the_engine_off_is_refused_at_dynamic_length():
+    x, lengths = inputs(2, 4)
+    with rnnlab.engine.disabled(), pytest.raises(NotImplementedError, match="the engine is off"):
+        rnnlab.export.to_onnx(make("recurrent", "gru_after").float(), (x.float(), lengths))

@@ -129,12 +129,16 @@ def _check_dynamic_time(model: nn.Module, program: Any, time_dim: int) -> None:
         return
     dims = program.model_proto.graph.input[0].type.tensor_type.shape.dim
     if time_dim < len(dims) and dims[time_dim].HasField("dim_value"):
-        cells = ", ".join(_without_kernel(model)) or "a layer"
+        from ..layers.dispatch import fast_paths_enabled
+
+        if not fast_paths_enabled():
+            why = "the engine is off (RNNLAB_ENGINE=0 or rnnlab.engine.disabled())"
+        else:
+            why = (", ".join(_without_kernel(model)) or "a layer") + " has no engine kernel"
         raise NotImplementedError(
             f"rnnlab.export.to_onnx: dynamic=True, but the time dimension of x came out "
-            f"static ({dims[time_dim].dim_value}): {cells} has no engine kernel, and its "
-            "Python loop over time fixes T in the trace; export with dynamic=False for this "
-            "length"
+            f"static ({dims[time_dim].dim_value}): {why}, and the Python loop over time fixes "
+            "T in the trace; export with dynamic=False for this length"
         )
 
 
