@@ -21,6 +21,35 @@ static Tensor empty_like_shape(const Tensor& ref, at::IntArrayRef shape) {
   return at::empty(shape, ref.options());
 }
 
+// A per-step product C = A op(W) + beta C with op(W) (K, N) the same for the whole loop: W is
+// (N, K) with rows ldw apart (tw, forward: A Wᵀ) or (K, N) (backward: A W). For few rows (a
+// recurrence's batch) op(W) is packed once and multiplied by smallgemm.h, which costs far less
+// per call than BLAS at these sizes; more rows go to gemm(). RNNLAB_ENGINE_SMALLGEMM=0 (read
+// once per process): always gemm(), for A/B runs.
+inline bool smallgemm_on() {
+  static const bool on = env_switch("RNNLAB_ENGINE_SMALLGEMM") != 0;
+  return on;
+}
+template <typename T> struct StepGemm {
+  std::vector<T> P;
+  const T* W;
+  int N, K, ldw;
+  bool tw, small;
+  StepGemm(int64_t M, int64_t N_, int64_t K_, const T* W_, int64_t ldw_, bool tw_)
+      : W(W_), N(int(N_)), K(int(K_)), ldw(int(ldw_)), tw(tw_),
+        small(M <= rnnlab_sg::kMaxM && smallgemm_on() && !half_wants(M * N_ * K_)) {  // bf16: gemm()
+    if (!small) return;
+    P.resize(rnnlab_sg::packed_size<T>(N, K));
+    rnnlab_sg::pack_b(tw, N, K, W, ldw, P.data());
+  }
+  void run(int64_t M, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    if (small)
+      rnnlab_sg::gemm_packed(false, int(M), N, K, T(1), A, int(lda), P.data(), beta, C, int(ldc));
+    else
+      gemm(false, tw, int(M), N, K, T(1), A, int(lda), W, ldw, beta, C, int(ldc));
+  }
+};
+
 // ---------------------------------------------------------------------------------- Elman ----
 // h(t) = act(gx(t) + U h(t-1)); `first` (B, H), when given, is added to step 0's pre-activation
 // (Jordan's fed-back y(0) enters there, see kernels.py)
@@ -32,13 +61,14 @@ static void elman_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& firs
   const T* W = w.data_ptr<T>();
   const T* f0 = first.numel() ? first.data_ptr<T>() : nullptr;
   T* h = hs.data_ptr<T>();
+  const StepGemm<T> gw(B, H, H, W, H, true);
   for (int64_t t = 0; t < S; ++t) {
     T* prev = h + t * B * H;
     T* cur = prev + B * H;
     std::memcpy(cur, g + t * B * H, sizeof(T) * B * H);
     if (t == 0 && f0)
       for (int64_t k = 0; k < B * H; ++k) cur[k] += f0[k];
-    gemm(false, true, B, H, H, T(1), prev, H, W, H, T(1), cur, H);
+    gw.run(B, prev, H, T(1), cur, H);
     par_act_inplace(act, cur, B * H);
     if (!L.full)
       for (int64_t b = 0; b < B; ++b)
@@ -70,6 +100,7 @@ static void elman_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& w,
   const T* W = w.data_ptr<T>();
   T* dg = dgx.data_ptr<T>();
   std::vector<T> dh(B * H, T(0)), tmp(B * H);
+  const StepGemm<T> gw(B, H, H, W, H, false);
   for (int64_t t = S - 1; t >= 0; --t) {
     const T* gt = G + (t + 1) * B * H;
     for (int64_t k = 0; k < B * H; ++k) dh[k] += gt[k];
@@ -77,11 +108,11 @@ static void elman_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& w,
     std::memcpy(d, dh.data(), sizeof(T) * B * H);
     par_act_backward_inplace(act, d, h + (t + 1) * B * H, B * H);
     if (L.full) {
-      gemm(false, false, B, H, H, T(1), d, H, W, H, T(0), dh.data(), H);
+      gw.run(B, d, H, T(0), dh.data(), H);
     } else {
       for (int64_t b = 0; b < B; ++b)
         if (!L.valid(b, t)) std::fill(d + b * H, d + (b + 1) * H, T(0));
-      gemm(false, false, B, H, H, T(1), d, H, W, H, T(0), tmp.data(), H);
+      gw.run(B, d, H, T(0), tmp.data(), H);
       for (int64_t b = 0; b < B; ++b)
         if (L.valid(b, t)) std::memcpy(&dh[b * H], &tmp[b * H], sizeof(T) * H);
     }
@@ -119,16 +150,17 @@ static void jordan_fwd_impl(const Tensor& gx, const Tensor& u, const Tensor& wy,
   const T* b = by.numel() ? by.data_ptr<T>() : nullptr;
   T* y = ys.data_ptr<T>();
   T* h = hs.data_ptr<T>();
+  const StepGemm<T> gu(B, H, O, U, O, true), gy(B, O, H, Wy, H, true);
   for (int64_t t = 0; t < S; ++t) {
     T* ht = h + t * B * H;
     T* yp = y + t * B * O;
     T* yt = yp + B * O;
     std::memcpy(ht, g + t * B * H, sizeof(T) * B * H);
-    gemm(false, true, B, H, O, T(1), yp, O, U, O, T(1), ht, H);
+    gu.run(B, yp, O, T(1), ht, H);
     par_act_inplace(act, ht, B * H);
     for (int64_t r = 0; r < B; ++r)
       for (int64_t o = 0; o < O; ++o) yt[r * O + o] = b ? b[o] : T(0);
-    gemm(false, true, B, O, H, T(1), ht, H, Wy, H, T(1), yt, O);
+    gy.run(B, ht, H, T(1), yt, O);
     par_act_inplace(oact, yt, B * O);
     if (!L.full)
       for (int64_t r = 0; r < B; ++r)
@@ -168,6 +200,7 @@ static void jordan_bwd_impl(const Tensor& gys, const Tensor& ys, const Tensor& h
   const T* Wy = wy.data_ptr<T>();
   T* dg = dgx.data_ptr<T>();
   std::vector<T> dy(B * O, T(0)), dz(S * B * O), tmp(B * O);
+  const StepGemm<T> gy(B, H, O, Wy, H, false), gu(B, O, H, U, O, false);
   for (int64_t t = S - 1; t >= 0; --t) {
     const T* gt = G + (t + 1) * B * O;
     for (int64_t k = 0; k < B * O; ++k) dy[k] += gt[k];
@@ -178,12 +211,12 @@ static void jordan_bwd_impl(const Tensor& gys, const Tensor& ys, const Tensor& h
       for (int64_t r = 0; r < B; ++r)
         if (!L.valid(r, t)) std::fill(dzt + r * O, dzt + (r + 1) * O, T(0));
     T* d = dg + t * B * H;
-    gemm(false, false, B, H, O, T(1), dzt, O, Wy, H, T(0), d, H);  // dh = dz W_y
+    gy.run(B, dzt, O, T(0), d, H);  // dh = dz W_y
     par_act_backward_inplace(act, d, h + t * B * H, B * H);
     if (L.full) {
-      gemm(false, false, B, O, H, T(1), d, H, U, O, T(0), dy.data(), O);
+      gu.run(B, d, H, T(0), dy.data(), O);
     } else {
-      gemm(false, false, B, O, H, T(1), d, H, U, O, T(0), tmp.data(), O);
+      gu.run(B, d, H, T(0), tmp.data(), O);
       for (int64_t r = 0; r < B; ++r)
         if (L.valid(r, t)) std::memcpy(&dy[r * O], &tmp[r * O], sizeof(T) * O);
     }
@@ -218,34 +251,6 @@ std::vector<Tensor> jordan_backward(const Tensor& grad_ys, const Tensor& ys, con
   return {dgx, du, dwy, dby, dy0};
 }
 
-// A per-step product C = A op(W) + beta C with op(W) (K, N) the same for the whole loop: W is
-// (N, K) with rows ldw apart (tw, forward: A Wᵀ) or (K, N) (backward: A W). For few rows (a
-// recurrence's batch) op(W) is packed once and multiplied by smallgemm.h, which costs far less
-// per call than BLAS at these sizes; more rows go to gemm(). RNNLAB_ENGINE_SMALLGEMM=0 (read
-// once per process): always gemm(), for A/B runs.
-inline bool smallgemm_on() {
-  static const bool on = env_switch("RNNLAB_ENGINE_SMALLGEMM") != 0;
-  return on;
-}
-template <typename T> struct StepGemm {
-  std::vector<T> P;
-  const T* W;
-  int N, K, ldw;
-  bool tw, small;
-  StepGemm(int64_t M, int64_t N_, int64_t K_, const T* W_, int64_t ldw_, bool tw_)
-      : W(W_), N(int(N_)), K(int(K_)), ldw(int(ldw_)), tw(tw_),
-        small(M <= rnnlab_sg::kMaxM && smallgemm_on() && !half_wants(M * N_ * K_)) {  // bf16: gemm()
-    if (!small) return;
-    P.resize(rnnlab_sg::packed_size<T>(N, K));
-    rnnlab_sg::pack_b(tw, N, K, W, ldw, P.data());
-  }
-  void run(int64_t M, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
-    if (small)
-      rnnlab_sg::gemm_packed(false, int(M), N, K, T(1), A, int(lda), P.data(), beta, C, int(ldc));
-    else
-      gemm(false, tw, int(M), N, K, T(1), A, int(lda), W, ldw, beta, C, int(ldc));
-  }
-};
 
 // ------------------------------------------------------------------------------------ GRU ----
 // reset after:  r, z = σ(gx_rz + U_rz h + b_rz); n = act(gx_n + r ⊙ (U_n h + b_hn))
