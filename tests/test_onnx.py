@@ -13,7 +13,7 @@ import torch
 import rnnlab
 from compat_cases import Bundle, Model, inputs, make, reference
 from rnnlab import ElmanCell, GRUCell, LSTMCell, Recurrent
-from rnnlab.cells import VariationalDropoutCell, ZoneoutCell
+from rnnlab.cells import LayerNormGRUCell, LayerNormLSTMCell, VariationalDropoutCell, ZoneoutCell
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -40,7 +40,8 @@ ROWS = [
 
 
 # no ONNX operator: one Scan per layer call (LSTM with projection, absent gates, coupled gates,
-# full gate recurrence; Jordan with a nonlinear output; hardtanh; zoneout), in every layer kind
+# full gate recurrence; Jordan with a nonlinear output; hardtanh; zoneout; layer norm), in every
+# layer kind
 SCAN_ROWS = [
     ("recurrent", "jordan"),
     ("recurrent", "jordan_nobias"),
@@ -58,7 +59,7 @@ SCAN_ROWS = [
 def _hardtanh_and_regularised():
     """hardtanh (not among ONNX's activations) and the regularised cells in eval mode:
     zoneout (keep weights = the rates) with and without variational dropout (its state mask
-    is off in eval), on the regularised kernels' ops."""
+    is off in eval), layer norm (both GRU resets), on the regularised kernels' ops."""
     torch.manual_seed(0)
     cells = [
         ElmanCell(3, 5, 2, activation="hardtanh"),
@@ -67,6 +68,9 @@ def _hardtanh_and_regularised():
         ZoneoutCell(GRUCell(3, 5, reset="before"), 0.2),
         ZoneoutCell(VariationalDropoutCell(LSTMCell(3, 5), dropout_state=0.3), 0.25),
         VariationalDropoutCell(GRUCell(3, 5), dropout_input=0.2, dropout_state=0.3),
+        LayerNormLSTMCell(3, 5),
+        LayerNormGRUCell(3, 5),
+        ZoneoutCell(LayerNormGRUCell(3, 5, reset="before"), 0.2),
     ]
     return [Model(Recurrent(c), True).double() for c in cells]
 

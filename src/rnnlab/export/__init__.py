@@ -9,17 +9,17 @@ torch's dynamo exporter traces the model (the engine's kernels are single graph 
   activations;
 - else onto one ``Scan`` per layer call, the kernel's maths step for step (:mod:`._scan`):
   Jordan with a nonlinear output, LSTM with projection, absent gates (NIG/NFG/NOG), coupled
-  gates (CIFG), full gate recurrence (FGR), hardtanh, the zoneout/variational-dropout kernels
-  (eval mode), and every float64 model (onnxruntime has no float64 RNN/GRU/LSTM kernels);
+  gates (CIFG), full gate recurrence (FGR), hardtanh, the zoneout/variational-dropout and
+  layer-norm kernels (eval mode), and every float64 model (onnxruntime has no float64
+  RNN/GRU/LSTM kernels);
 - ``lengths`` become ONNX's ``sequence_lens`` or the Scan's step mask; states past a
   sequence's end are frozen with a ``Where`` as the kernels freeze them.
 
 Stacked and bidirectional layers and the drop-ins are several such nodes. Cells without an
 engine kernel (DeepTransition, DeepOutput, a custom cell) run their Python reference loop,
 which fixes T in the trace: with ``dynamic=True`` they are refused with an error naming them,
-with ``dynamic=False`` they export at the example's length. An engine op without a lowering
-(the layer-norm cells' ``ln_lstm_forward``/``ln_gru_forward``, the feedback ops) is refused
-with an error naming it.
+with ``dynamic=False`` they export at the example's length. An engine op without a lowering (the
+feedback ops of a run with a feedback schedule) is refused with an error naming it.
 
 Example:
     >>> import torch, rnnlab
@@ -86,6 +86,18 @@ def _translations() -> dict[Any, Any]:
         hs, cs = _scan.lstm_reg(op, gx, w_hh, h0, c0, mask_h, keep_h, keep_c, lengths, act, cact)
         return hs, cs, op.Identity(hs), op.Identity(hs)
 
+    def ln_lstm(gx: Any, w_hh: Any, g_hh: Any, b_hh: Any, g_c: Any, b_c: Any, h0: Any,
+                c0: Any, mask_h: Any, keep_h: Any, keep_c: Any, lengths: Any,
+                eps: float) -> Any:  # fmt: skip
+        hs, cs = _scan.ln_lstm(op, gx, w_hh, g_hh, b_hh, g_c, b_c, h0, c0, mask_h, keep_h,
+                               keep_c, lengths, eps)  # fmt: skip
+        return (hs, cs, *[op.Identity(hs) for _ in range(6)])
+
+    def ln_gru(gx: Any, w_hh: Any, g_hh: Any, b_hh: Any, h0: Any, mask_h: Any, keep_h: Any,
+               lengths: Any, before: bool, eps: float) -> Any:  # fmt: skip
+        hs = _scan.ln_gru(op, gx, w_hh, g_hh, b_hh, h0, mask_h, keep_h, lengths, before, eps)
+        return (hs, *[op.Identity(hs) for _ in range(4)])
+
     ops = torch.ops.rnnlab
     table = {
         ops.elman_forward.default: elman,
@@ -96,6 +108,9 @@ def _translations() -> dict[Any, Any]:
     if hasattr(ops, "lstm_reg_forward"):
         table[ops.lstm_reg_forward.default] = lstm_reg
         table[ops.gru_reg_forward.default] = gru_reg
+    if hasattr(ops, "ln_lstm_forward"):
+        table[ops.ln_lstm_forward.default] = ln_lstm
+        table[ops.ln_gru_forward.default] = ln_gru
     return table
 
 

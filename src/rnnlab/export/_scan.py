@@ -288,3 +288,69 @@ def lstm(op: Any, gx: Any, w_hh: Any, w_ci: Any, w_cf: Any, w_co: Any, w_hr: Any
     ys, cs = _with_first(op, outs[n], h0), _with_first(op, outs[n + 1], c0)
     gs = _with_first(op, outs[n + 2], g0) if fgr else None
     return ys, cs, gs
+
+
+def _ln(b: Body, x: ir.Value, scale: Any, bias: Any, eps: float) -> ir.Value:
+    """Layer norm over the last dimension (ONNX LayerNormalization, opset 17)."""
+    ins = [x, scale] if bias is None else [x, scale, bias]
+    return b.tape.op("LayerNormalization", ins, {"axis": -1, "epsilon": float(eps)})
+
+
+def ln_lstm(op: Any, gx: Any, w_hh: Any, g_hh: Any, b_hh: Any, g_c: Any, b_c: Any, h0: Any,
+            c0: Any, mask_h: Any, keep_h: Any, keep_c: Any, lengths: Any,
+            eps: float) -> Any:  # fmt: skip
+    """(hs, cs) (T+1, B, H) of the layer-norm LSTM (rnnlab.engine.regularised_ln.ln_lstm):
+    a = gx(t) + LN(U (m ⊙ h(t-1))), h̃ = o ⊙ tanh(LN(c̃)), then zoneout."""
+    k = Consts(op, gx)
+    whhT = op.Transpose(w_hh)
+    b = Body(gx.dtype)
+    h, c, g_t = b.input(2), b.input(2), b.input(2)
+    dh = b.input(2) if keep_h is not None else None
+    dc = b.input(2) if keep_c is not None else None
+    m = b.input(2, ir.DataType.BOOL) if lengths is not None else None
+    hin = h if mask_h is None else b.Mul(mask_h, h)
+    i, f, g, o = b.split(b.Add(g_t, _ln(b, b.MatMul(hin, whhT), g_hh, b_hh, eps)), 4)
+    c_new = b.Add(b.Mul(b.Sigmoid(f), c), b.Mul(b.Sigmoid(i), b.Tanh(g)))
+    h_new = b.Mul(b.Sigmoid(o), b.Tanh(_ln(b, c_new, g_c, b_c, eps)))
+    h_new = _keep(b, m, _zone(b, dh, h, h_new, k), h)
+    c_new = _keep(b, m, _zone(b, dc, c, c_new, k), c)
+    seqs = [gx] + [v for v in (keep_h, keep_c) if v is not None]
+    seqs += [] if lengths is None else [step_mask(op, gx, lengths)]
+    outs = scan(op, b, [h_new, c_new, b.Identity(h_new), b.Identity(c_new)], [h0, c0], seqs)
+    return _with_first(op, outs[2], h0), _with_first(op, outs[3], c0)
+
+
+def ln_gru(op: Any, gx: Any, w_hh: Any, g_hh: Any, b_hh: Any, h0: Any, mask_h: Any,
+           keep_h: Any, lengths: Any, before: bool, eps: float) -> Any:  # fmt: skip
+    """hs (T+1, B, H) of the layer-norm GRU (rnnlab.engine.regularised_ln.ln_gru)."""
+    k = Consts(op, gx)
+    H = int(w_hh.shape[1])
+    wT = op.Transpose(w_hh)  # (H, 3H)
+    b = Body(gx.dtype)
+    h, g_t = b.input(2), b.input(2)
+    d = b.input(2) if keep_h is not None else None
+    m = b.input(2, ir.DataType.BOOL) if lengths is not None else None
+    hin = h if mask_h is None else b.Mul(mask_h, h)
+    xr, xz, xn = b.split(g_t, 3)
+
+    def part(v: Any, k0: int, k1: int) -> Any:
+        return None if v is None else op.Slice(v, [k0], [k1], [0])
+
+    if before:
+        wrzT, wnT = op.Slice(wT, [0], [2 * H], [1]), op.Slice(wT, [2 * H], [3 * H], [1])
+        rz = _ln(b, b.MatMul(hin, wrzT), part(g_hh, 0, 2 * H), part(b_hh, 0, 2 * H), eps)
+        hr, hz = b.split(rz, 2)
+        r, z = b.Sigmoid(b.Add(xr, hr)), b.Sigmoid(b.Add(xz, hz))
+        v = _ln(b, b.MatMul(b.Mul(r, hin), wnT), part(g_hh, 2 * H, 3 * H),
+                part(b_hh, 2 * H, 3 * H), eps)  # fmt: skip
+        n = b.Tanh(b.Add(xn, v))
+    else:
+        hr, hz, hn = b.split(_ln(b, b.MatMul(hin, wT), g_hh, b_hh, eps), 3)
+        r, z = b.Sigmoid(b.Add(xr, hr)), b.Sigmoid(b.Add(xz, hz))
+        n = b.Tanh(b.Add(xn, b.Mul(r, hn)))
+    h_new = b.Add(b.Mul(z, h), b.Mul(b.Sub(k(1.0), z), n))
+    h_new = _keep(b, m, _zone(b, d, h, h_new, k), h)
+    seqs = [gx] + ([keep_h] if keep_h is not None else [])
+    seqs += [] if lengths is None else [step_mask(op, gx, lengths)]
+    _, hs = scan(op, b, [h_new, b.Identity(h_new)], [h0], seqs)
+    return _with_first(op, hs, h0)
