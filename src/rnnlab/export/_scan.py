@@ -1,6 +1,7 @@
 """ONNX ``Scan`` lowerings of the engine's forward ops: every cell ONNX's RNN/GRU/LSTM cannot
 express (Jordan, LSTM with projection, absent gates, coupled input-forget gate, full gate
-recurrence, hardtanh) and every float64 model (onnxruntime has no float64 RNN/GRU/LSTM).
+recurrence, hardtanh; the regularised ops: zoneout, variational dropout's state mask, layer
+norm) and every float64 model (onnxruntime has no float64 RNN/GRU/LSTM).
 
 One ``Scan`` node per layer call: the states are Scan's state variables, ``gx`` (and the
 lengths' step mask) its scan inputs, every step's states its scan outputs (stacked by Scan, not
