@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import build
-from .reference import activation
+from .reference import activation, filled, second_derivative
 
 _lib = torch.library.Library("rnnlab", "FRAGMENT")
 SCHEMAS = {
@@ -196,20 +196,9 @@ class FedBackward(torch.autograd.Function):
         grad_ys, tin = saved[0], list(saved[1:])
         present = [i for i, t in enumerate(tin) if _fl(t)]
 
-        def vjp_of_ref(g: Tensor, xs: tuple[Tensor, ...]) -> Any:
-            def f(*xs_: Tensor) -> Tensor:
-                full = list(tin)
-                for i, x in zip(present, xs_):
-                    full[i] = x
-                return reference(*full, *ctx.cfg)[0]
-
-            _, pull = torch.func.vjp(f, *xs)[:2]
-            return pull(g)
-
+        ref = filled(reference, tin, present, ctx.cfg)
         xs = tuple(tin[i] for i in present)
-        with torch.enable_grad():
-            _, pull2 = torch.func.vjp(vjp_of_ref, grad_ys, xs)[:2]
-            d_g, d_xs = pull2(tuple(cot))
+        d_g, d_xs = second_derivative(lambda *a: ref(*a)[0], grad_ys, xs, tuple(cot))
         out: list[Any] = [None] * ctx.n_args
         out[0] = d_g
         for i, d in zip(present, d_xs):

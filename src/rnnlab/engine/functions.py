@@ -111,20 +111,9 @@ def _bwd_backward(spec: Spec, ctx: Any, cot: tuple[Tensor, ...]) -> Any:
     ref = getattr(reference, spec.cell)
     present = [i for i, t in enumerate(tin) if _floating(t)]
 
-    def vjp_of_ref(gs: tuple[Tensor, ...], xs: tuple[Tensor, ...]) -> Any:
-        def f(*xs_: Tensor) -> tuple[Tensor, ...]:
-            full = list(tin)
-            for i, x in zip(present, xs_):
-                full[i] = x
-            return ref(*full, *cfg)
-
-        _, pull = torch.func.vjp(f, *xs)[:2]
-        return pull(tuple(gs))
-
     xs = tuple(tin[i] for i in present)
-    with torch.enable_grad():
-        _, pull2 = torch.func.vjp(vjp_of_ref, tuple(grads), xs)[:2]
-        d_grads, d_xs = pull2(tuple(cot))
+    f = reference.filled(ref, tin, present, cfg)
+    d_grads, d_xs = reference.second_derivative(f, tuple(grads), xs, tuple(cot))
     out: list[Any] = [None] * ctx.n_args
     out[:n_diff] = d_grads
     for i, d in zip(present, d_xs):

@@ -14,6 +14,7 @@ full-gate-recurrence state (the sigmoid gates i, f, o that are present).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,39 @@ def _masks(lengths: Tensor | None, steps: int, like: Tensor) -> list[Tensor | No
 
 def _keep(m: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
     return new if m is None else torch.where(m, new, old)
+
+
+def filled(
+    ref: Callable[..., Any], tin: Sequence[Any], present: Sequence[int], cfg: Sequence[Any]
+) -> Callable[..., Any]:
+    """``ref`` as a function of the inputs at ``present`` only (the rest from ``tin``, then
+    ``cfg``): what the vjps below differentiate."""
+
+    def f(*xs: Tensor) -> Any:
+        full = list(tin)
+        for i, x in zip(present, xs):
+            full[i] = x
+        return ref(*full, *cfg)
+
+    return f
+
+
+def vjp_of(f: Callable[..., Any]) -> Callable[[Any, tuple[Tensor, ...]], Any]:
+    """(gs, xs) -> the vjp of ``f`` at ``xs`` applied to ``gs``: the backward of ``f`` as a
+    differentiable function of both (its own vjp is the second derivative, its jvp the tangent
+    of the gradients)."""
+
+    def pulled(gs: Any, xs: tuple[Tensor, ...]) -> Any:
+        return torch.func.vjp(f, *xs)[1](gs)
+
+    return pulled
+
+
+def second_derivative(f: Callable[..., Any], grads: Any, xs: tuple[Tensor, ...], cot: Any) -> Any:
+    """A backward op's own backward: the vjp of (grads, xs) -> vjp(f)(grads) with ``cot``;
+    returns (d_grads, d_xs)."""
+    with torch.enable_grad():
+        return torch.func.vjp(vjp_of(f), grads, xs)[1](cot)
 
 
 def elman(

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from . import ops
 from .ops import op
-from .reference import _keep, _masks, activation
+from .reference import _keep, _masks, activation, second_derivative
 
 SCHEMAS = {
     "lstm_reg_forward": "(Tensor gx, Tensor w_hh, Tensor h0, Tensor c0, Tensor? mask_h, "
@@ -206,19 +206,12 @@ def _second(ref: Any, consts: dict[int, Any], n_grads: int, ctx: Any, cot: Any) 
     saved = ctx.saved_tensors
     grads, xs = tuple(saved[:n_grads]), tuple(saved[n_grads:])
 
-    def vjp_of_ref(gs: tuple[Tensor, ...], xs_: tuple[Tensor, ...]) -> Any:
-        def f(*a: Tensor) -> Any:
-            full = dict(consts)
-            full.update(zip(ctx.diff_at, a))
-            return ref(*(full[i] for i in range(len(full))))
+    def f(*a: Tensor) -> Any:
+        full = dict(consts)
+        full.update(zip(ctx.diff_at, a))
+        return ref(*(full[i] for i in range(len(full))))
 
-        _, pull = torch.func.vjp(f, *xs_)[:2]
-        return pull(gs)
-
-    with torch.enable_grad():
-        _, pull2 = torch.func.vjp(vjp_of_ref, grads, xs)[:2]
-        d_grads, d_xs = pull2(tuple(cot))
-    return d_grads, d_xs
+    return second_derivative(f, grads, xs, cot)
 
 
 # ---------------------------------------------------------------------------- Functions ----

@@ -92,15 +92,7 @@ def _ref_bwd_jvp(
     present = [i for i, t in enumerate(tin) if _floating(t)]
     ref = getattr(reference, spec.cell)
 
-    def vjp_of_ref(gs: tuple[Tensor, ...], xs: tuple[Tensor, ...]) -> Any:
-        def f(*xs_: Tensor) -> tuple[Tensor, ...]:
-            full = list(tin)
-            for i, x in zip(present, xs_):
-                full[i] = x
-            return ref(*full, *cfg)
-
-        pull = torch.func.vjp(f, *xs)[1]
-        return pull(tuple(gs))
+    vjp_of_ref = reference.vjp_of(reference.filled(ref, tin, present, cfg))
 
     def tangent(t: Any, like: Tensor) -> Tensor:
         return torch.zeros_like(like) if t is None else t
