@@ -83,11 +83,11 @@ def test_input_driven_tanh_rnn_agrees_with_an_independent_qr_loop() -> None:
 
 def test_bad_arguments() -> None:
     f = Map.from_function(henon, 2)
-    with pytest.raises(ValueError, match=r"unit: expected one of \['nats', 'bits'\], got 'dB'"):
+    with pytest.raises(ValueError, match=r"unit: expected one of 'nats', 'bits', got 'dB'"):
         lyapunov_spectrum(f, torch.zeros(1, 2), 10, unit="dB")
     with pytest.raises(ValueError, match="h0: a trajectory diverged"):
         lyapunov_spectrum(f, torch.full((1, 2), 5.0, dtype=D), 200, warmup=0)
     with pytest.raises(ValueError, match="k: expected at most the state size 2, got 3"):
         lyapunov_spectrum(f, torch.zeros(1, 2), 10, k=3)
-    with pytest.raises(ValueError, match=r"tol: expected a value in \(0.0, inf\), got 0"):
+    with pytest.raises(ValueError, match=r"tol: expected 0.0 < tol, got 0.0"):
         lyapunov_spectrum(f, torch.zeros(1, 2), 10, tol=0)

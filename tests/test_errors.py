@@ -105,11 +105,11 @@ def test_device_mismatch():
 
 
 def test_unknown_variant_and_activation_names():
-    with pytest.raises(ValueError, match=r"variant: expected one of \['NP', 'V', .*got 'XYZ'"):
+    with pytest.raises(ValueError, match=r"variant: expected one of 'NP', 'V', .*got 'XYZ'"):
         LSTMCell(3, 5, variant="XYZ")
     with pytest.raises(ValueError, match=r"activation: expected one of .*got 'swishy'"):
         ElmanCell(3, 5, activation="swishy")
-    with pytest.raises(ValueError, match="reset: expected 'after' or 'before', got 'middle'"):
+    with pytest.raises(ValueError, match="reset: expected one of 'after', 'before', got 'middle'"):
         GRUCell(3, 5, reset="middle")
     with pytest.raises(
         TypeError, match="activation: expected an activation name or a callable, got int"

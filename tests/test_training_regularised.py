@@ -59,7 +59,9 @@ def test_spec_builds_dropout_inside_zoneout():
     assert isinstance(cell, ZoneoutCell) and isinstance(cell.cell, VariationalDropoutCell)
     assert cell.rates == {"h": 0.0, "c": 0.5, "mask_x": 0.0, "mask_h": 0.0}
     assert SequenceModel(m.config()).config() == m.config()
-    with pytest.raises(ValueError, match=r"model\.dropout_state: expected a number in \[0, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"model\.dropout_state: expected a probability in \[0, 1\), got 1.5"
+    ):
         SequenceModel({**spec, "dropout_state": 1.5})
     with pytest.raises(ValueError, match=r"model\.zoneout: rates: expected state fields"):
         SequenceModel({**spec, "zoneout": {"q": 0.5}})

@@ -8,6 +8,8 @@ written against either keep working.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -59,3 +61,56 @@ def check_probability(value: Any, argument: str, *, include_one: bool = False) -
     if not (0.0 <= v <= 1.0 if include_one else 0.0 <= v < 1.0):
         raise ValueError(message)
     return v
+
+
+def check_float(
+    value: Any,
+    argument: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    finite: bool = True,
+    what: str | None = None,
+) -> float:
+    """``value`` as a float, finite (unless ``finite=False``; NaN is always refused) and within
+    the given bounds, each closed unless ``low_open`` / ``high_open``. bool is no number; NumPy
+    numbers are. ``what`` names the expectation in every message (default: a real number, a
+    finite number, or the bounds written out, e.g. "0.0 < p <= 1.0")."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ArgumentTypeError(
+            f"{argument}: expected {what or 'a real number'}, got {type(value).__name__} {value!r}"
+        )
+    v = float(value)
+    if math.isnan(v) or (finite and math.isinf(v)):
+        raise ValueError(f"{argument}: expected {what or 'a finite number'}, got {v}")
+    bad_low = low is not None and (v <= low if low_open else v < low)
+    bad_high = high is not None and (v >= high if high_open else v > high)
+    if bad_low or bad_high:
+        if what is None:
+            left = "" if low is None else f"{low} {'<' if low_open else '<='} "
+            right = "" if high is None else f" {'<' if high_open else '<='} {high}"
+            what = f"{left}{argument}{right}"
+        raise ValueError(f"{argument}: expected {what}, got {v}")
+    return v
+
+
+def check_choice(value: Any, argument: str, choices: Iterable[Any]) -> Any:
+    """``value`` if it is one of ``choices`` (for string choices only a str is, and a
+    bool only where a choice is one); ValueError
+    otherwise (an :class:`ArgumentTypeError` for a non-str among string choices), listing the
+    choices in the order given, e.g. "mode: expected one of 'a', 'b', got 'c'"."""
+    options = tuple(choices)
+    wrong_type = (all(isinstance(c, str) for c in options) and not isinstance(value, str)) or (
+        isinstance(value, bool) and not any(isinstance(c, bool) for c in options)
+    )
+    try:
+        ok = not wrong_type and value in options
+    except TypeError:  # e.g. a tensor compared with strings
+        ok = False
+    if not ok:
+        listed = ", ".join(repr(c) for c in options)
+        error = ArgumentTypeError if wrong_type else ValueError
+        raise error(f"{argument}: expected one of {listed}, got {value!r}")
+    return value

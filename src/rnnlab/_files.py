@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._checks import check_choice
+
 MARKER = ".rnnlab-run.json"
 KINDS = ("run", "experiment", "tour", "analysis")
 
@@ -56,8 +58,7 @@ def write_marker(folder: str | os.PathLike[str], kind: str, **extra: Any) -> dic
     Returns:
         ``{"rnnlab_version", "run_id" (32 hex digits), "kind", "created" (ISO 8601, UTC), ...}``.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind: expected one of {list(KINDS)}, got {kind!r}")
+    check_choice(kind, "kind", KINDS)
     data = {
         "rnnlab_version": _version(),
         "run_id": uuid.uuid4().hex,

@@ -30,13 +30,14 @@ from typing import Any
 
 import torch
 
+from ._checks import check_choice
+
 LOOPS = ("auto", "open", "closed")
 
 
 def _system(model: Any, loop: str, input_value: float) -> tuple[str, str]:
     """("open" | "closed", a sentence saying which system is analysed and why)."""
-    if loop not in LOOPS:
-        raise ValueError(f"loop: expected one of {list(LOOPS)}, got {loop!r}")
+    check_choice(loop, "loop", LOOPS)
     fb = model.feedback
     real_input = fb == "input" and not model.tokens and not model.seq2seq
     if loop == "closed" and not real_input:
@@ -188,8 +189,7 @@ def analyze(
         raise ValueError(f"steps: expected at least 10, got {steps}")
     if behaviour_steps < 20:
         raise ValueError(f"behaviour_steps: expected at least 20, got {behaviour_steps}")
-    if loop not in LOOPS:
-        raise ValueError(f"loop: expected one of {list(LOOPS)}, got {loop!r}")
+    check_choice(loop, "loop", LOOPS)
     model, meta = load_run(path)
     if meta.get("user_model"):  # rebuilt by its factory, but no core/readout to study
         raise ValueError(

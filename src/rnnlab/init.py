@@ -7,11 +7,10 @@ For gated cells, functions taking a cell act on each gate block of ``weight_hh``
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from ._checks import check_float
 from .cells.base import Cell
 
 __all__ = [
@@ -63,8 +62,7 @@ def identity_(weight: Tensor, scale: float = 1.0) -> Tensor:
 def spectral_radius_(weight: Tensor, radius: float) -> Tensor:
     """Scale ``weight`` so that its spectral radius is exactly ``radius`` (> 0)."""
     _check_square(weight)
-    if not (isinstance(radius, (int, float)) and radius > 0 and math.isfinite(radius)):
-        raise ValueError(f"radius: expected a positive finite number, got {radius!r}")
+    check_float(radius, "radius", low=0.0, low_open=True, what="a positive finite number")
     rho = spectral_radius(weight)
     if rho == 0.0:
         raise ValueError("weight: has spectral radius 0 (nilpotent); it cannot be rescaled")

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_choice, check_float
 from .activations import ActivationSpec, resolve_activation
 from .base import Cell, activation_config, check_positive_int
 
@@ -49,14 +50,6 @@ def _odd_kernel(value: Any, argument: str) -> int:
         # An even kernel cannot keep H x W with symmetric padding, and the state must keep it.
         raise ValueError(f"{argument}: expected an odd positive int, got {value!r}")
     return int(value)
-
-
-def _check_float(value: Any, argument: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{argument}: expected a float, got {type(value).__name__}")
-    if positive and not value > 0:
-        raise ValueError(f"{argument}: expected a positive float, got {value!r}")
-    return float(value)
 
 
 def check_image(
@@ -162,15 +155,13 @@ class RCLCell(Cell):
             kernel_size if feedforward_kernel_size is None else feedforward_kernel_size,
             "feedforward_kernel_size",
         )
-        if norm not in RCL_NORMS:
-            raise ValueError(f"norm: expected one of {RCL_NORMS}, got {norm!r}")
-        self.norm = norm
+        self.norm = check_choice(norm, "norm", RCL_NORMS)
         self.lrn_size = check_positive_int(
             lrn_size if lrn_size is not None else paper_lrn_size(channels), "lrn_size"
         )
-        self.lrn_alpha = _check_float(lrn_alpha, "lrn_alpha")
-        self.lrn_beta = _check_float(lrn_beta, "lrn_beta")
-        self.lrn_k = _check_float(lrn_k, "lrn_k", positive=True)
+        self.lrn_alpha = check_float(lrn_alpha, "lrn_alpha")
+        self.lrn_beta = check_float(lrn_beta, "lrn_beta")
+        self.lrn_k = check_float(lrn_k, "lrn_k", low=0.0, low_open=True)
         self.activation, self.activation_name = resolve_activation(activation)
         kf, k = self.feedforward_kernel_size, self.kernel_size
         self.weight_ih = nn.Parameter(torch.empty(channels, in_channels, kf, kf, **kw))

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import check_probability
 from .base import Cell, _describe
 from .gru import GRUCell, GRUState
 from .layernorm import LayerNormGRUCell, LayerNormLSTMCell
@@ -122,12 +123,6 @@ _MASKED_STEP: dict[type, Callable[[Any, Tensor, Any, Tensor], tuple[Tensor, Any]
 }
 
 
-def _check_rate(p: Any, argument: str) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"{argument}: expected a probability in [0, 1), got {p!r}")
-    return float(p)
-
-
 class VariationalDropoutCell(Cell):
     """Gal & Ghahramani's variational dropout around an Elman, Jordan, LSTM or GRU cell.
 
@@ -162,8 +157,8 @@ class VariationalDropoutCell(Cell):
             names = ", ".join(t.__name__ for t in _MASKED_STEP)
             raise TypeError(f"cell: expected one of {names} (exact type), got {_describe(cell)}")
         self.cell = cell
-        self.dropout_input = _check_rate(dropout_input, "dropout_input")
-        self.dropout_state = _check_rate(dropout_state, "dropout_state")
+        self.dropout_input = check_probability(dropout_input, "dropout_input")
+        self.dropout_state = check_probability(dropout_state, "dropout_state")
         self.input_size = cell.input_size
         self.hidden_size = cell.hidden_size
         self.output_size = cell.output_size

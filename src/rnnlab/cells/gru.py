@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_choice
 from .activations import ActivationSpec, resolve_activation
 from .base import Cell, activation_config, check_positive_int
 
@@ -75,8 +76,7 @@ class GRUCell(Cell):
         self.input_size = check_positive_int(input_size, "input_size")
         self.hidden_size = check_positive_int(hidden_size, "hidden_size")
         self.output_size = hidden_size
-        if reset not in ("after", "before"):
-            raise ValueError(f"reset: expected 'after' or 'before', got {reset!r}")
+        check_choice(reset, "reset", ("after", "before"))
         self.reset = reset
         self.bias = bool(bias)
         self.activation, self.activation_name = resolve_activation(activation)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_float
 from .base import Cell, check_positive_int, check_proj_size
 from .gru import GRUState
 from .lstm import LSTMState
@@ -41,12 +42,6 @@ def _reset_layer_norm_parameters(cell: nn.Module) -> None:
             nn.init.zeros_(p)
         else:
             nn.init.uniform_(p, -bound, bound)
-
-
-def _check_eps(eps: Any) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps: expected a positive number, got {eps!r}")
-    return float(eps)
 
 
 class LayerNormLSTMCell(Cell):
@@ -117,7 +112,7 @@ class LayerNormLSTMCell(Cell):
         self.bias = bool(bias)
         self.peephole = bool(peephole)
         self.forget_bias = None if forget_bias is None else float(forget_bias)
-        self.eps = _check_eps(eps)
+        self.eps = check_float(eps, "eps", low=0.0, low_open=True)
         H, P = hidden_size, (proj_size or hidden_size)
         self.output_size = P
         # torch.nn.LSTM's four names first, so a drop-in keeps torch's parameter order.
@@ -280,7 +275,7 @@ class LayerNormGRUCell(Cell):
             raise ValueError(f"reset: expected 'after' or 'before', got {reset!r}")
         self.reset = reset
         self.bias = bool(bias)
-        self.eps = _check_eps(eps)
+        self.eps = check_float(eps, "eps", low=0.0, low_open=True)
         H = hidden_size
         self.weight_ih = nn.Parameter(torch.empty(3 * H, input_size, **kw))
         self.weight_hh = nn.Parameter(torch.empty(3 * H, H, **kw))

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_choice
 from .activations import ActivationSpec, resolve_activation
 from .base import Cell, activation_config, check_positive_int, check_proj_size
 
@@ -118,8 +119,7 @@ class LSTMCell(Cell):
         self.input_size = check_positive_int(input_size, "input_size")
         self.hidden_size = check_positive_int(hidden_size, "hidden_size")
         self.proj_size = check_proj_size(proj_size, self.hidden_size)
-        if not isinstance(variant, str) or variant.upper() not in VARIANTS:
-            raise ValueError(f"variant: expected one of {list(VARIANTS)}, got {variant!r}")
+        check_choice(variant.upper() if isinstance(variant, str) else variant, "variant", VARIANTS)
         self.variant = variant.upper()
         spec = dict(VARIANTS[self.variant])
         self.peephole = bool(spec.get("peephole", False) if peephole is None else peephole)

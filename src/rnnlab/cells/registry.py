@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._checks import check_choice
 from .base import Cell
 
 CELL_TYPES: dict[str, type[Cell]] = {}
@@ -30,8 +31,7 @@ def cell_from_config(config: dict[str, Any]) -> Cell:
     if not isinstance(config, dict) or "type" not in config:
         raise ValueError(f"config: expected {{'type': ..., 'args': {{...}}}}, got {config!r}")
     name = config["type"]
-    if name not in CELL_TYPES:
-        raise ValueError(f"config['type']: expected one of {sorted(CELL_TYPES)}, got {name!r}")
+    check_choice(name, "config['type']", sorted(CELL_TYPES))
     args = dict(config.get("args", {}))
     if "cell" in args and isinstance(args["cell"], dict):
         args["cell"] = cell_from_config(args["cell"])

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import check_probability
 from .base import Cell, _describe
 from .registry import cell_to_config
 
@@ -81,10 +82,7 @@ class ZoneoutCell(Cell):
             raise TypeError(f"rates: expected a float or a mapping field -> float, got {rates!r}")
         self.rates: dict[str, float] = {}
         for f in fields:
-            p = given.get(f, 0.0)
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-                raise ValueError(f"rates[{f!r}]: expected a probability in [0, 1], got {p!r}")
-            self.rates[f] = float(p)
+            self.rates[f] = check_probability(given.get(f, 0.0), f"rates[{f!r}]", include_one=True)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator: expected a torch.Generator, got {_describe(generator)}")
         self.cell = cell

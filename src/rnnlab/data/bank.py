@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_float, check_int, make_rng, seed_value
+from .._checks import check_float, check_int
+from ._checks import make_rng, seed_value
 from .base import SequenceTask
 
 OTHER, RIVER_SENSE, MONEY_SENSE = 0, 1, 2

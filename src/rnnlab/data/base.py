@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._checks import check_choice
 from .._sequences import length_mask
 
 LOSSES = ("mse", "cross_entropy")
@@ -51,8 +52,7 @@ def sequence_loss(
     Returns:
         A 0-d tensor: the mean over valid elements.
     """
-    if kind not in LOSSES:
-        raise ValueError(f"kind: expected one of {LOSSES}, got {kind!r}")
+    check_choice(kind, "kind", LOSSES)
     mask: Tensor | None = None
     if lengths is not None:
         mask = length_mask(lengths, target.shape[1], target.device)  # (N, T)

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_int, make_rng, seed_value
+from .._checks import check_int
+from ._checks import make_rng, seed_value
 from .base import SequenceTask
 
 _IMPOSSIBLE = -1e4  # a logit whose probability is 0 in float32 (exp underflows)

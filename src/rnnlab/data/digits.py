@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_float, check_int, make_rng, seed_value
+from .._checks import check_choice, check_float, check_int
+from ._checks import make_rng, seed_value
 from .images import VIEWS, ImageClassification
 
 

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_float, check_int, make_rng, seed_value
+from .._checks import check_float, check_int
+from ._checks import make_rng, seed_value
 from .base import SequenceTask
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_int
+from .._checks import check_choice, check_int
 from .base import SequenceTask
 from .series import Series
 

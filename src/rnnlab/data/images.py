@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ._checks import check_choice, check_int
+from .._checks import check_choice, check_int
 
 VIEWS = ("image", "rows", "pixels", "permuted")
 FASHION_MNIST_CLASSES = (

@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_float, check_int, make_rng, seed_value
+from .._checks import check_choice, check_float, check_int
+from ._checks import make_rng, seed_value
 from .base import SequenceTask
 
 Map = Callable[[Tensor], Tensor]

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_float, check_int, make_rng, seed_value
+from .._checks import check_choice, check_float, check_int
+from ._checks import make_rng, seed_value
 from .base import SequenceTask
 
 SHAPES = ("square", "disc", "triangle", "cross", "ring")
@@ -34,8 +35,7 @@ __all__ = ["SHAPES", "MovingShapes", "shape_sprite"]
 
 def shape_sprite(name: str, size: int) -> np.ndarray:
     """A (P, P) float32 sprite in {0, 1} of one of :data:`SHAPES`."""
-    if name not in SHAPES:
-        raise ValueError(f"name: expected one of {SHAPES}, got {name!r}")
+    check_choice(name, "name", SHAPES)
     size = check_int(size, "size", low=3)
     r = (np.arange(size) + 0.5) / size * 2 - 1  # pixel centres in (-1, 1)
     yy, xx = np.meshgrid(r, r, indexing="ij")

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_float, check_int
+from .._checks import check_choice, check_float, check_int
 from .maps import henon_map, iterate_map, logistic_map
 
 
@@ -368,6 +368,5 @@ SERIES: dict[str, Callable[..., Series]] = {
 def make_series(name: str, n_steps: int, **kwargs: Any) -> Series:
     """Generate the named series of :data:`SERIES` (``"sunspots"`` lives in
     :func:`rnnlab.data.sunspots_series`)."""
-    if name not in SERIES:
-        raise ValueError(f"name: expected one of {', '.join(map(repr, SERIES))}, got {name!r}")
+    check_choice(name, "name", SERIES)
     return SERIES[name](n_steps, **kwargs)

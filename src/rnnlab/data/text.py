@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_float, check_int
+from .._checks import check_float, check_int
 from .base import SequenceTask
 
 

@@ -1,17 +1,15 @@
 """Validation at the public boundary of :mod:`rnnlab.dynamics` (private).
 
-Every error names the argument, what was expected and what was received.
+Every error names the argument, what was expected and what was received. Tensors and
+states are checked here; ints, floats and choices by the shared :mod:`rnnlab._checks`.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
-
-from .._checks import check_int as _check_int
 
 
 def as_tensor(value: Any, argument: str, *, dtype: torch.dtype | None = None) -> Tensor:
@@ -50,43 +48,3 @@ def check_states(value: Any, size: int, argument: str) -> Tensor:
     if t.dim() == 0 or t.shape[-1] != size:
         raise ValueError(f"{argument}: expected shape (..., {size}), got {tuple(t.shape)}")
     return check_finite(t, argument)
-
-
-def check_tolerance(
-    value: Any,
-    argument: str,
-    *,
-    low: float = 0.0,
-    high: float = math.inf,
-    inclusive_low: bool = True,
-) -> float:
-    """A real number in [low, high) (or (low, high) without ``inclusive_low``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{argument}: expected a real number, got {type(value).__name__}")
-    v = float(value)
-    ok = math.isfinite(v) and (v >= low if inclusive_low else v > low) and v < high
-    if not ok:
-        lo = "[" if inclusive_low else "("
-        hi = "inf)" if math.isinf(high) else f"{high})"
-        raise ValueError(f"{argument}: expected a value in {lo}{low}, {hi}, got {value!r}")
-    return v
-
-
-def check_fraction(value: Any, argument: str) -> float:
-    """A real number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{argument}: expected a real number in [0, 1], got {type(value).__name__}")
-    v = float(value)
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"{argument}: expected a value in [0, 1], got {value!r}")
-    return v
-
-
-def check_int(value: Any, argument: str, *, minimum: int = 1) -> int:
-    return _check_int(value, argument, low=minimum)
-
-
-def check_choice(value: Any, argument: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{argument}: expected one of {list(choices)}, got {value!r}")
-    return str(value)

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int
 from ..cells.base import Cell
-from ._checks import as_tensor, check_finite, check_int, check_states
+from ._checks import as_tensor, check_finite, check_states
 from ._jacobians import _batched_jacobian
 
 if TYPE_CHECKING:
@@ -54,8 +55,8 @@ class Map:
         fields: dict[str, int] | None = None,
         name: str = "map",
     ) -> None:
-        self.state_size = check_int(state_size, "state_size")
-        self.input_size = check_int(input_size, "input_size", minimum=0)
+        self.state_size = check_int(state_size, "state_size", low=1)
+        self.input_size = check_int(input_size, "input_size", low=0)
         self.fields = dict(fields) if fields is not None else {"h": self.state_size}
         self.input = None
         self.name = name
@@ -197,7 +198,7 @@ class Map:
 
     def iterate(self, k: int) -> Map:
         """The k-fold composition F^k (its fixed points are the period-k points of F)."""
-        check_int(k, "k")
+        check_int(k, "k", low=1)
         return self if k == 1 else IteratedMap(self, k)
 
     def simulate(self, h0: Any, steps: int | None = None, *, inputs: Any = None) -> Tensor:
@@ -320,7 +321,7 @@ class IteratedMap(Map):
         super().__init__(
             base.state_size, base.input_size, fields=base.fields, name=f"{base.name}^{k}"
         )
-        self.base, self.k = base, check_int(k, "k")
+        self.base, self.k = base, check_int(k, "k", low=1)
         self.input = base.input
 
     @property
@@ -387,7 +388,7 @@ def simulate_map(
     else:
         if steps is None:
             raise ValueError("steps: expected an int >= 0 for a map without inputs, got None")
-        T = check_int(steps, "steps", minimum=0)
+        T = check_int(steps, "steps", low=0)
     if xs is not None:
         xs = xs.to(h.dtype)
     out = [h]

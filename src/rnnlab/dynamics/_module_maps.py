@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_choice
 from ..cells.base import Cell
 from ._map_base import _CONSTRUCTORS, Map, _shape_of
 
@@ -216,8 +217,7 @@ class TorchRNNMap(_ModuleMap):
 
     def __init__(self, module: nn.Module, *, direction: str | None = None) -> None:
         mode = getattr(module, "mode", None)
-        if direction not in (None, "forward"):
-            raise ValueError(f"direction: expected None or 'forward', got {direction!r}")
+        check_choice(direction, "direction", (None, "forward"))
         if not isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
             raise TypeError(
                 "module: expected torch.nn.RNN/LSTM/GRU or RNNCell/LSTMCell/GRUCell, "

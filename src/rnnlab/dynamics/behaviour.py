@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_states, check_tolerance
+from .._checks import check_float, check_int
+from ._checks import check_states
 from .lyapunov import lyapunov_spectrum
 from .maps import Map, as_map, autonomous, simulate
 from .periodic import detect_period, monodromy
@@ -138,9 +139,9 @@ def long_run_behaviour(
         :class:`Behaviour`.
     """
     m: Map = autonomous(as_map(f), input).to(dtype=torch.float64)
-    n = check_int(steps, "steps", minimum=20)
-    kmax = check_int(max_period, "max_period")
-    tol = check_tolerance(tol, "tol", inclusive_low=False)
+    n = check_int(steps, "steps", low=20)
+    kmax = check_int(max_period, "max_period", low=1)
+    tol = check_float(tol, "tol", low=0.0, low_open=True)
     h = check_states(h0, m.state_size, "h0").to(torch.float64).reshape(-1, m.state_size)
     if h.shape[0] != 1:
         raise ValueError(f"h0: expected one state (N,) or (1, N), got {tuple(h.shape)}")

@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import as_tensor, check_finite, check_int, check_tolerance
+from .._checks import check_float, check_int
+from ._checks import as_tensor, check_finite
 from .fixedpoints import FixedPointSolver, find_fixed_points
 from .maps import Map, as_map
 from .stability import DEFAULT_STABILITY_TOL, classify, sorted_eig
@@ -244,16 +245,16 @@ def continue_fixed_points(
         check_finite(v, name)
     if bool((x0 == x1).all()):
         raise ValueError("end: expected an input different from start, got the same")
-    ds0 = check_tolerance(step, "step", inclusive_low=False)
-    ds_max = check_tolerance(max_step, "max_step", inclusive_low=False)
-    ds_min = check_tolerance(min_step, "min_step", inclusive_low=False)
+    ds0 = check_float(step, "step", low=0.0, low_open=True)
+    ds_max = check_float(max_step, "max_step", low=0.0, low_open=True)
+    ds_min = check_float(min_step, "min_step", low=0.0, low_open=True)
     if not ds_min <= ds0 <= ds_max:
         raise ValueError(
             f"step: expected min_step <= step <= max_step, got {ds_min}, {ds0}, {ds_max}"
         )
-    tol = check_tolerance(tol, "tol", inclusive_low=False)
-    stab = check_tolerance(stability_tol, "stability_tol", high=1.0)
-    max_points = check_int(max_points, "max_points", minimum=2)
+    tol = check_float(tol, "tol", low=0.0, low_open=True)
+    stab = check_float(stability_tol, "stability_tol", low=0.0, high=1.0, high_open=True)
+    max_points = check_int(max_points, "max_points", low=2)
     sys_ = _System(m.to(dtype=torch.float64), x0, x1 - x0)
     N = sys_.N
 

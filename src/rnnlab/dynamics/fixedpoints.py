@@ -47,7 +47,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_finite, check_fraction, check_int, check_states, check_tolerance
+from .._checks import check_float, check_int
+from ._checks import check_finite, check_states
 from ._fixedpoint_results import FixedPoints, NonConverged, RawSearch, _assemble
 from ._fixedpoint_search import search_zeros
 from .maps import LinearMap, as_map, autonomous, simulate
@@ -87,16 +88,16 @@ class FixedPointSolver:
     fast_jacobians: bool = True
 
     def __post_init__(self) -> None:
-        check_int(self.descent_iters, "descent_iters", minimum=0)
-        check_int(self.newton_iters, "newton_iters", minimum=1)
-        check_tolerance(self.lr, "lr", inclusive_low=False)
-        check_tolerance(self.descent_tol, "descent_tol")
-        check_tolerance(self.merge_tol, "merge_tol")
-        check_tolerance(self.residual_tol, "residual_tol", inclusive_low=False)
-        check_tolerance(self.step_tol, "step_tol", inclusive_low=False)
-        check_tolerance(self.unique_tol, "unique_tol", inclusive_low=False)
-        check_tolerance(self.stability_tol, "stability_tol", high=1.0)
-        check_tolerance(self.max_norm, "max_norm", inclusive_low=False)
+        check_int(self.descent_iters, "descent_iters", low=0)
+        check_int(self.newton_iters, "newton_iters", low=1)
+        check_float(self.lr, "lr", low=0.0, low_open=True)
+        check_float(self.descent_tol, "descent_tol", low=0.0)
+        check_float(self.merge_tol, "merge_tol", low=0.0)
+        check_float(self.residual_tol, "residual_tol", low=0.0, low_open=True)
+        check_float(self.step_tol, "step_tol", low=0.0, low_open=True)
+        check_float(self.unique_tol, "unique_tol", low=0.0, low_open=True)
+        check_float(self.stability_tol, "stability_tol", low=0.0, high=1.0, high_open=True)
+        check_float(self.max_norm, "max_norm", low=0.0, low_open=True)
 
     def solve(self, f: Any, seeds: Any, *, input: Any = None) -> FixedPoints:
         """Search from exactly these ``seeds`` (S, N) (no sampling, no noise).
@@ -133,9 +134,9 @@ def sample_seeds(
     better than noise around visited states. The others are drawn states. ``noise`` is the
     standard deviation of the Gaussian added to every seed, in state units.
     """
-    n = check_int(n_seeds, "n_seeds")
-    nz = check_tolerance(noise, "noise")
-    mix = check_fraction(interpolate, "interpolate")
+    n = check_int(n_seeds, "n_seeds", low=1)
+    nz = check_float(noise, "noise", low=0.0)
+    mix = check_float(interpolate, "interpolate", low=0.0, high=1.0)
     t = check_states(states, state_size if state_size is not None else _last_dim(states), "states")
     pool = t.reshape(-1, t.shape[-1])  # (P, N)
     P = pool.shape[0]
@@ -208,7 +209,9 @@ def find_fixed_points(
         gen = torch.Generator().manual_seed(int(seed))
     dtype = m.dtype or torch.float64  # plain functions are searched in float64 throughout
     if states is None:
-        h0 = torch.randn(check_int(n_seeds, "n_seeds"), m.state_size, generator=gen, dtype=dtype)
+        h0 = torch.randn(
+            check_int(n_seeds, "n_seeds", low=1), m.state_size, generator=gen, dtype=dtype
+        )
         pool = simulate(m, h0, 30)
         pool = pool[torch.isfinite(pool).all(dim=-1)]
         if pool.numel() == 0:

@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int
 from ..cells.simple import ElmanCell
-from ._checks import as_tensor, check_finite, check_int, check_states
+from ._checks import as_tensor, check_finite, check_states
 from ._map_base import check_sequence_inputs
 from .maps import (
     CellMap,
@@ -175,7 +176,7 @@ def predict_state_norms(U: Any, h0: Any, steps: int) -> NormPrediction:
     v = check_states(h0, M.shape[0], "h0").to(torch.float64)
     if v.dim() != 1:
         raise ValueError(f"h0: expected one state ({M.shape[0]},), got {tuple(v.shape)}")
-    return _power_norms(M, v, check_int(steps, "steps", minimum=0))
+    return _power_norms(M, v, check_int(steps, "steps", low=0))
 
 
 def predict_gradient_norms(U: Any, delta: Any, steps: int) -> NormPrediction:
@@ -184,7 +185,7 @@ def predict_gradient_norms(U: Any, delta: Any, steps: int) -> NormPrediction:
     v = check_states(delta, M.shape[0], "delta").to(torch.float64)
     if v.dim() != 1:
         raise ValueError(f"delta: expected one vector ({M.shape[0]},), got {tuple(v.shape)}")
-    return _power_norms(M.T.contiguous(), v, check_int(steps, "steps", minimum=0))
+    return _power_norms(M.T.contiguous(), v, check_int(steps, "steps", low=0))
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ def _trajectory_and_jacobians(
         m = autonomous(m)
         if steps is None:
             raise ValueError("steps: expected an int >= 1 without inputs, got None")
-        T = check_int(steps, "steps")
+        T = check_int(steps, "steps", low=1)
     m = m.to(dtype=dtype)
     states = [h]
     with torch.no_grad():

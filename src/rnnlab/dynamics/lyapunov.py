@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_int, check_states, check_tolerance
+from .._checks import check_choice, check_float, check_int
+from ._checks import check_states
 from ._map_base import check_output, check_sequence_inputs
 from .maps import as_map, autonomous
 
@@ -132,9 +133,9 @@ def lyapunov_spectrum(
         0.69
     """
     unit = check_choice(unit, "unit", ("nats", "bits"))
-    tol = check_tolerance(tol, "tol", inclusive_low=False)
-    W = check_int(warmup, "warmup", minimum=0)
-    chunk = check_int(chunk, "chunk")
+    tol = check_float(tol, "tol", low=0.0, low_open=True)
+    W = check_int(warmup, "warmup", low=0)
+    chunk = check_int(chunk, "chunk", low=1)
     m = as_map(f)
     if input is not None:
         m = m.with_input(input)
@@ -158,8 +159,8 @@ def lyapunov_spectrum(
         m = autonomous(m)
         if steps is None:
             raise ValueError("steps: expected an int >= 1 without inputs, got None")
-        T = check_int(steps, "steps")
-    kk = N if k is None else check_int(k, "k")
+        T = check_int(steps, "steps", low=1)
+    kk = N if k is None else check_int(k, "k", low=1)
     if kk > N:
         raise ValueError(f"k: expected at most the state size {N}, got {kk}")
     m = m.to(dtype=dtype)

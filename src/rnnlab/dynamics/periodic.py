@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_states, check_tolerance
+from .._checks import check_float, check_int
+from ._checks import check_states
 from ._fixedpoint_search import search_zeros
 from .fixedpoints import FixedPointSolver, NonConverged, sample_seeds
 from .maps import as_map, autonomous, simulate
@@ -124,7 +125,7 @@ def find_periodic_orbits(
         prime: keep only orbits whose least period is k (drop fixed points when k = 2, ...).
         solver, settings: as for :func:`rnnlab.dynamics.find_fixed_points`.
     """
-    k = check_int(period, "period")
+    k = check_int(period, "period", low=1)
     m = autonomous(as_map(f), input)
     s = solver if solver is not None else FixedPointSolver()
     if settings:
@@ -132,7 +133,9 @@ def find_periodic_orbits(
     gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
     dtype = m.dtype or torch.float64
     if states is None:
-        h0 = torch.randn(check_int(n_seeds, "n_seeds"), m.state_size, generator=gen, dtype=dtype)
+        h0 = torch.randn(
+            check_int(n_seeds, "n_seeds", low=1), m.state_size, generator=gen, dtype=dtype
+        )
         pool = simulate(m, h0, 30 + k)
         pool = pool[torch.isfinite(pool).all(dim=-1)]
     else:
@@ -239,12 +242,12 @@ def detect_period(
         t = t[None]
     if t.dim() != 3:
         raise ValueError(f"trajectory: expected (T,), (T, N) or (B, T, N), got {tuple(t.shape)}")
-    tol = check_tolerance(tol, "tol", inclusive_low=False)
+    tol = check_float(tol, "tol", low=0.0, low_open=True)
     T = t.shape[1]
-    w = T // 2 if window is None else check_int(window, "window", minimum=2)
+    w = T // 2 if window is None else check_int(window, "window", low=2)
     if w > T:
         raise ValueError(f"window: expected at most the trajectory length {T}, got {w}")
-    pmax = max(1, w // 2) if max_period is None else check_int(max_period, "max_period")
+    pmax = max(1, w // 2) if max_period is None else check_int(max_period, "max_period", low=1)
     if pmax >= w:
         raise ValueError(f"max_period: expected < window = {w}, got {pmax}")
     tail = t[:, T - w :].to(torch.float64)  # (B, w, N)

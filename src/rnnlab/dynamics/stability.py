@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import as_tensor, check_finite, check_states, check_tolerance
+from .._checks import check_float
+from ._checks import as_tensor, check_finite, check_states
 from ._map_base import check_output
 from .maps import Map, as_map
 
@@ -102,7 +103,7 @@ def classify(
         eigenvalues: (B, N) (or (N,)) eigenvalues of the Jacobians.
         tol: width of the marginal band around |λ| = 1, in [0, 1).
     """
-    tol = check_tolerance(tol, "tol", high=1.0)
+    tol = check_float(tol, "tol", low=0.0, high=1.0, high_open=True)
     ev = eigenvalues if eigenvalues.dim() == 2 else eigenvalues.reshape(1, -1)
     mod = ev.abs()
     rho = mod.max(dim=-1).values
@@ -178,7 +179,7 @@ def stability(
         >>> s.labels, round(s.multiplier.item(), 6)
         (('unstable',), 1.4)
     """
-    tol = check_tolerance(tol, "tol", high=1.0)
+    tol = check_float(tol, "tol", low=0.0, high=1.0, high_open=True)
     if h is None:
         if not isinstance(f, Tensor):
             raise TypeError(f"h: required unless f is a Jacobian tensor, got f={type(f).__name__}")

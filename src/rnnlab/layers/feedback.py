@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .._checks import check_choice, check_probability
+
 
 @dataclass(frozen=True)
 class FeedbackSchedule:
@@ -84,10 +86,8 @@ class Mixed(FeedbackSchedule):
     per: str = "step"
 
     def __post_init__(self) -> None:
-        if not (0.0 <= float(self.p) <= 1.0):
-            raise ValueError(f"p: expected a probability in [0, 1], got {self.p!r}")
-        if self.per not in ("step", "sequence"):
-            raise ValueError(f"per: expected 'step' or 'sequence', got {self.per!r}")
+        check_probability(self.p, "p", include_one=True)
+        check_choice(self.per, "per", ("step", "sequence"))
 
     def mask(self, batch_size, steps, *, device=None, generator=None):  # type: ignore[no-untyped-def]
         shape = (batch_size, steps) if self.per == "step" else (batch_size, 1)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .._checks import check_probability
+from .._checks import check_choice, check_probability
 from ..cells.activations import ActivationSpec
 from ..cells.base import check_input, check_positive_int
 from ..cells.conv import RCLCell, RecurrentMLPCell, check_image, paper_lrn_size
@@ -120,9 +120,7 @@ class _Normalization(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if norm not in NORMS:
-            raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
-        self.norm = norm
+        self.norm = check_choice(norm, "norm", NORMS)
         self.channels = channels
         self.lrn_size = lrn_size if lrn_size is not None else paper_lrn_size(channels)
         self.lrn_alpha, self.lrn_beta, self.lrn_k = lrn_alpha, lrn_beta, lrn_k
@@ -266,10 +264,8 @@ class RCL(nn.Module):
     ) -> None:
         super().__init__()
         self.steps = check_positive_int(steps, "steps", allow_zero=True)
-        if norm not in NORMS:
-            raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
-        if input_at not in INPUT_AT:
-            raise ValueError(f"input_at: expected one of {INPUT_AT}, got {input_at!r}")
+        check_choice(norm, "norm", NORMS)
+        check_choice(input_at, "input_at", INPUT_AT)
         self.norm = norm
         self.input_at = input_at
         self.cell = RCLCell(

@@ -25,7 +25,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_probability
+from .._checks import check_choice, check_probability
 from ..cells.base import check_positive_int
 from ..cells.conv import check_image
 from .rcl import (
@@ -78,8 +78,7 @@ class _Backbone(nn.Module):
         self.in_channels = check_positive_int(in_channels, "in_channels")
         self.num_classes = check_positive_int(num_classes, "num_classes")
         self.channels = check_positive_int(channels, "channels")
-        if norm not in NORMS:
-            raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
+        check_choice(norm, "norm", NORMS)
         check_probability(dropout, "dropout")
         self.norm = norm
         self.image_size = _image_size(image_size)
@@ -331,8 +330,7 @@ def build_model(
     widened to about RCNN-K's parameter count (:func:`wcnn_channels`), ``"rCNN"`` RCNN-K with the
     input only at t = 0 (the same parameters as RCNN-K).
     """
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"kind: expected one of {MODEL_KINDS}, got {kind!r}")
+    check_choice(kind, "kind", MODEL_KINDS)
     common: dict[str, Any] = {
         "norm": norm,
         "dropout": dropout,

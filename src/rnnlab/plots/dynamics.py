@@ -33,7 +33,7 @@ try:
 except ImportError as exc:  # pragma: no cover - optional dependency
     raise ImportError("rnnlab.plots needs matplotlib: pip install 'rnnlab[plots]'") from exc
 
-from .._checks import check_int
+from .._checks import check_float, check_int
 from ..dynamics.continuation import Continuation
 from ..dynamics.fixedpoints import FixedPoints
 from ..dynamics.gradients import GradientFlow, NormPrediction
@@ -85,8 +85,7 @@ def cobweb(
     m = as_map(f, state_size=1)
     if m.state_size != 1:
         raise ValueError(f"f: expected a 1-D map (state_size 1), got state_size {m.state_size}")
-    if isinstance(h0, bool) or not isinstance(h0, (int, float)) or not math.isfinite(h0):
-        raise ValueError(f"h0: expected a finite number, got {h0!r}")
+    h0 = check_float(h0, "h0")
     check_int(steps, "steps", low=1)
     m = m.to(dtype=torch.float64)
     with torch.no_grad():

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .._checks import check_choice
 from .supervision import masked_accuracy, masked_loss_sum
 
 if TYPE_CHECKING:
@@ -25,8 +26,7 @@ def evaluate(self: Trainer, split: str = "val") -> dict[str, float]:
     labelled step each) and per step otherwise, counting only valid steps (lengths, masks).
     Every process computes the same numbers.
     """
-    if split not in ("train", "val"):
-        raise ValueError(f"split: expected 'train' or 'val', got {split!r}")
+    check_choice(split, "split", ("train", "val"))
     part = self.task.train if split == "train" else self.task.val
     B = self.config["train"]["batch_size"]
     self.model.eval()

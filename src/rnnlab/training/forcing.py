@@ -30,15 +30,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .._checks import check_choice, check_float, check_probability
 from ..layers.feedback import FeedbackSchedule, Mixed
-
-
-def _check_number(value: object, argument: str, *, low: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"{argument}: expected a number, got {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{argument}: expected a number >= {low}, got {value!r}")
-    return float(value)
 
 
 class Decay:
@@ -55,8 +48,7 @@ class Constant(Decay):
     p: float = 0.5
 
     def __post_init__(self) -> None:
-        if not 0.0 <= _check_number(self.p, "p") <= 1.0:
-            raise ValueError(f"p: expected a probability in [0, 1], got {self.p!r}")
+        check_probability(self.p, "p", include_one=True)
 
     def __call__(self, i: int) -> float:
         return float(self.p)
@@ -71,10 +63,9 @@ class Linear(Decay):
     eps_min: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_number(self.k, "k")
-        _check_number(self.c, "c", low=0.0)
-        if not 0.0 <= _check_number(self.eps_min, "eps_min") <= 1.0:
-            raise ValueError(f"eps_min: expected a probability in [0, 1], got {self.eps_min!r}")
+        check_float(self.k, "k")
+        check_float(self.c, "c", low=0.0)
+        check_probability(self.eps_min, "eps_min", include_one=True)
 
     def __call__(self, i: int) -> float:
         return min(1.0, max(self.eps_min, self.k - self.c * i))
@@ -87,8 +78,8 @@ class Exponential(Decay):
     k: float = 0.999
 
     def __post_init__(self) -> None:
-        if not 0.0 < _check_number(self.k, "k") < 1.0:
-            raise ValueError(f"k: expected 0 < k < 1 for exponential decay, got {self.k!r}")
+        what = "0 < k < 1 for exponential decay"
+        check_float(self.k, "k", low=0.0, high=1.0, low_open=True, high_open=True, what=what)
 
     def __call__(self, i: int) -> float:
         return float(self.k**i)
@@ -101,8 +92,7 @@ class InverseSigmoid(Decay):
     k: float = 100.0
 
     def __post_init__(self) -> None:
-        if _check_number(self.k, "k") < 1.0:
-            raise ValueError(f"k: expected k >= 1 for inverse sigmoid decay, got {self.k!r}")
+        check_float(self.k, "k", low=1.0, what="k >= 1 for inverse sigmoid decay")
 
     def __call__(self, i: int) -> float:
         z = i / self.k
@@ -145,10 +135,8 @@ class ScheduledSampling:
                 f"decay: expected a Decay (Linear, Exponential, InverseSigmoid, Constant), "
                 f"got {type(self.decay).__name__}"
             )
-        if self.per not in ("step", "sequence"):
-            raise ValueError(f"per: expected 'step' or 'sequence', got {self.per!r}")
-        if self.unit not in ("step", "epoch"):
-            raise ValueError(f"unit: expected 'step' or 'epoch', got {self.unit!r}")
+        check_choice(self.per, "per", ("step", "sequence"))
+        check_choice(self.unit, "unit", ("step", "epoch"))
 
     def epsilon(self, i: int) -> float:
         """ε_i, the probability of feeding the reference at training time i."""

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_float
 from ..cells.base import Cell
 from ..layers import Bidirectional, Recurrent
 
@@ -121,8 +122,8 @@ class StateGradientTap:
         scale: float = 1.0,
     ) -> None:
         for name, v in (("clip_value", clip_value), ("clip_norm", clip_norm)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
-                raise ValueError(f"{name}: expected a positive number or None, got {v!r}")
+            if v is not None:
+                check_float(v, name, low=0.0, low_open=True, what="a positive number or None")
         self.model = model
         self.record = bool(record)
         self.clip_value = clip_value

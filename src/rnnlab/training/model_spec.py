@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from .._checks import check_choice, check_probability
 from ..cells.base import Cell
 from ..layers import Bidirectional, Recurrent, Stacked
 
@@ -74,8 +75,7 @@ def check_model_spec(spec: Mapping[str, Any], prefix: str = "model.") -> dict[st
         )
     s = {**copy.deepcopy(MODEL_DEFAULTS), **copy.deepcopy(dict(spec))}
     cells = buildable_cells()
-    if s["cell"] not in cells:
-        raise ValueError(f"{prefix}cell: expected one of {sorted(cells)}, got {s['cell']!r}")
+    check_choice(s["cell"], prefix + "cell", sorted(cells))
     if not isinstance(s["cell_options"], Mapping):
         raise ValueError(
             f"{prefix}cell_options: expected a mapping, got {type(s['cell_options']).__name__}"
@@ -92,28 +92,21 @@ def check_model_spec(spec: Mapping[str, Any], prefix: str = "model.") -> dict[st
     for key in ("bidirectional", "tokens", "seq2seq"):
         _check_bool(s[key], prefix + key)
     d = s["dropout"]
-    if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d < 1.0:
-        raise ValueError(f"{prefix}dropout: expected a number in [0, 1), got {d!r}")
+    check_probability(d, prefix + "dropout")
     if d > 0 and s["num_layers"] < 2:
         raise ValueError(
             f"{prefix}dropout: acts between layers, so it needs num_layers >= 2; "
             f"got dropout={d} with num_layers={s['num_layers']}"
         )
     for key in ("dropout_input", "dropout_state"):
-        p = s[key]
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-            raise ValueError(f"{prefix}{key}: expected a number in [0, 1), got {p!r}")
+        check_probability(s[key], prefix + key)
     z = s["zoneout"]
     if isinstance(z, bool) or not isinstance(z, (int, float, Mapping)):
         raise ValueError(
             f"{prefix}zoneout: expected a rate or a mapping state field -> rate, got {z!r}"
         )
-    if s["readout"] not in READOUTS:
-        raise ValueError(f"{prefix}readout: expected one of {list(READOUTS)}, got {s['readout']!r}")
-    if s["feedback"] not in FEEDBACKS:
-        raise ValueError(
-            f"{prefix}feedback: expected one of {list(FEEDBACKS)}, got {s['feedback']!r}"
-        )
+    check_choice(s["readout"], prefix + "readout", READOUTS)
+    check_choice(s["feedback"], prefix + "feedback", FEEDBACKS)
     if s["seq2seq"] and s["feedback"] != "input":
         raise ValueError(
             f"{prefix}feedback: an encoder-decoder's decoder is autoregressive, so it needs "

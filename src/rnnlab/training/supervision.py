@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import check_choice, check_int
 from .._sequences import length_mask
 
 CASES: tuple[int | str, ...] = (1, 2, 3, 4, "seq2seq")
@@ -39,15 +39,11 @@ IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index; pad_collate pads 
 
 
 def check_case(case: Any, argument: str = "case") -> int | str:
-    if isinstance(case, bool) or case not in CASES:
-        raise ValueError(f"{argument}: expected one of {list(CASES)}, got {case!r}")
-    return case  # type: ignore[no-any-return]
+    return check_choice(case, argument, CASES)  # type: ignore[no-any-return]
 
 
 def check_loss(loss: Any, argument: str = "loss") -> str:
-    if loss not in LOSSES:
-        raise ValueError(f"{argument}: expected one of {list(LOSSES)}, got {loss!r}")
-    return str(loss)
+    return str(check_choice(loss, argument, LOSSES))
 
 
 def valid_steps(lengths: Tensor | None, batch_size: int, steps: int, device: Any) -> Tensor:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import check_choice
+
 
 @dataclass
 class Split:
@@ -450,8 +452,7 @@ def build_task(
     options: Mapping[str, Any] | None = None,
 ) -> TaskData:
     """Build a task of :data:`TASKS`; errors name the option, the expected and the given value."""
-    if name not in TASKS:
-        raise ValueError(f"task.name: expected one of {sorted(TASKS)}, got {name!r}")
+    check_choice(name, "task.name", sorted(TASKS))
     spec = TASKS[name]
     options = dict(options or {})
     for key in options:

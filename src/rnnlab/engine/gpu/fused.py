@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..._checks import check_choice
 from ..._sequences import length_mask
 from ...cells.gru import GRUCell, GRUState
 from ...cells.lstm import LSTMCell, LSTMFGRState, LSTMState
@@ -41,10 +42,7 @@ def _code(name: str | None) -> int | None:
 
 def _act(name: str | None) -> int:
     """The code of an activation :func:`supports` has already accepted."""
-    code = _code(name)
-    if code is None:
-        raise ValueError(f"activation: expected one of {sorted(_SUPPORTED)}, got {name!r}")
-    return code
+    return ACT_CODES[check_choice(name, "activation", sorted(_SUPPORTED))]
 
 
 def supports(cell: Any) -> bool:
