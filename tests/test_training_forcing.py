@@ -115,8 +115,14 @@ def test_realised_share_of_teacher_steps_follows_epsilon():
         (lambda: Exponential(1.0), "k: expected 0 < k < 1"),
         (lambda: InverseSigmoid(0.5), "k: expected k >= 1"),
         (lambda: Linear(eps_min=2.0), "eps_min: expected a probability"),
-        (lambda: ScheduledSampling(per="token"), "per: expected one of 'step', 'sequence', got 'token'"),
-        (lambda: ScheduledSampling(unit="batch"), "unit: expected one of 'step', 'epoch', got 'batch'"),
+        (
+            lambda: ScheduledSampling(per="token"),
+            "per: expected one of 'step', 'sequence', got 'token'",
+        ),
+        (
+            lambda: ScheduledSampling(unit="batch"),
+            "unit: expected one of 'step', 'epoch', got 'batch'",
+        ),
         (lambda: ScheduledSampling(decay=0.5), "decay: expected a Decay"),
     ],
 )
