@@ -42,8 +42,10 @@ def main(argv: list[str]) -> None:
         yard = "torch.nn" if key[0] in ("lstm", "gru", "rnn_tanh", "rnn_relu") else "torch.nn.LSTM"
         changes.append(a / b)
         print(f"| {key[0]} | {key[1]} | {key[2]} | {yard} | {b:.2f} | {a:.2f} | {a / b:.2f} |")
-    print(f"\nmedian after / before over {len(keys)} rows: {statistics.median(changes):.2f} "
-          f"(range {min(changes):.2f}-{max(changes):.2f})")
+    print(
+        f"\nmedian after / before over {len(keys)} rows: {statistics.median(changes):.2f} "
+        f"(range {min(changes):.2f}-{max(changes):.2f})"
+    )
 
 
 if __name__ == "__main__":

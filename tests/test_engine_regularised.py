@@ -263,9 +263,7 @@ def test_elman_reg_op_gradcheck_and_gradgradcheck():
     lengths = torch.tensor([4, 1, 3])
     mask = torch.bernoulli(torch.full((B, H), 0.6, dtype=dt)) / 0.6
     keep = (torch.rand(T, B, H) < 0.4).to(dt)
-    args = tuple(
-        torch.randn(*s, dtype=dt, requires_grad=True) for s in ((T, B, H), (H, H), (B, H))
-    )
+    args = tuple(torch.randn(*s, dtype=dt, requires_grad=True) for s in ((T, B, H), (H, H), (B, H)))
 
     def f(gx, w, h0):
         return reg.ElmanReg.apply(gx, w, h0, mask, keep, lengths, 1)[:1]
