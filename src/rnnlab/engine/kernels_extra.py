@@ -6,9 +6,10 @@ Shapes: B batch, T time, I input, H hidden.
   multiplies the whole (B, T, I) input once, before the hoisted input GEMM. Without an active
   recurrent mask (eval, or ``dropout_state=0``) the inner cell's own kernel then runs
   unchanged; with one, an LSTM (torch's maths: no peepholes, projection or Greff variant), a
-  GRU, an Elman cell or a layer-norm LSTM (no peepholes/projection) or GRU runs the regularised
-  operators of :mod:`.regularised` / :mod:`.regularised_ln` (the mask inside the loop). Other
-  inner cells (Jordan) decline: the reference loop runs.
+  GRU, an Elman cell, a Jordan cell or a layer-norm LSTM (no peepholes/projection) or GRU runs
+  the regularised operators of :mod:`.regularised` / :mod:`.regularised_ln` /
+  :mod:`.regularised_jordan` (the mask inside the loop). Other inner cells decline: the
+  reference loop runs.
 - :class:`~rnnlab.cells.ZoneoutCell` around such a cell (or a dropout wrapper of one):
   the per-step keep draws are made here, in Python, with exactly the reference loop's calls
   (``torch.rand((B, n), generator=cell.generator) < p`` per step and zoned field, in field
@@ -27,7 +28,7 @@ from ..cells.dropout import VariationalDropoutCell
 from ..cells.gru import GRUCell
 from ..cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from ..cells.lstm import LSTMCell
-from ..cells.simple import ElmanCell
+from ..cells.simple import ElmanCell, JordanCell
 from ..cells.zoneout import ZoneoutCell
 from .kernels import (
     ACT_CODES,
@@ -51,6 +52,8 @@ def _regularisable(cell: Any) -> bool:
         return True
     if type(cell) is ElmanCell:
         return cell.activation_name in ACT_CODES and cell.output_activation_name is not None
+    if type(cell) is JordanCell:
+        return cell.activation_name in ACT_CODES and cell.output_activation_name in ACT_CODES
     if type(cell) is LSTMCell:
         return (
             cell.variant == "NP"
@@ -85,6 +88,17 @@ def _run_regularised(
         if cell.weight_ho is not None:  # the output layer, hoisted out of the loop
             h_seq = _zero_past(cell.readout(h_seq), lengths)
         return h_seq, [h_final]
+    if type(cell) is JordanCell:
+        from .regularised_jordan import JordanReg
+
+        gx = _time_major_projection(x, cell.weight_ih, _summed_bias(cell))
+        ys, _, _ = JordanReg.apply(
+            gx, cell.weight_hh, cell.weight_ho, cell.bias_ho, state.y, mask_h, keep.get("y"),
+            lengths, ACT_CODES[cell.activation_name or ""],
+            ACT_CODES[cell.output_activation_name or ""],
+        )  # fmt: skip
+        y, y_final = _read_out(ys, lengths)
+        return y, [y_final]
     if type(cell) is LayerNormGRUCell:
         wx = F.linear(x.transpose(0, 1), cell.weight_ih)  # (T, B, 3H), normalised at once
         gx = F.layer_norm(wx, (3 * cell.hidden_size,), cell.gain_ih, cell.bias_ih, cell.eps)

@@ -557,6 +557,7 @@ std::vector<Tensor> gru_backward(const Tensor& grad_hs, const Tensor& hs, const 
 
 #include "lstm.h"
 #include "regularised.h"
+#include "regularised_jordan.h"
 #include "layernorm.h"
 #include "feedback.h"
 
@@ -579,6 +580,8 @@ TORCH_LIBRARY(rnnlab_engine, m) {
   m.def("elman_reg_forward(Tensor gx, Tensor w_hh, Tensor h0, Tensor mask_h, Tensor keep_h, Tensor lengths, int act) -> Tensor[]");
   m.def("elman_reg_backward(Tensor grad_hs, Tensor hs, Tensor hc, Tensor w_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, int act) -> Tensor[]");
   m.def("gru_reg_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor aux, Tensor w_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, int act) -> Tensor[]");
+  m.def("jordan_reg_forward(Tensor gx, Tensor u, Tensor wy, Tensor by, Tensor y0, Tensor mask_y, Tensor keep_y, Tensor lengths, int act, int oact) -> Tensor[]");
+  m.def("jordan_reg_backward(Tensor grad_ys, Tensor ys, Tensor hs, Tensor yc, Tensor u, Tensor wy, Tensor mask_y, Tensor keep_y, Tensor lengths, int act, int oact) -> Tensor[]");
   // half precision (half.h): device-free, so no dispatch key is needed
   m.def("half_scope(Tensor[] f32, Tensor[] bf16) -> ()", &rnnlab::half_scope);
   m.def("half_gemms() -> int", &rnnlab::half_gemms);
@@ -599,6 +602,8 @@ TORCH_LIBRARY_IMPL(rnnlab_engine, CPU, m) {
   m.impl("gru_reg_backward", &rnnlab::gru_reg_backward);
   m.impl("elman_reg_forward", &rnnlab::elman_reg_forward);
   m.impl("elman_reg_backward", &rnnlab::elman_reg_backward);
+  m.impl("jordan_reg_forward", &rnnlab::jordan_reg_forward);
+  m.impl("jordan_reg_backward", &rnnlab::jordan_reg_backward);
   m.impl("ln_lstm_forward", &rnnlab::ln_lstm_forward);
   m.impl("ln_lstm_backward", &rnnlab::ln_lstm_backward);
   m.impl("ln_gru_forward", &rnnlab::ln_gru_forward);
