@@ -56,10 +56,29 @@ class LayerNormLSTMCell(Cell):
         y(t) &= W_r\,\big(o \odot \tanh(\mathrm{LN}(c(t); g_c, b_c))\big)
 
     The state carries the *un-normalised* c(t) (the paper normalises c only where it enters
-    tanh). Combinations: peepholes (Gers & Schmidhuber 2000) are added *after* the
-    normalisation (they are not part of W x or U h); ``proj_size`` (LSTMP) projects the output,
-    and U then acts on the projected y(t-1); Greff et al.'s other variants (no gate, coupled,
-    FGR, other activations) are refused by :func:`layer_norm_lstm_cell`.
+    tanh). How it combines with :class:`~rnnlab.cells.LSTMCell`'s options (the cell, and the
+    drop-in ``rnnlab.nn.LSTM(..., layer_norm=True)``, which builds it through
+    :func:`layer_norm_lstm_cell`), each tested against these equations or for its error
+    (tests/test_layernorm_combinations.py):
+
+    ==============================  ========================================================
+    option                          with layer norm
+    ==============================  ========================================================
+    ``peephole=True``               works: p_i, p_f (on c(t-1)) and p_o (on the
+                                    un-normalised c(t)) are added *after* the normalisation
+                                    (they are not part of W x or U h)
+    ``variant="V"`` (drop-in)       the same (``peephole=`` overrides the variant's setting)
+    ``proj_size=P``                 works (LSTMP): y = W_r (o ⊙ tanh(LN(c))); U acts on the
+                                    projected y(t-1) and U y(t-1) is normalised over its 4H
+    peepholes and ``proj_size``     works, the two above together
+    ``variant=`` NIG ... FGR        refused at construction (NIG, NFG, NOG, NIAF, NOAF, CIFG,
+                                    FGR): ValueError "variant: layer_norm=True supports 'NP'
+                                    and 'V' (peepholes), got 'CIFG'"
+    ``[cell_]activation``           refused unless "tanh": ValueError "activation:
+                                    layer_norm=True supports only 'tanh', got 'relu'"
+    dropout, zoneout (wrappers)     work; on the engine without peepholes and projection,
+                                    else on the reference loop
+    ==============================  ========================================================
 
     Parameters (lecture symbol), gate blocks in torch's order i, f, g, o: ``weight_ih`` W
     (4H, I); ``weight_hh`` U (4H, P); ``bias_ih`` b_x and ``bias_hh`` b_h (4H,), the LN biases;
