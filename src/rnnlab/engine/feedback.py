@@ -93,13 +93,15 @@ def _bwd_fake(grad_ys, ys, hs, ss, mask, u, wy, lengths, act, oact, detach):  # 
 
 _HALF = (torch.bfloat16, torch.float16)
 _NO_LENGTHS = torch.empty(0, dtype=torch.int64)
-_LENGTHS_AT = {"fed_forward": 7, "fed_backward": 7}
 
 
-def _impl(name: str, primary: int) -> Any:
-    at = _LENGTHS_AT[name]
+def cpu_impl(name: str, primary: int, at: int, drop: int = 0) -> Any:
+    """The compiled kernel behind the masked op ``name`` (``lengths`` at ``at``; the last
+    ``drop`` arguments are the Functions' configuration only, not the kernel's); half
+    precision is computed in float32 and returned in ``args[primary]``'s dtype."""
 
     def impl(*args: Any) -> Any:
+        args = args[: len(args) - drop]
         kernels = build.ops()
         dtype = args[primary].dtype
         compute = dtype
@@ -128,7 +130,7 @@ def _impl(name: str, primary: int) -> Any:
     return impl
 
 
-def _vmap_loop(name: str) -> Any:
+def vmap_loop(name: str) -> Any:
     """Under vmap: the op slice by slice (weights may be vmapped too), results stacked."""
 
     def rule(info: Any, in_dims: tuple[Any, ...], *args: Any) -> Any:
@@ -149,11 +151,16 @@ def _op(name: str) -> Any:
     return getattr(torch.ops.rnnlab, name).default
 
 
-for _name, _primary in (("fed_forward", 0), ("fed_backward", 1)):
-    torch.library.register_fake(f"rnnlab::{_name}", _fwd_fake if _primary == 0 else _bwd_fake)
-    _lib.impl(_name, _impl(_name, _primary), "CPU")
-    torch.library.register_autocast(f"rnnlab::{_name}", "cpu", torch.float32, lib=_lib)
-    torch.library.register_vmap(f"rnnlab::{_name}", _vmap_loop(_name), lib=_lib)
+def register_op(lib: Any, name: str, fake: Any, impl: Any) -> None:
+    """Fake, CPU kernel, autocast (float32) and vmap (slice by slice) of a masked op."""
+    torch.library.register_fake(f"rnnlab::{name}", fake, lib=lib)
+    lib.impl(name, impl, "CPU")
+    torch.library.register_autocast(f"rnnlab::{name}", "cpu", torch.float32, lib=lib)
+    torch.library.register_vmap(f"rnnlab::{name}", vmap_loop(name), lib=lib)
+
+
+register_op(_lib, "fed_forward", _fwd_fake, cpu_impl("fed_forward", 0, 7))
+register_op(_lib, "fed_backward", _bwd_fake, cpu_impl("fed_backward", 1, 7))
 
 
 def _fl(t: Any) -> bool:
@@ -250,10 +257,44 @@ def run(
 
 
 # ---------------------------------------------------------------------- the kernels ----
-def _prepare(x: Tensor, reference: Tensor, mask: Tensor, dtype: torch.dtype) -> Any:
-    ref = reference.to(dtype).transpose(0, 1).contiguous()  # (S, B, O)
-    m = mask.to(device=x.device, dtype=torch.bool).t().contiguous()  # (S, B)
-    return ref, m
+def prepare(cell: Any, x: Tensor, reference: Tensor, mask: Tensor, bias: Any = "summed") -> Any:
+    """What every masked kernel does first: gx = x W_ihᵀ + b for all steps (time-major), the
+    reference (S, B, n) in gx's dtype and the mask (S, B) bool; None when the compiled ops
+    cannot run ``x`` (the kernel declines)."""
+    from .kernels import _available, _summed_bias, _time_major_projection
+
+    if not _available(x):
+        return None
+    b = _summed_bias(cell) if bias == "summed" else bias
+    gx = _time_major_projection(x, cell.weight_ih, b)
+    ref = reference.to(gx.dtype).transpose(0, 1).contiguous()
+    m = mask.to(device=x.device, dtype=torch.bool).t().contiguous()
+    return gx, ref, m
+
+
+def read_out(seq: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Outputs (B, T, n) zeroed past each length and the final states, off s[0..T]."""
+    from .kernels import _read_out
+
+    return _read_out(seq, lengths)
+
+
+def _simple_masked(
+    cell: Any, x: Tensor, y0: Tensor, lengths: Tensor | None, reference: Tensor, mask: Tensor,
+    detach: bool, wy: Tensor | None, by: Tensor | None, oact_name: str | None,
+) -> Any:  # fmt: skip
+    from .kernels import ACT_CODES
+
+    act = ACT_CODES.get(cell.activation_name or "")
+    oact = ACT_CODES.get(oact_name or "") if wy is not None else 0
+    if act is None or oact is None:
+        return None
+    ready = prepare(cell, x, reference, mask)
+    if ready is None:
+        return None
+    gx, ref, m = ready
+    ys = run(gx, cell.weight_hh, wy, by, y0, ref, m, lengths, act, oact, detach)
+    return read_out(ys, lengths)
 
 
 def jordan_masked(
@@ -267,17 +308,12 @@ def jordan_masked(
 ) -> Any:
     """Jordan (state y) under a feedback mask (B, T): one ``fed_forward`` call for the chunk."""
     from ..cells.simple import JordanState
-    from .kernels import ACT_CODES, _available, _final, _summed_bias, _time_major_projection
 
-    act = ACT_CODES.get(cell.activation_name or "")
-    oact = ACT_CODES.get(cell.output_activation_name or "")
-    if act is None or oact is None or not _available(x):
-        return None
-    gx = _time_major_projection(x, cell.weight_ih, _summed_bias(cell))
-    ref, m = _prepare(x, reference, mask, gx.dtype)
-    w, b = cell.weight_ho, cell.bias_ho
-    ys = run(gx, cell.weight_hh, w, b, state.y, ref, m, lengths, act, oact, detach)
-    return _outputs(ys, lengths), JordanState(_final(ys, lengths))
+    res = _simple_masked(
+        cell, x, state.y, lengths, reference, mask, detach, cell.weight_ho, cell.bias_ho,
+        cell.output_activation_name,
+    )  # fmt: skip
+    return None if res is None else (res[0], JordanState(res[1]))
 
 
 def elman_masked(
@@ -291,27 +327,25 @@ def elman_masked(
 ) -> Any:
     """Elman without an output layer (state h = y) under a feedback mask: one op call."""
     from ..cells.simple import ElmanState
-    from .kernels import ACT_CODES, _available, _final, _summed_bias, _time_major_projection
 
-    act = ACT_CODES.get(cell.activation_name or "")
-    if act is None or cell.weight_ho is not None or not _available(x):
+    if cell.weight_ho is not None:
         return None
-    gx = _time_major_projection(x, cell.weight_ih, _summed_bias(cell))
-    ref, m = _prepare(x, reference, mask, gx.dtype)
-    ys = run(gx, cell.weight_hh, None, None, state.h, ref, m, lengths, act, 0, detach)
-    return _outputs(ys, lengths), ElmanState(_final(ys, lengths))
-
-
-def _outputs(ys: Tensor, lengths: Tensor | None) -> Tensor:
-    from .kernels import _zero_past
-
-    return _zero_past(ys[1:].transpose(0, 1), lengths)
+    res = _simple_masked(cell, x, state.h, lengths, reference, mask, detach, None, None, None)
+    return None if res is None else (res[0], ElmanState(res[1]))
 
 
 def register_feedback() -> None:
-    """Register the masked kernels of the cells whose state is their output."""
+    """Register the masked kernels: Jordan, Elman (h = y), GRU, LSTM, and the dropout wrapper
+    without an active recurrent mask."""
+    from ..cells.dropout import VariationalDropoutCell
+    from ..cells.gru import GRUCell
+    from ..cells.lstm import LSTMCell
     from ..cells.simple import ElmanCell, JordanCell
+    from .feedback_gated import dropout_masked, gru_masked, lstm_masked
     from .registry import register_masked
 
     register_masked(JordanCell, jordan_masked)
     register_masked(ElmanCell, elman_masked)
+    register_masked(GRUCell, gru_masked)
+    register_masked(LSTMCell, lstm_masked)
+    register_masked(VariationalDropoutCell, dropout_masked)

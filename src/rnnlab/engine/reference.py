@@ -50,6 +50,15 @@ def _keep(m: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
     return new if m is None else torch.where(m, new, old)
 
 
+def _read(fed: tuple[Tensor, Tensor, bool] | None, t: int, own: Tensor) -> Tensor:
+    """The state step t reads: under state feedback (``fed`` = (ref (S, B, n), mask (S, B),
+    detach)) r(t-1) where ``mask[t]``, else the own y(t-1) (detached under ``detach``)."""
+    if fed is None or t == 0:
+        return own
+    ref, mask, detach = fed
+    return torch.where(mask[t].unsqueeze(1), ref[t - 1], own.detach() if detach else own)
+
+
 def filled(
     ref: Callable[..., Any], tin: Sequence[Any], present: Sequence[int], cfg: Sequence[Any]
 ) -> Callable[..., Any]:
@@ -128,23 +137,26 @@ def gru(
     before: bool,
     act: int,
     store: bool = True,
+    fed: tuple[Tensor, Tensor, bool] | None = None,
 ) -> tuple[Tensor]:
     """hs (T+1, B, H). Reset after: n = act(gx_n + r ⊙ (U_n h + b_hn)); reset before:
-    n = act(gx_n + U_n (r ⊙ h)); h(t) = z ⊙ h(t-1) + (1 - z) ⊙ n."""
+    n = act(gx_n + U_n (r ⊙ h)); h(t) = z ⊙ h(t-1) + (1 - z) ⊙ n. With ``fed`` (state
+    feedback, :func:`_read`) the step reads s(t) in place of h(t-1)."""
     f = activation(act)
     H = h0.shape[-1]
     h, hs = h0, [h0]
     for t, m in enumerate(_masks(lengths, gx.shape[0], gx)):
+        s = _read(fed, t, h)
         xr, xz, xn = gx[t].split(H, -1)
         if before:
-            hr, hz = F.linear(h, w_hh[: 2 * H]).split(H, -1)
+            hr, hz = F.linear(s, w_hh[: 2 * H]).split(H, -1)
             r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-            n = f(xn + F.linear(r * h, w_hh[2 * H :]))
+            n = f(xn + F.linear(r * s, w_hh[2 * H :]))
         else:
-            hr, hz, hn = F.linear(h, w_hh, b_hh).split(H, -1)
+            hr, hz, hn = F.linear(s, w_hh, b_hh).split(H, -1)
             r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
             n = f(xn + r * hn)
-        h = _keep(m, z * h + (1 - z) * n, h)
+        h = _keep(m, z * s + (1 - z) * n, h)
         hs.append(h)
     return (torch.stack(hs),)
 
@@ -166,6 +178,7 @@ def lstm(
     act: int,
     cact: int,
     store: bool = True,
+    fed: tuple[Tensor, Tensor, bool] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(ys (T+1, B, P), cs (T+1, B, H), gs (T+1, B, NS·H) or empty): every option of
     LSTMCell. ``blocks`` gives the block index of i, f, g, o in the gate layout (-1 absent).
@@ -174,6 +187,7 @@ def lstm(
         c(t) = f ⊙ c(t-1) + i ⊙ g  (absent gates drop out; CIFG: f = 1 - i)
         o = σ(a_o + w_co ⊙ c(t) + R_o),  m = o ⊙ σ_y(c(t)),  y(t) = W_hr m (or m)
     with a = gx(t) + W_hh y(t-1) and R = W_gg [i, f, o](t-1) under full gate recurrence.
+    With ``fed`` (state feedback, :func:`_read`) a reads s(t) in place of y(t-1); c carries on.
     """
     oi, of, og, oo = (int(b) for b in blocks)
     fa, fc = activation(act), activation(cact)
@@ -186,7 +200,7 @@ def lstm(
     ys, cs = [h0], [c0]
     gs: list[Tensor] = [g0] if g0 is not None and fgr else []
     for t, m in enumerate(_masks(lengths, gx.shape[0], gx)):
-        a = gx[t] + F.linear(y, w_hh)
+        a = gx[t] + F.linear(_read(fed, t, y), w_hh)
         blk = a.split(H, -1)
         R: dict[str, Tensor] = {}
         if fgr:
@@ -223,3 +237,35 @@ def lstm(
             gs.append(gprev)
     g_out = torch.stack(gs) if fgr else gx.new_empty(0)
     return torch.stack(ys), torch.stack(cs), g_out
+
+
+# the masked ops' references (rnnlab.engine.feedback_gated): arguments in schema order
+def gru_fed(gx, w_hh, b_hh, h0, ref, mask, lengths, before, act, store, detach):  # type: ignore[no-untyped-def]
+    return gru(gx, w_hh, b_hh, h0, lengths, before, act, store, (ref, mask, detach))
+
+
+def lstm_fed(  # type: ignore[no-untyped-def]
+    gx,
+    w_hh,
+    w_ci,
+    w_cf,
+    w_co,
+    w_hr,
+    w_gg,
+    h0,
+    c0,
+    g0,
+    ref,
+    mask,
+    lengths,
+    blocks,
+    coupled,
+    act,
+    cact,
+    store,
+    detach,
+):
+    return lstm(
+        gx, w_hh, w_ci, w_cf, w_co, w_hr, w_gg, h0, c0, g0, lengths, blocks, coupled, act, cact,
+        store, (ref, mask, detach),
+    )  # fmt: skip

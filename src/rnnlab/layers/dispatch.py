@@ -21,7 +21,10 @@ The order of choice, first match wins:
       ``type(cell)``: all steps at once;
    b. a masked kernel for ``type(cell)`` (:func:`rnnlab.engine.lookup_masked`): the schedule's
       mask, drawn here exactly as :func:`unroll` draws it, runs inside the kernel's time loop
-      (one call per chunk, every schedule, ``detach`` honoured by its backward);
+      (one call per chunk, every schedule, ``detach`` honoured by its backward). Registered
+      for Jordan, Elman without an output layer, GRU, LSTM (only h fed back) and the dropout
+      wrapper without an active recurrent mask; zoneout and state dropout are counted
+      fallbacks (docs/design/0003);
 
 5. the reference loop. Input feedback through a user function (``input_feedback=fn``) always
    lands here: the engine cannot call Python per step. :data:`FALLBACKS` counts these runs.

@@ -50,17 +50,50 @@ template <typename T> struct StepGemm {
   }
 };
 
+// State feedback (feedback.h): at step t > 0 a masked run reads s(t) = mask[t, b] ? r(t-1) :
+// y(t-1) in place of the own state y(t-1); y(t) itself (and what a row past its length holds)
+// stays the own output. Every loop below takes a Fed; the default one (M null) is the plain run,
+// which only tests `on()` once per row.
+template <typename T> struct Fed {
+  const T* R = nullptr;     // the reference r, (S, B, n)
+  const bool* M = nullptr;  // the mask, (S, B): step t reads r(t-1) where M[t, b]
+  T* s = nullptr;           // the states read, (S, B, n); s(0) = the initial state
+  T* dr = nullptr;          // backward: the reference's gradient, (S, B, n), zero-filled
+  bool detach = false;      // backward: the fed-back own output carries no gradient
+  bool on() const { return M != nullptr; }
+  // forward, after step t: row b's columns [u, u + w) of s(t+1), from the own state yt (that
+  // row's y(t) at column u) or the reference
+  void feed(int64_t t, int64_t S, int64_t B, int64_t n, int64_t b, int64_t u, int64_t w,
+            const T* yt) const {
+    if (t + 1 >= S) return;
+    const T* src = M[(t + 1) * B + b] ? R + (t * B + b) * n + u : yt;
+    std::memcpy(s + ((t + 1) * B + b) * n + u, src, sizeof(T) * w);
+  }
+  // backward, step t: d (row b, columns [u, u + w)) holds the gradient of s(t); it goes to
+  // r(t-1) where the mask fed it, else stays the own y(t-1)'s (dropped under detach)
+  void split(int64_t t, int64_t B, int64_t n, int64_t b, int64_t u, int64_t w, T* d) const {
+    if (t == 0) return;
+    if (M[t * B + b]) {
+      std::memcpy(dr + ((t - 1) * B + b) * n + u, d, sizeof(T) * w);
+      std::fill(d, d + w, T(0));
+    } else if (detach) {
+      std::fill(d, d + w, T(0));
+    }
+  }
+};
+
 // ---------------------------------------------------------------------------------- Elman ----
 // h(t) = act(gx(t) + U h(t-1)); `first` (B, H), when given, is added to step 0's pre-activation
 // (Jordan's fed-back y(0) enters there, see kernels.py)
 template <typename T>
 static void elman_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& first, Tensor& hs,
-                           const Lengths& L, int64_t act) {
+                           const Lengths& L, int64_t act, const Fed<T>& fd = Fed<T>()) {
   const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2);
   const T* g = gx.data_ptr<T>();
   const T* W = w.data_ptr<T>();
   const T* f0 = first.numel() ? first.data_ptr<T>() : nullptr;
   T* h = hs.data_ptr<T>();
+  const T* hin = fd.on() ? fd.s : h;  // the states the steps read
   const StepGemm<T> gw(B, H, H, W, H, true);
   for (int64_t t = 0; t < S; ++t) {
     T* prev = h + t * B * H;
@@ -68,11 +101,13 @@ static void elman_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& firs
     std::memcpy(cur, g + t * B * H, sizeof(T) * B * H);
     if (t == 0 && f0)
       for (int64_t k = 0; k < B * H; ++k) cur[k] += f0[k];
-    gw.run(B, prev, H, T(1), cur, H);
+    gw.run(B, hin + t * B * H, H, T(1), cur, H);
     par_act_inplace(act, cur, B * H);
     if (!L.full)
       for (int64_t b = 0; b < B; ++b)
         if (!L.valid(b, t)) std::memcpy(cur + b * H, prev + b * H, sizeof(T) * H);
+    if (fd.on())
+      for (int64_t b = 0; b < B; ++b) fd.feed(t, S, B, H, b, 0, H, cur + b * H);
   }
 }
 
@@ -93,7 +128,8 @@ std::vector<Tensor> elman_forward(const Tensor& gx, const Tensor& w_hh, const Te
 
 template <typename T>
 static void elman_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& w, Tensor& dgx,
-                           Tensor& dw, Tensor& dh0, const Lengths& L, int64_t act) {
+                           Tensor& dw, Tensor& dh0, const Lengths& L, int64_t act,
+                           const Fed<T>& fd = Fed<T>()) {
   const int64_t S = dgx.size(0), B = dgx.size(1), H = dgx.size(2);
   const T* G = ghs.data_ptr<T>();
   const T* h = hs.data_ptr<T>();
@@ -116,9 +152,12 @@ static void elman_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& w,
       for (int64_t b = 0; b < B; ++b)
         if (L.valid(b, t)) std::memcpy(&dh[b * H], &tmp[b * H], sizeof(T) * H);
     }
+    if (fd.on())
+      for (int64_t b = 0; b < B; ++b)
+        if (L.valid(b, t)) fd.split(t, B, H, b, 0, H, &dh[b * H]);
   }
-  // dU = sum_t dpre(t)ᵀ h(t-1): one GEMM over all steps.
-  gemm(true, false, H, H, S * B, T(1), dg, H, h, H, T(0), dw.data_ptr<T>(), H);
+  // dU = sum_t dpre(t)ᵀ h(t-1) (the states read): one GEMM over all steps.
+  gemm(true, false, H, H, S * B, T(1), dg, H, fd.on() ? fd.s : h, H, T(0), dw.data_ptr<T>(), H);
   T* d0 = dh0.data_ptr<T>();
   for (int64_t k = 0; k < B * H; ++k) d0[k] = dh[k] + G[k];
 }
@@ -142,7 +181,8 @@ std::vector<Tensor> elman_backward(const Tensor& grad_hs, const Tensor& hs, cons
 // h(t) = act(gx(t) + U y(t-1)),  y(t) = oact(W_y h(t) + b_y)
 template <typename T>
 static void jordan_fwd_impl(const Tensor& gx, const Tensor& u, const Tensor& wy, const Tensor& by,
-                            Tensor& ys, Tensor& hs, const Lengths& L, int64_t act, int64_t oact) {
+                            Tensor& ys, Tensor& hs, const Lengths& L, int64_t act, int64_t oact,
+                            const Fed<T>& fd = Fed<T>()) {
   const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2), O = u.size(1);
   const T* g = gx.data_ptr<T>();
   const T* U = u.data_ptr<T>();
@@ -150,13 +190,14 @@ static void jordan_fwd_impl(const Tensor& gx, const Tensor& u, const Tensor& wy,
   const T* b = by.numel() ? by.data_ptr<T>() : nullptr;
   T* y = ys.data_ptr<T>();
   T* h = hs.data_ptr<T>();
+  const T* yin = fd.on() ? fd.s : y;  // the states the steps read
   const StepGemm<T> gu(B, H, O, U, O, true), gy(B, O, H, Wy, H, true);
   for (int64_t t = 0; t < S; ++t) {
     T* ht = h + t * B * H;
     T* yp = y + t * B * O;
     T* yt = yp + B * O;
     std::memcpy(ht, g + t * B * H, sizeof(T) * B * H);
-    gu.run(B, yp, O, T(1), ht, H);
+    gu.run(B, yin + t * B * O, O, T(1), ht, H);
     par_act_inplace(act, ht, B * H);
     for (int64_t r = 0; r < B; ++r)
       for (int64_t o = 0; o < O; ++o) yt[r * O + o] = b ? b[o] : T(0);
@@ -165,6 +206,8 @@ static void jordan_fwd_impl(const Tensor& gx, const Tensor& u, const Tensor& wy,
     if (!L.full)
       for (int64_t r = 0; r < B; ++r)
         if (!L.valid(r, t)) std::memcpy(yt + r * O, yp + r * O, sizeof(T) * O);
+    if (fd.on())
+      for (int64_t r = 0; r < B; ++r) fd.feed(t, S, B, O, r, 0, O, yt + r * O);
   }
 }
 
@@ -191,7 +234,7 @@ template <typename T>
 static void jordan_bwd_impl(const Tensor& gys, const Tensor& ys, const Tensor& hs,
                             const Tensor& u, const Tensor& wy, Tensor& dgx, Tensor& du,
                             Tensor& dwy, Tensor& dby, Tensor& dy0, const Lengths& L, int64_t act,
-                            int64_t oact) {
+                            int64_t oact, const Fed<T>& fd = Fed<T>()) {
   const int64_t S = hs.size(0), B = hs.size(1), H = hs.size(2), O = u.size(1);
   const T* G = gys.data_ptr<T>();
   const T* y = ys.data_ptr<T>();
@@ -220,8 +263,11 @@ static void jordan_bwd_impl(const Tensor& gys, const Tensor& ys, const Tensor& h
       for (int64_t r = 0; r < B; ++r)
         if (L.valid(r, t)) std::memcpy(&dy[r * O], &tmp[r * O], sizeof(T) * O);
     }
+    if (fd.on())
+      for (int64_t r = 0; r < B; ++r)
+        if (L.valid(r, t)) fd.split(t, B, O, r, 0, O, &dy[r * O]);
   }
-  gemm(true, false, H, O, S * B, T(1), dg, H, y, O, T(0), du.data_ptr<T>(), O);
+  gemm(true, false, H, O, S * B, T(1), dg, H, fd.on() ? fd.s : y, O, T(0), du.data_ptr<T>(), O);
   gemm(true, false, O, H, S * B, T(1), dz.data(), O, h, H, T(0), dwy.data_ptr<T>(), H);
   T* db = dby.data_ptr<T>();
   std::fill(db, db + O, T(0));
@@ -260,12 +306,13 @@ std::vector<Tensor> jordan_backward(const Tensor& grad_ys, const Tensor& ys, con
 template <typename T>
 static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, Tensor& hs,
                          Tensor& gates, Tensor& aux, const Lengths& L, bool before, int64_t act,
-                         bool store) {
+                         bool store, const Fed<T>& fd = Fed<T>()) {
   const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2) / 3;
   const T* g = gx.data_ptr<T>();
   const T* W = w.data_ptr<T>();
   const T* bh = bhh.numel() ? bhh.data_ptr<T>() : nullptr;
   T* h = hs.data_ptr<T>();
+  const T* hin = fd.on() ? fd.s : h;  // the states the steps read
   // without a backward to feed (store == false) the gates of one step are scratch
   auto gts = [&](int64_t t) { return gates.data_ptr<T>() + (store ? t : 0) * B * 3 * H; };
   auto ats = [&](int64_t t) { return aux.data_ptr<T>() + (store ? t : 0) * B * H; };
@@ -274,7 +321,7 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
   // r, z and the candidate's pre-activation; reset after: n's pre-activation is complete.
   auto gates_row = [&](int64_t t, int64_t r, int64_t u, int64_t w, const T* hr, int64_t bs) {
     const T* xr = g + (t * B + r) * 3 * H + u;
-    const T* hp = h + (t * B + r) * H + u;
+    const T* hp = hin + (t * B + r) * H + u;
     T* o = gts(t) + r * 3 * H + u;
     T* a = ats(t) + r * H + u;
     for (int64_t j = 0; j < w; ++j) o[j] = sigmoid(xr[j] + hr[j]);
@@ -291,17 +338,18 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
       }
     }
   };
-  // n = act(pre), h(t) = z ⊙ h(t-1) + (1 - z) ⊙ n; frozen rows keep h(t-1)
+  // n = act(pre), h(t) = z ⊙ h(t-1) + (1 - z) ⊙ n; frozen rows keep the own h(t-1)
   auto update_row = [&](int64_t t, int64_t r, int64_t u, int64_t w) {
     T* o = gts(t) + r * 3 * H + u;
-    const T* hp = h + (t * B + r) * H + u;
+    const T* hp = hin + (t * B + r) * H + u;
     T* hc = h + ((t + 1) * B + r) * H + u;
     act_inplace(act, o + 2 * H, w);
     for (int64_t j = 0; j < w; ++j) {
       T z = o[H + j];
       hc[j] = z * hp[j] + (T(1) - z) * o[2 * H + j];
     }
-    if (!L.full && !L.valid(r, t)) std::memcpy(hc, hp, sizeof(T) * w);
+    if (!L.full && !L.valid(r, t)) std::memcpy(hc, h + (t * B + r) * H + u, sizeof(T) * w);
+    if (fd.on()) fd.feed(t, S, B, H, r, u, w, hc);
   };
   const int team = partition_team(B, H, 3 * H, H, true);
   if (team > 1) {
@@ -322,7 +370,7 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
             for (int64_t blk = 0; blk < nb; ++blk)
               for (int64_t j = 0; j < w; ++j)
                 sc[(r * nb + blk) * w + j] = bh ? bh[blk * H + u + j] : T(0);
-          gk.run(B, h + t * B * H, H, T(1), sc.data(), nb * w);
+          gk.run(B, hin + t * B * H, H, T(1), sc.data(), nb * w);
           for (int64_t r = 0; r < B; ++r) gates_row(t, r, u, w, sc.data() + r * nb * w, w);
         }
         if (before) {
@@ -340,7 +388,7 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
   const StepGemm<T> g3(B, before ? 2 * H : 3 * H, H, W, H, true);
   const StepGemm<T> gn(B, before ? H : 0, H, W + 2 * H * H, H, true);
   for (int64_t t = 0; t < S; ++t) {
-    T* prev = h + t * B * H;
+    const T* prev = hin + t * B * H;
     if (!before) {
       for (int64_t r = 0; r < B; ++r)
         for (int64_t k = 0; k < 3 * H; ++k) gh[r * 3 * H + k] = bh ? bh[k] : T(0);
@@ -388,10 +436,11 @@ std::vector<Tensor> gru_forward(const Tensor& gx, const Tensor& w_hh, const Tens
 template <typename T>
 static void gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gates,
                          const Tensor& aux, const Tensor& w, Tensor& dgx, Tensor& dw, Tensor& dbh,
-                         Tensor& dh0, const Lengths& L, bool before, int64_t act) {
+                         Tensor& dh0, const Lengths& L, bool before, int64_t act,
+                         const Fed<T>& fd = Fed<T>()) {
   const int64_t S = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
   const T* G = ghs.data_ptr<T>();
-  const T* h = hs.data_ptr<T>();
+  const T* h = fd.on() ? fd.s : hs.data_ptr<T>();  // the states the steps read
   const T* gs = gates.data_ptr<T>();
   const T* ax = aux.data_ptr<T>();
   const T* W = w.data_ptr<T>();
@@ -457,6 +506,7 @@ static void gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gate
     T* d = dh.data() + r * H + u;
     const T* q = before ? &drh[(t * B + r) * H + u] : nullptr;
     for (int64_t j = 0; j < w; ++j) d[j] = d[j] * o[H + j] + tmp[j] + (q ? q[j] : T(0));
+    if (fd.on()) fd.split(t, B, H, r, u, w, d);
   };
   auto add_grad = [&](int64_t t, int64_t u, int64_t w) {
     for (int64_t r = 0; r < B; ++r) {

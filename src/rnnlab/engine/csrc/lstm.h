@@ -30,7 +30,8 @@ template <typename T>
 static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci,
                           const Tensor& wcf, const Tensor& wco, const Tensor& whr,
                           const Tensor& wgg, Tensor& ys, Tensor& cs, Tensor& gs, Tensor& acts,
-                          Tensor& ms, const Lengths& L, const LstmCfg& k, bool store) {
+                          Tensor& ms, const Lengths& L, const LstmCfg& k, bool store,
+                          const Fed<T>& fd = Fed<T>()) {
   const int64_t S = gx.size(0), B = gx.size(1), GH = gx.size(2), H = GH / k.G;
   const int64_t P = whh.size(1), NSH = k.NS * H;
   const bool proj = whr.numel() > 0, fgr = wgg.numel() > 0;
@@ -38,6 +39,7 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
   const T* W = whh.data_ptr<T>();
   const T *pci = opt_ptr<T>(wci), *pcf = opt_ptr<T>(wcf), *pco = opt_ptr<T>(wco);
   T* y = ys.data_ptr<T>();
+  const T* yin = fd.on() ? fd.s : y;  // the states the steps read (state feedback: feedback.h)
   T* c = cs.data_ptr<T>();
   T* a = acts.data_ptr<T>();
   T* m = proj ? ms.data_ptr<T>() : nullptr;
@@ -114,7 +116,7 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
         std::memcpy(Wk.data() + blk * w * P, W + (blk * H + u) * P, sizeof(T) * w * P);
       for (int64_t t = 0; t < S; ++t) {
         if (w > 0) {
-          gemm(false, true, B, k.G * w, P, T(1), y + t * B * P, P, Wk.data(), P, T(0),
+          gemm(false, true, B, k.G * w, P, T(1), yin + t * B * P, P, Wk.data(), P, T(0),
                sc.data(), k.G * w);
           T* at = step_acts(t);
           const T* gt = g + t * B * GH;
@@ -128,6 +130,8 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
             row(t, r, u, w);
           }
           if (!L.full) freeze(t, u, w, u, w);  // no projection: y's columns are the units
+          if (fd.on())
+            for (int64_t r = 0; r < B; ++r) fd.feed(t, S, B, P, r, u, w, y + ((t + 1) * B + r) * P + u);
         }
         team_barrier();
       }
@@ -139,7 +143,7 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
     T* yt = yp + B * P;
     T* at = step_acts(t);
     std::memcpy(at, g + t * B * GH, sizeof(T) * B * GH);
-    gemm(false, true, B, GH, P, T(1), yp, P, W, P, T(1), at, GH);
+    gemm(false, true, B, GH, P, T(1), yin + t * B * P, P, W, P, T(1), at, GH);
     if (fgr)
       gemm(false, true, B, NSH, NSH, T(1), gsp + t * B * NSH, NSH, wgg.data_ptr<T>(), NSH, T(0),
            R.data(), NSH);
@@ -150,6 +154,8 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
       gemm(false, true, B, P, H, T(1), m + (store ? t : 0) * B * H, H, whr.data_ptr<T>(), H,
            T(0), yt, P);
     if (!L.full) freeze(t, 0, P, 0, H);
+    if (fd.on())
+      for (int64_t r = 0; r < B; ++r) fd.feed(t, S, B, P, r, 0, P, yt + r * P);
   }
 }
 
@@ -189,7 +195,7 @@ static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& gg
                           const Tensor& whr, const Tensor& wgg, Tensor& dgx, Tensor& dwhh,
                           Tensor& dci, Tensor& dcf, Tensor& dco, Tensor& dwhr, Tensor& dwgg,
                           Tensor& dh0, Tensor& dc0, Tensor& dg0, const Lengths& L,
-                          const LstmCfg& k) {
+                          const LstmCfg& k, const Fed<T>& fd = Fed<T>()) {
   const int64_t S = acts.size(0), B = acts.size(1), GH = acts.size(2), H = GH / k.G;
   const int64_t P = whh.size(1), NSH = k.NS * H;
   const bool proj = whr.numel() > 0, fgr = wgg.numel() > 0;
@@ -294,8 +300,10 @@ static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& gg
           // dy(t-1)[:, units] = dgates(t) W[:, units]
           gemm(false, false, B, w, GH, T(1), da + t * B * GH, GH, W + u, P, T(0), tmp.data(), w);
           for (int64_t r = 0; r < B; ++r)  // frozen rows: gradients pass unchanged
-            if (L.full || L.valid(r, t))
+            if (L.full || L.valid(r, t)) {
               std::memcpy(dy.data() + r * P + u, tmp.data() + r * w, sizeof(T) * w);
+              if (fd.on()) fd.split(t, B, P, r, u, w, dy.data() + r * P + u);
+            }
         }
       }
     });
@@ -306,6 +314,9 @@ static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& gg
       if (fgr) for (int64_t q = 0; q < B * NSH; ++q) dgs[q] += Gg[(t + 1) * B * NSH + q];
       if (proj) {
         std::memcpy(&dyp[t * B * P], dy.data(), sizeof(T) * B * P);
+        if (!L.full)  // a held row's y(t) is y(t-1), not W_hr m(t): no gradient to W_hr
+          for (int64_t r = 0; r < B; ++r)
+            if (!L.valid(r, t)) std::fill(&dyp[(t * B + r) * P], &dyp[(t * B + r + 1) * P], T(0));
         gemm(false, false, B, H, P, T(1), dy.data(), P, whr.data_ptr<T>(), H, T(0), dm.data(),
              H);
       }
@@ -321,11 +332,13 @@ static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& gg
       for (int64_t r = 0; r < B; ++r) {
         if (!(L.full || L.valid(r, t))) continue;  // frozen state: gradients pass unchanged
         std::memcpy(&dy[r * P], &tmpP[r * P], sizeof(T) * P);
+        if (fd.on()) fd.split(t, B, P, r, 0, P, &dy[r * P]);
         if (fgr) std::memcpy(&dgs[r * NSH], &tmpS[r * NSH], sizeof(T) * NSH);
       }
     }
   }
-  gemm(true, false, GH, P, S * B, T(1), da, GH, y, P, T(0), dwhh.data_ptr<T>(), P);
+  gemm(true, false, GH, P, S * B, T(1), da, GH, fd.on() ? fd.s : y, P, T(0),
+       dwhh.data_ptr<T>(), P);
   if (proj)
     gemm(true, false, P, H, S * B, T(1), dyp.data(), P, ms.data_ptr<T>(), H, T(0),
          dwhr.data_ptr<T>(), H);
