@@ -39,6 +39,7 @@ __all__ = [
 def register_defaults() -> None:
     """Register the compiled kernels of the built-in cells (done on import)."""
     from .feedback import register_feedback
+    from .feedback_gated import register_gated
     from .gpu import register_all as register_gpu
     from .kernels import register_all
     from .kernels_extra import register_extra
@@ -47,6 +48,7 @@ def register_defaults() -> None:
     register_gpu()
     register_extra()
     register_feedback()
+    register_gated()
 
 
 register_defaults()

@@ -335,17 +335,10 @@ def elman_masked(
 
 
 def register_feedback() -> None:
-    """Register the masked kernels: Jordan, Elman (h = y), GRU, LSTM, and the dropout wrapper
-    without an active recurrent mask."""
-    from ..cells.dropout import VariationalDropoutCell
-    from ..cells.gru import GRUCell
-    from ..cells.lstm import LSTMCell
+    """Register the masked kernels of the cells whose state is their output (Jordan, Elman
+    with h = y); :mod:`.feedback_gated` registers GRU's, LSTM's and the dropout wrapper's."""
     from ..cells.simple import ElmanCell, JordanCell
-    from .feedback_gated import dropout_masked, gru_masked, lstm_masked
     from .registry import register_masked
 
     register_masked(JordanCell, jordan_masked)
     register_masked(ElmanCell, elman_masked)
-    register_masked(GRUCell, gru_masked)
-    register_masked(LSTMCell, lstm_masked)
-    register_masked(VariationalDropoutCell, dropout_masked)

@@ -289,3 +289,15 @@ def dropout_masked(
         return None
     y, final = res
     return y, cell.State(*final, state.mask_x, state.mask_h)
+
+
+def register_gated() -> None:
+    """Register the masked kernels of GRUCell, LSTMCell and VariationalDropoutCell."""
+    from ..cells.dropout import VariationalDropoutCell
+    from ..cells.gru import GRUCell
+    from ..cells.lstm import LSTMCell
+    from .registry import register_masked
+
+    register_masked(GRUCell, gru_masked)
+    register_masked(LSTMCell, lstm_masked)
+    register_masked(VariationalDropoutCell, dropout_masked)
