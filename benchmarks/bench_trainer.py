@@ -17,9 +17,12 @@ Cases, on next-step prediction of a sine (task ``series``, T = ``--length``, B =
 * ``jordan_teacher_clip``: teacher forcing with ``clip.state_value`` (every update on the
   reference loop: the measured cost of state-gradient clipping);
 * ``gru_none``: a GRU without forcing (the GRU kernel);
-* ``gru_input_teacher`` / ``gru_input_mixed``: a GRU feeding its readout back as its next
-  input (``feedback: input``): teacher forcing is one plain run of the core; a mixture is the
-  model-level loop, one step at a time (the documented fallback).
+* ``gru_input_teacher`` / ``gru_input_mixed`` / ``gru_input_free``: a GRU feeding its readout
+  back as its next input (``feedback: input``): teacher forcing is one plain run of the core; a
+  mixture and free running are one ``rnnlab::fed_input`` call per window (the readout applied
+  per step inside the C++ loop, docs/design/0019);
+* ``gru2_input_mixed``: the same with two layers, which the op does not cover: the model-level
+  loop, one step at a time (the documented, counted fallback).
 
 The issue-16 target: ``jordan_teacher`` at T = 200, 100 steps, ratio <= 0.35. On a quiet
 machine:
@@ -72,6 +75,9 @@ def case_configs(length: int, steps: int) -> dict[str, dict[str, Any]]:
     cases["gru_none"] = cfg("GRUCell", "none")
     cases["gru_input_teacher"] = cfg("GRUCell", "teacher", "input")
     cases["gru_input_mixed"] = cfg("GRUCell", "mixed", "input")
+    cases["gru_input_free"] = cfg("GRUCell", "free", "input")
+    cases["gru2_input_mixed"] = cfg("GRUCell", "mixed", "input")
+    cases["gru2_input_mixed"]["model"]["num_layers"] = 2
     return cases
 
 

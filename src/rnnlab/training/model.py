@@ -30,11 +30,13 @@ Output feedback (docs/design/0001-output-feedback.md):
 With ``seq2seq`` an encoder of the same structure reads the source and hands its final state to
 an autoregressive decoder whose reference input is the shifted target.
 
-Why a model-level loop for ``"input"`` rather than ``Recurrent(cell, input_feedback=fn)``: that
-layer feeds back the *cell's* output, while here the output is the readout of the last of
-several layers. The loop below steps the whole model one time step at a time, and
-``tests/test_training_forcing.py`` checks it against ``Recurrent(..., input_feedback=...)`` on a
-one-layer model.
+Input feedback under a mixed or free-running mask, and :meth:`SequenceModel.generate`, run in
+:mod:`.autoregressive`: one engine call per chunk (``rnnlab::fed_input``: the readout and the
+token choice applied per step in C++) for a one-layer Elman or GRU model with a linear readout,
+else the model stepped one time step at a time in Python (the reference; counted in
+``FALLBACKS``). Sampled tokens are a Gumbel-max draw made up front, the same in both
+(docs/design/0019-input-feedback-engine.md). ``tests/test_training_forcing.py`` checks the loop
+against ``Recurrent(..., input_feedback=...)`` on a one-layer model.
 """
 
 from __future__ import annotations
@@ -47,11 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import engine
 from .._sequences import where_state
 from ..layers import Recurrent
-from ..layers.dispatch import FALLBACKS
 from ..layers.feedback import GivenMask
+from . import autoregressive
 from .model_spec import (  # noqa: F401  (re-exported: the spec's names lived here)
     FEEDBACKS,
     MODEL_DEFAULTS,
@@ -61,7 +62,6 @@ from .model_spec import (  # noqa: F401  (re-exported: the spec's names lived he
     check_model_spec,
     initial_state,
 )
-from .supervision import valid_steps
 
 
 class ModelOutput(NamedTuple):
@@ -333,45 +333,10 @@ class SequenceModel(nn.Module):
         if bool(mask[:, 1:].all()) and (prev_output is None or bool(mask[:, 0].all())):
             h, new = self._core(x, state, lengths)  # the reference everywhere: one parallel run
             return self._read(h), new
-        # the documented fallback (docs/design/0003): the readout of the last layer is fed back
-        # as the next input, so the core runs one step at a time, on the reference loop: a
-        # kernel call per step (T = 1) costs more than the cell's step (measured in
-        # benchmarks/bench_trainer.py, gru_input_mixed)
-        FALLBACKS["model input feedback"] += 1
-        with engine.disabled():
-            return self._steps(x, state, lengths, mask, detach, prev_output, sample, generator)
-
-    def _steps(
-        self,
-        x: Tensor,
-        state: Any,
-        lengths: Tensor | None,
-        mask: Tensor,
-        detach: bool,
-        prev_output: Tensor | None,
-        sample: bool,
-        generator: torch.Generator | None,
-    ) -> tuple[Tensor, Any]:
-        B, T = x.shape[0], x.shape[1]
-        if state is None:
-            state = self.initial_state(B, device=x.device, dtype=x.dtype)
-        valid = None if lengths is None else valid_steps(lengths, B, T, x.device)
-        ys: list[Tensor] = []
-        y_prev = prev_output
-        for t in range(T):
-            x_t = x[:, t]  # (B, I)
-            if y_prev is not None:
-                own = self.feed_output(
-                    y_prev.detach() if detach else y_prev, sample=sample, generator=generator
-                )
-                x_t = torch.where(mask[:, t : t + 1], x_t, own.to(x_t.dtype))
-            h, new = self.core(x_t.unsqueeze(1), state)  # (B, 1, H)
-            y_t = self._read(h)[:, 0]  # (B, O)
-            if valid is not None:
-                new = where_state(valid[:, t], new, state)
-            state, y_prev = new, y_t
-            ys.append(y_t)
-        return torch.stack(ys, 1), state  # (B, T, O)
+        # the readout of the last layer is fed back as the next input: one engine call for the
+        # chunk where covered, else the counted Python loop (training/autoregressive.py)
+        noise = autoregressive.choice_noise(self, x.shape[0], x.shape[1], sample, 1.0, generator, x)
+        return autoregressive.run(self, x, state, lengths, mask, detach, prev_output, noise)
 
     def choose(
         self,
@@ -381,11 +346,11 @@ class SequenceModel(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """The token chosen from logits y (B, C): argmax, or a sample of softmax(y / T)."""
-        if not sample or temperature <= 0:
-            return y.argmax(-1)
-        p = torch.softmax(y.detach().float() / temperature, -1)
-        return torch.multinomial(p.cpu(), 1, generator=generator).squeeze(1).to(y.device)
+        """The token chosen from logits y (B, C): the argmax (lowest index on a tie), or a
+        sample of softmax(y / T) by Gumbel-max, argmax(y + T g) with g drawn from
+        ``generator`` (docs/design/0019; the same draw the engine's loop uses)."""
+        noise = autoregressive.choice_noise(self, y.shape[0], 1, sample, temperature, generator, y)
+        return autoregressive.choose(y, None if noise is None else noise[:, 0])
 
     def feed_output(
         self,
@@ -432,35 +397,22 @@ class SequenceModel(nn.Module):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected a positive int, got {steps!r}")
         p = next(self.parameters())
-        state: Any = None
         if self.seq2seq:
             if source is None:
                 raise ValueError("source: an encoder-decoder generates from a source sequence")
             state = self.encode(source, source_lengths)
-            x_t = source.new_zeros(source.shape[0], 1, self.output_size)
+            x0, y_last = source.new_zeros(source.shape[0], 1, self.output_size).to(p.dtype), None
         else:
             if prime is None:
                 raise ValueError(f"prime: expected the first inputs (B, P, {self.input_size})")
             _check_x(prime, self.input_size, "prime")
             h, state = self.core(prime, None)
-            x_t = None
-            y_last = self._read(h)[:, -1]
-        values: list[Tensor] = []
-        tokens: list[Tensor] = []
-        for _ in range(steps):
-            if x_t is not None:
-                h, state = self.core(x_t.to(p.dtype), state)
-                y_last = self._read(h)[:, -1]
-            values.append(y_last)
-            if self.tokens:
-                tok = self.choose(
-                    y_last, sample=sample, temperature=temperature, generator=generator
-                )
-                tokens.append(tok)
-                x_t = F.one_hot(tok, self.output_size).to(p.dtype).unsqueeze(1)
-            else:
-                x_t = y_last.unsqueeze(1)
-        return Generated(torch.stack(values, 1), torch.stack(tokens, 1) if tokens else None)
+            x0, y_last = None, self._read(h)[:, -1]
+        B = (prime if prime is not None else source).shape[0]  # type: ignore[union-attr]
+        # the choices' noise for all steps up front: row k chooses from values[k]
+        noise = autoregressive.choice_noise(self, B, steps, sample, temperature, generator, p)
+        values, tokens = autoregressive.generate(self, steps, state, x0, y_last, noise)
+        return Generated(values, tokens)
 
 
 def _check_x(x: Any, features: int, argument: str) -> None:

@@ -610,6 +610,7 @@ std::vector<Tensor> gru_backward(const Tensor& grad_hs, const Tensor& hs, const 
 #include "regularised_jordan.h"
 #include "layernorm.h"
 #include "feedback.h"
+#include "fed_input.h"
 
 TORCH_LIBRARY(rnnlab_engine, m) {
   m.def("elman_forward(Tensor gx, Tensor w_hh, Tensor h0, Tensor first, Tensor lengths, int act) -> Tensor[]");
