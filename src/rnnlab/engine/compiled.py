@@ -223,7 +223,10 @@ def _generate(cc: CompiledCell, B: int, dtype: torch.dtype) -> tuple[str, dict[s
     args = ["x"] + [f"p{i}" for i in range(len(names))]
     ph_args = ["x"] + [f"s{i}" for i in range(len(sizes))] + args[1:]
     consts_src = trace.python_source(full, sp.consts, ph_args, "consts")
-    hoist_src = trace.python_source(full, sp.hoisted, ph_args, "hoist")
+    # the products of the input projection through engine.dense (oneDNN in eager float32)
+    aten = torch.ops.aten
+    dense_calls = {aten.addmm.default: "addmm", aten.mm.default: "mm"}
+    hoist_src = trace.python_source(full, sp.hoisted, ph_args, "hoist", dense_calls)
     # the generated functions take (x, *params) / (*params): state placeholders are unused
     py = consts_src.replace("def consts(" + ", ".join(ph_args) + "):",
                             "def consts(" + ", ".join(args[1:]) + "):")  # fmt: skip

@@ -24,7 +24,7 @@ from .._sequences import length_mask
 from ..cells.gru import GRUCell, GRUState
 from ..cells.lstm import LSTMCell, LSTMFGRState, LSTMState
 from ..cells.simple import ElmanCell, ElmanState, JordanCell, JordanState
-from . import build
+from . import build, dense
 from .registry import register, register_teacher_forced
 from .routes import GRU, LSTM, Elman, Jordan
 
@@ -59,7 +59,7 @@ def _summed_bias(cell: Any) -> Tensor | None:
 
 def _time_major_projection(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """gx = x W_ihᵀ + b for all steps at once: (B, T, I) -> (T, B, G·H), contiguous."""
-    return F.linear(x.transpose(0, 1), weight, bias).contiguous()
+    return dense.linear(x.transpose(0, 1), weight, bias).contiguous()
 
 
 def _zero_past(y: Tensor, lengths: Tensor | None) -> Tensor:

@@ -54,7 +54,9 @@ class Plan:
 
 def load(key: str, so: str, meta: dict[str, Any]) -> Plan:
     lib = ctypes.CDLL(so)
-    ns: dict[str, Any] = {"torch": torch}
+    from .. import dense
+
+    ns: dict[str, Any] = {"torch": torch, "addmm": dense.addmm, "mm": dense.mm}
     exec(compile(meta["python"], f"<rnnlab cell {key}>", "exec"), ns)  # our own cached code
     plan = Plan(
         key, meta, lib.rnnlab_forward, lib.rnnlab_infer, lib.rnnlab_backward,

@@ -285,9 +285,12 @@ def split(full: fx.GraphModule, n_state: int) -> Split:
     return Split(full, hoisted, consts, fx.GraphModule(torch.nn.Module(), rec))
 
 
-def python_source(full: fx.GraphModule, wanted: list[fx.Node], args: list[str], name: str) -> str:
+def python_source(full: fx.GraphModule, wanted: list[fx.Node], args: list[str], name: str,
+                  calls: dict[Any, str] | None = None) -> str:  # fmt: skip
     """Python source of ``def name(*args) -> tuple(wanted)``: ``wanted``'s ancestors in ``full``,
-    as plain ``torch.ops`` calls (cached on disk, so a later process needs no tracing)."""
+    as plain ``torch.ops`` calls (cached on disk, so a later process needs no tracing); an op in
+    ``calls`` called with positional arguments only becomes a call of the function of that name
+    instead (which the code's namespace must define)."""
     names: dict[fx.Node, str] = {}
     ph = [n for n in full.graph.nodes if n.op == "placeholder"]
     for n, a in zip(ph, args):
@@ -331,6 +334,8 @@ def python_source(full: fx.GraphModule, wanted: list[fx.Node], args: list[str], 
             raise Unsupported(f"the op {n.target} in the input projection")
         pk = n.target._schema.name.split("::")
         target = f"torch.ops.{pk[0]}.{pk[1]}.{n.target._overloadname}"
+        if calls and n.target in calls and not n.kwargs:
+            target = calls[n.target]
         parts = [lit(a) for a in n.args] + [f"{k}={lit(a)}" for k, a in n.kwargs.items()]
         lines.append(f"    {v} = {target}({', '.join(parts)})")
     lines.append(f"    return ({''.join(names[w] + ', ' for w in wanted)})")
