@@ -54,7 +54,6 @@ BINARY = {
     aten.ne.Tensor: "T({0} != {1})", aten.ne.Scalar: "T({0} != {1})",
     aten.add.Scalar: "({0} + {1})", aten.sub.Scalar: "({0} - {1})",
     aten.mul.Scalar: "({0} * {1})", aten.div.Scalar: "({0} / {1})",
-    aten.mul.Scalar: "({0} * {1})",
 }  # fmt: skip
 POINTWISE = set(UNARY) | set(BINARY) | {
     aten.where.self, aten.clamp.default, aten.sigmoid_backward.default,
@@ -131,6 +130,10 @@ class Step:
     pre: list[str] = field(default_factory=list)  # before the time loop (weight packing)
     packs: dict[tuple[Any, ...], int] = field(default_factory=dict)  # packed weight -> offset
     scalars: dict[fx.Node, str] = field(default_factory=dict)
+    split_rows: int = 0  # B of a row-split step (.rows): its loops over B rows run [r0, r1)
+
+    def _rows(self, R: int) -> tuple[str, str]:
+        return ("r0", "r1") if self.split_rows and R == self.split_rows else ("0", str(R))
 
     # ------------------------------------------------------------------------- values ----
     def val(self, n: Any) -> Val:
@@ -312,7 +315,8 @@ class Step:
                 stores.append((home, v))
         for home, v in stores:
             body.append(f"{home.at('i', 'j')} = {v};")
-        self.lines.append(f"for (int i = 0; i < {R}; ++i) {{")
+        lo, hi = self._rows(R)
+        self.lines.append(f"for (int i = {lo}; i < {hi}; ++i) {{")
         self.lines.append("#pragma omp simd")
         self.lines.append(f"for (int j = 0; j < {C}; ++j) {{")
         self.lines.extend("  " + b for b in body)
@@ -381,6 +385,9 @@ class Step:
             (ta, lda), (tb, ldb) = self._layout(va), self._layout(vb)
             M, K, N = va.R, va.C, vb.C
             pa, pb = f"({va.base} + {va.off})", f"({vb.base} + {vb.off})"
+            pc, mr = f"{out.base} + {out.off}", str(M)
+            if self._rows(M)[0] == "r0":  # this thread's rows of A and C
+                pa, pc, mr = f"({pa} + r0*{1 if ta else lda})", f"{pc} + r0*{out.rs}", "(r1 - r0)"
             if SMALL_GEMM and M <= SMALL_M and vb.base.startswith("K["):
                 # a loop-invariant weight: packed once before the loop, small-M product per step
                 pk = (vb.base, vb.off, vb.R, vb.C, vb.rs, vb.cs)
@@ -389,13 +396,13 @@ class Step:
                     self.pre.append(f"rnnlab_sg::pack_b({int(tb)}, {N}, {K}, {pb}, {ldb}, "
                                     f"W + {off});")  # fmt: skip
                 self.lines.append(
-                    f"rnnlab_sg::gemm_packed({int(ta)}, {M}, {N}, {K}, T({alpha!r}), {pa}, {lda}, "
-                    f"W + {self.packs[pk]}, T({beta!r}), {out.base} + {out.off}, {out.rs});"
+                    f"rnnlab_sg::gemm_packed({int(ta)}, {mr}, {N}, {K}, T({alpha!r}), {pa}, {lda}, "
+                    f"W + {self.packs[pk]}, T({beta!r}), {pc}, {out.rs});"
                 )
                 return
             self.lines.append(
-                f"gemm({int(ta)}, {int(tb)}, {M}, {N}, {K}, T({alpha!r}), {pa}, {lda}, {pb}, "
-                f"{ldb}, T({beta!r}), {out.base} + {out.off}, {out.rs});"
+                f"gemm({int(ta)}, {int(tb)}, {mr}, {N}, {K}, T({alpha!r}), {pa}, {lda}, {pb}, "
+                f"{ldb}, T({beta!r}), {pc}, {out.rs});"
             )
             return
         if t is aten.cat.default:
@@ -431,7 +438,8 @@ class Step:
         comb = {"+": "acc + {0}", "max": "std::max(acc, {0})", "min": "std::min(acc, {0})"}[kind]
         R, C = v.R, v.C
         if cols and not rows:  # over j: one value per row
-            self.lines.append(f"for (int i = 0; i < {R}; ++i) {{ T acc = {init};")
+            lo, hi = self._rows(R)
+            self.lines.append(f"for (int i = {lo}; i < {hi}; ++i) {{ T acc = {init};")
             self.lines.append(f"for (int j = 0; j < {C}; ++j) acc = {comb.format(v.at('i', 'j'))};")
             self.lines.append(
                 f"{out.base}[{out.off} + i*{out.rs if out.R > 1 else out.cs}] = acc; }}"
@@ -472,20 +480,19 @@ class Step:
         return True, max(v.cs, v.R)
 
     def _copy(self, src: Val, dst: Val, mode: str) -> None:
-        self.lines.append(f"for (int i = 0; i < {dst.R}; ++i) {{")
+        lo, hi = self._rows(dst.R)
+        self.lines.append(f"for (int i = {lo}; i < {hi}; ++i) {{")
         self.lines.append("#pragma omp simd")
         self.lines.append(f"for (int j = 0; j < {dst.C}; ++j) {dst.at('i', 'j')} {mode} "
                           f"{src.at('i', 'j')}; }}")  # fmt: skip
 
     def store(self, n: Any, dst: Val, mode: str = "=") -> None:
         """Write (or with ``mode`` "+=" accumulate) node ``n``'s value into ``dst``."""
-        if isinstance(n, fx.Node) and n in self.scalars:
-            self.lines.append(f"for (int i = 0; i < {dst.R}; ++i) for (int j = 0; j < {dst.C}; "
-                              f"++j) {dst.at('i', 'j')} {mode} {self.scalars[n]};")  # fmt: skip
-            return
-        if not isinstance(n, fx.Node):
-            self.lines.append(f"for (int i = 0; i < {dst.R}; ++i) for (int j = 0; j < {dst.C}; "
-                              f"++j) {dst.at('i', 'j')} {mode} {lit(n)};")  # fmt: skip
+        lo, hi = self._rows(dst.R)
+        if not isinstance(n, fx.Node) or n in self.scalars:
+            c = self.scalars[n] if isinstance(n, fx.Node) else lit(n)
+            self.lines.append(f"for (int i = {lo}; i < {hi}; ++i) for (int j = 0; j < {dst.C}; "
+                              f"++j) {dst.at('i', 'j')} {mode} {c};")  # fmt: skip
             return
         v = self.val(n)
         if mode == "=" and v == dst:

@@ -8,11 +8,13 @@ reads are saved per step (or read back from the state sequence, where they are t
 
 The C ABI (every array contiguous, time-major; ``n`` a step's element count of that array):
 
-``rnnlab_forward(T, H, K, S, Y, SV, W, len)`` (``rnnlab_infer``: the same without writing SV,
-for runs that need no gradient): H[k] hoisted (T, B, ·), K[k] constants,
+``rnnlab_forward(T, H, K, S, Y, SV, W, len, nth, ws)`` (``rnnlab_infer``: the same without
+writing SV, for runs that need no gradient): H[k] hoisted (T, B, ·), K[k] constants,
 S[k] the state sequence (T+1, B, H_k) with S[k][0] = the initial state, Y (T, B, O), SV[j] saved
-(T, n_j), W the workspace, len the lengths (B,) or null. Past a sequence's length the state is
-carried and y is zero, as in the reference loop.
+(T, n_j), W the workspace (nth parts of ws elements), len the lengths (B,) or null, nth the
+threads: where the step never mixes batch rows (:mod:`.rows`), each runs a range of the rows
+through all T steps (no synchronisation inside the loop), else one thread runs it all. Past a
+sequence's length the state is carried and y is zero, as in the reference loop.
 
 ``rnnlab_backward(T, H, K, S, Y, SV, GY, GS, GH, GK, G0, BT, W, len)``: GY (T, B, O) and
 GS[k] (T+1, B, H_k) the incoming gradients; writes GH[k] (T, B, ·), G0[k] (B, H_k) and adds
@@ -32,6 +34,7 @@ import torch
 from torch import fx
 
 from .cpp import Step, Val, contiguous, shape2
+from .rows import row_local
 from .trace import VIEWS, Split, Unsupported, trace
 
 aten = torch.ops.aten
@@ -87,6 +90,19 @@ static inline T pw(T x, double e) {
 }
 """
 
+
+# rows [r0, r1) of B on threads of their own (one per range; at most 16), W split alike
+ROWS_H = r"""
+#include <thread>
+template <class F> static void run_rows(int split, int B, int nth, T* W, long ws, const F& f) {
+  nth = std::min(std::min(nth, split), 16);
+  if (nth <= 1) { f(0, B, W); return; }
+  std::thread th[16];
+  for (int k = 1; k < nth; ++k) th[k] = std::thread(f, k * B / nth, (k + 1) * B / nth, W + k * ws);
+  f(0, B / nth, W);
+  for (int k = 1; k < nth; ++k) th[k].join();
+}
+"""
 
 # the small-M products (csrc/smallgemm.h, shared with the built-in kernels), pasted in whole
 # (without its "#pragma once", which g++ warns about in a main file)
@@ -196,12 +212,16 @@ def generate(sp: Split, dtype: torch.dtype) -> tuple[str, dict[str, Any]]:
         if r not in fhomes:
             fhomes[r] = at_t(f"SV[{len(sv_sizes)}]", shape2(r))
             sv_sizes.append(nel(shape2(r)))
-    fstep = Step(fwd_nodes, inputs(), dict(fhomes), work)
+    # batch rows on separate threads where the forward step never mixes them (.rows)
+    split = row_local(fwd_nodes, ins[: nh + ns], O[0]) is not None
+    sr = O[0] if split else 0
+    fstep = Step(fwd_nodes, inputs(), dict(fhomes), work, split_rows=sr)
     fstep.emit()
     for o, d in late:
         fstep.store(o, d)
     # the same step without the saves, for runs that need no gradient
-    istep = Step(fwd_nodes, inputs(), {o: d for o, d in fhomes.items() if o in f_outs}, work)
+    ihomes = {o: d for o, d in fhomes.items() if o in f_outs}
+    istep = Step(fwd_nodes, inputs(), ihomes, work, split_rows=sr)
     istep.emit()
     for o, d in late:
         istep.store(o, d)
@@ -265,6 +285,7 @@ def generate(sp: Split, dtype: torch.dtype) -> tuple[str, dict[str, Any]]:
         "saved": sv_sizes,
         "bt": bt_sizes,
         "work": max(f_work, b_work) + 16,
+        "split": split,
     }
     return src, meta
 
@@ -333,17 +354,24 @@ def _assemble(dtype: torch.dtype, fstep: Step, istep: Step, bstep: Step, O: tupl
     ns = len(ss)
     L = [SMALLGEMM_H, PRELUDE % {"ctype": ctype, "gemm": gemm}]
     arr = "T* const* H, T* const* K, T* const* S, T* Y, T* const* SV"
+    L.append(ROWS_H)
     for name, step in (("rnnlab_forward", fstep), ("rnnlab_infer", istep)):
-        L.append(f'extern "C" void {name}(long nT, {arr}, T* W, const int64_t* len) {{')
+        L.append(f"static void {name}_rows(long nT, {arr}, T* W, const int64_t* len, int r0, "
+                 "int r1) {")  # fmt: skip
         L += step.pre
         L.append("for (long t = 0; t < nT; ++t) {")
         L += step.lines
-        L.append(f"if (len) for (int b = 0; b < {B}; ++b) if (t >= len[b]) {{")
+        L.append("if (len) for (int b = r0; b < r1; ++b) if (t >= len[b]) {")
         for k, (_, h) in enumerate(ss):
             L.append(f"  std::memcpy(S[{k}] + (t+1)*{B * h} + b*{h}, S[{k}] + t*{B * h} + "
                      f"b*{h}, {h}*sizeof(T));")  # fmt: skip
         L.append(f"  std::memset(Y + t*{B * O[1]} + b*{O[1]}, 0, {O[1]}*sizeof(T)); }}")
         L.append("}}")
+        # nth threads (ws elements of W each) on row ranges, where the step allows it
+        L.append(f'extern "C" void {name}(long nT, {arr}, T* W, const int64_t* len, int nth, '
+                 f"long ws) {{ run_rows({B if fstep.split_rows else 1}, {B}, nth, W, ws, "
+                 f"[&](int r0, int r1, T* w) {{ {name}_rows(nT, H, K, S, Y, SV, w, len, r0, r1); "
+                 "}); }")  # fmt: skip
     L.append(f'extern "C" void rnnlab_backward(long nT, {arr}, T* GY, T* const* GS, '
              "T* const* GH, T* const* GK, T* const* G0, T* const* BT, T* W, "
              "const int64_t* len) {")  # fmt: skip

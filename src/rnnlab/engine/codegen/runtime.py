@@ -101,6 +101,8 @@ def _blas_threads() -> Any:
 
 
 _BLAS = _blas_threads()
+# RNNLAB_CC_ROWS=0: the row-split forward loops on one thread (A/B runs)
+ROWS = __import__("os").environ.get("RNNLAB_CC_ROWS", "1") != "0"
 
 
 def _call(fn: Any, *args: Any) -> None:
@@ -160,13 +162,17 @@ def _forward_cpu(key, T, hoisted, consts, h0, lengths, store=True):  # type: ign
     ns = len(plan.meta["states"])
     for s, h in zip(outs[1 : 1 + ns], h0):
         s[0].copy_(h)
-    work = h0[0].new_empty(plan.meta["work"])
+    # a row-split loop (codegen.rows) runs on torch's thread count, each thread its own workspace
+    split = plan.meta["split"] and ROWS
+    nth = max(1, min(torch.get_num_threads(), plan.meta["out"][0])) if split else 1
+    ws = plan.meta["work"]
+    work = h0[0].new_empty(ws * nth)
     lp, keep = _lengths_ptr(lengths)
     _call(
         plan.fwd if store else plan.infer,
         ctypes.c_long(T), _ptrs(hoisted), _ptrs(consts), _ptrs(outs[1 : 1 + ns]),
         ctypes.c_void_p(outs[0].data_ptr()), _ptrs(outs[1 + ns :]),
-        ctypes.c_void_p(work.data_ptr()), lp,
+        ctypes.c_void_p(work.data_ptr()), lp, ctypes.c_int(nth), ctypes.c_long(ws),
     )  # fmt: skip
     del keep
     return outs
