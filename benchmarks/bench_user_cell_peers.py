@@ -28,6 +28,13 @@ An A/B of the loops' BLAS threading (MKL's thread-local setting around each loop
     RNNLAB_CC_BLAS_THREADS=1 PYTHONPATH=src python benchmarks/bench_user_cell_peers.py \
         --rounds 7 --repeats 10 --out benchmarks/results/user_cell_peers-blas1
 
+Without the projections through oneDNN (``rnnlab.engine.dense``) and the row-split
+CompiledCell loop, for an A/B::
+
+    RNNLAB_DENSE_DNNL=0 RNNLAB_CC_ROWS=0 PYTHONPATH=src \
+        python benchmarks/bench_user_cell_peers.py --rounds 7 --repeats 10 \
+        --out benchmarks/results/user_cell_peers-nodnnl
+
 ``--tiny`` checks the script in seconds at (T, B, I, H) = (5, 2, 3, 4). Results go to
 ``benchmarks/results/user_cell_peers.json`` and ``.md`` (``--out`` to change).
 """

@@ -98,9 +98,13 @@ template <class F> static void run_rows(int split, int B, int nth, T* W, long ws
   nth = std::min(std::min(nth, split), 16);
   if (nth <= 1) { f(0, B, W); return; }
   std::thread th[16];
-  for (int k = 1; k < nth; ++k) th[k] = std::thread(f, k * B / nth, (k + 1) * B / nth, W + k * ws);
+  for (int k = 1; k < nth; ++k) {
+    const int r0 = k * B / nth, r1 = (k + 1) * B / nth;
+    try { th[k] = std::thread(f, r0, r1, W + k * ws); }
+    catch (...) { f(r0, r1, W + k * ws); }  // no thread to be had: this range runs here
+  }
   f(0, B / nth, W);
-  for (int k = 1; k < nth; ++k) th[k].join();
+  for (int k = 1; k < nth; ++k) if (th[k].joinable()) th[k].join();
 }
 """
 
