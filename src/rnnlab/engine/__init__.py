@@ -6,6 +6,7 @@ asks :func:`lookup` before falling back to its reference loop. Never a second AP
 from . import fed_input as _fed_input  # noqa: F401  (rnnlab::fed_input, input feedback)
 from . import ops as _ops  # noqa: F401  (defines torch.ops.rnnlab.* before any trace)
 from . import regularised as _regularised  # noqa: F401  (the ops of issue 18, likewise)
+from . import regularised_jordan as _regularised_jordan  # noqa: F401
 from . import regularised_ln as _regularised_ln  # noqa: F401
 from .build import status
 from .compiled import CompiledCell

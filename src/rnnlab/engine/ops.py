@@ -70,10 +70,16 @@ _HANDLES: dict[str, Any] = {}
 
 
 def op(name: str) -> Any:
-    """``torch.ops.rnnlab.<name>.default``, looked up once (the lookup costs ~0.1 ms a call)."""
-    if name not in _HANDLES:
-        _HANDLES[name] = getattr(getattr(torch.ops, NAMESPACE), name).default
-    return _HANDLES[name]
+    """``torch.ops.rnnlab.<name>.default``, looked up once (the lookup costs ~0.1 ms a call).
+    Not cached while Dynamo traces: a dict written inside a traced autograd.Function (the
+    first backward op looked up during a compiled training step) is a side effect that
+    ``fullgraph=True`` refuses."""
+    handle = _HANDLES.get(name)
+    if handle is None:
+        handle = getattr(getattr(torch.ops, NAMESPACE), name).default
+        if not torch.compiler.is_compiling():
+            _HANDLES[name] = handle
+    return handle
 
 
 # ------------------------------------------------------------------------------- fakes ----

@@ -54,7 +54,7 @@ def _translations() -> dict[Any, Any]:
 
     def jordan(gx: Any, u: Any, wy: Any, by: Any, y0: Any, lengths: Any, act: int,
                oact: int) -> Any:  # fmt: skip
-        return _scan.jordan(op, gx, u, wy, by, y0, lengths, act, oact)
+        return _scan.jordan(op, gx, u, wy, by, y0, lengths, act, oact)[:2]
 
     def gru(gx: Any, w_hh: Any, b_hh: Any, h0: Any, lengths: Any, before: bool, act: int,
             store: bool) -> Any:  # fmt: skip
@@ -86,6 +86,14 @@ def _translations() -> dict[Any, Any]:
         hs, cs = _scan.lstm_reg(op, gx, w_hh, h0, c0, mask_h, keep_h, keep_c, lengths, act, cact)
         return hs, cs, op.Identity(hs), op.Identity(hs)
 
+    def elman_reg(gx: Any, w_hh: Any, h0: Any, mask_h: Any, keep_h: Any, lengths: Any,
+                  act: int) -> Any:  # fmt: skip
+        return _scan.elman_reg(op, gx, w_hh, h0, mask_h, keep_h, lengths, act)
+
+    def jordan_reg(gx: Any, u: Any, wy: Any, by: Any, y0: Any, mask_y: Any, keep_y: Any,
+                   lengths: Any, act: int, oact: int) -> Any:  # fmt: skip
+        return _scan.jordan(op, gx, u, wy, by, y0, lengths, act, oact, mask_y, keep_y)
+
     def ln_lstm(gx: Any, w_hh: Any, g_hh: Any, b_hh: Any, g_c: Any, b_c: Any, h0: Any,
                 c0: Any, mask_h: Any, keep_h: Any, keep_c: Any, lengths: Any,
                 eps: float) -> Any:  # fmt: skip
@@ -108,6 +116,9 @@ def _translations() -> dict[Any, Any]:
     if hasattr(ops, "lstm_reg_forward"):
         table[ops.lstm_reg_forward.default] = lstm_reg
         table[ops.gru_reg_forward.default] = gru_reg
+        table[ops.elman_reg_forward.default] = elman_reg
+    if hasattr(ops, "jordan_reg_forward"):
+        table[ops.jordan_reg_forward.default] = jordan_reg
     if hasattr(ops, "ln_lstm_forward"):
         table[ops.ln_lstm_forward.default] = ln_lstm
         table[ops.ln_gru_forward.default] = ln_gru

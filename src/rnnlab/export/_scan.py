@@ -146,21 +146,48 @@ def elman(op: Any, gx: Any, w_hh: Any, h0: Any, first: Any, lengths: Any, act: i
 
 
 def jordan(op: Any, gx: Any, u: Any, wy: Any, by: Any, y0: Any, lengths: Any, act: int,
-           oact: int) -> Any:  # fmt: skip
-    """(ys (T+1, B, O), hs (T, B, H)): h(t) = act(gx(t) + U y(t-1)), y(t) = oact(W_y h + b_y)."""
+           oact: int, mask_y: Any = None, keep_y: Any = None) -> Any:  # fmt: skip
+    """(ys (T+1, B, O), hs (T, B, H), yc (T, B, O)): h(t) = act(gx(t) + U y(t-1)),
+    ỹ(t) = oact(W_y h + b_y), y(t) = ỹ(t); with ``mask_y`` (B, O) on y(t-1) in the product
+    and zoneout keep weights ``keep_y`` (T, B, O) on y, the regularised Jordan
+    (rnnlab.engine.regularised_jordan.jordan_reg)."""
     k = Consts(op, gx)
     uT, wyT = op.Transpose(u), op.Transpose(wy)
     b = Body(gx.dtype)
     y, g = b.input(2), b.input(2)
+    d = b.input(2) if keep_y is not None else None
     m = b.input(2, ir.DataType.BOOL) if lengths is not None else None
-    h = activation(b, act, b.Add(g, b.MatMul(y, uT)), k)
+    yin = y if mask_y is None else b.Mul(mask_y, y)
+    h = activation(b, act, b.Add(g, b.MatMul(yin, uT)), k)
     pre = b.MatMul(h, wyT)
     if by is not None:
         pre = b.Add(pre, by)
-    y_new = _keep(b, m, activation(b, oact, pre, k), y)
-    seqs = [gx] if lengths is None else [gx, step_mask(op, gx, lengths)]
-    _, ys, hs = scan(op, b, [y_new, b.Identity(y_new), b.Identity(h)], [y0], seqs)
-    return _with_first(op, ys, y0), hs
+    yc = activation(b, oact, pre, k)
+    y_new = _keep(b, m, _zone(b, d, y, yc, k), y)
+    seqs = [gx] + ([keep_y] if keep_y is not None else [])
+    seqs += [] if lengths is None else [step_mask(op, gx, lengths)]
+    outs = [y_new, b.Identity(y_new), b.Identity(h), b.Identity(yc)]
+    _, ys, hs, ycs = scan(op, b, outs, [y0], seqs)
+    return _with_first(op, ys, y0), hs, ycs
+
+
+def elman_reg(op: Any, gx: Any, w_hh: Any, h0: Any, mask_h: Any, keep_h: Any, lengths: Any,
+              act: int) -> Any:  # fmt: skip
+    """(hs (T+1, B, H), hc (T, B, H)): h̃ = act(gx(t) + U (m ⊙ h(t-1))), then zoneout
+    (rnnlab.engine.regularised.elman_reg)."""
+    k = Consts(op, gx)
+    uT = op.Transpose(w_hh)
+    b = Body(gx.dtype)
+    h, g = b.input(2), b.input(2)
+    d = b.input(2) if keep_h is not None else None
+    m = b.input(2, ir.DataType.BOOL) if lengths is not None else None
+    hin = h if mask_h is None else b.Mul(mask_h, h)
+    hc = activation(b, act, b.Add(g, b.MatMul(hin, uT)), k)
+    h_new = _keep(b, m, _zone(b, d, h, hc, k), h)
+    seqs = [gx] + ([keep_h] if keep_h is not None else [])
+    seqs += [] if lengths is None else [step_mask(op, gx, lengths)]
+    _, hs, hcs = scan(op, b, [h_new, b.Identity(h_new), b.Identity(hc)], [h0], seqs)
+    return _with_first(op, hs, h0), hcs
 
 
 def _zone(b: Body, d: ir.Value | None, prev: ir.Value, new: ir.Value, k: Consts) -> ir.Value:
