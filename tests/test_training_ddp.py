@@ -144,3 +144,24 @@ def test_sigterm_on_one_rank_stops_every_rank_at_one_checkpoint(tmp_path):
     assert 3 < step < 9 and meta["world_size"] == 2
     hist = [json.loads(line) for line in (run / "history.jsonl").open()]
     assert hist[-1]["event"] == "interrupted" and hist[-1]["step"] == step
+
+
+def test_shutdown_meets_at_a_barrier_only_after_a_normal_end(monkeypatch):
+    """A finished run waits for every rank before leaving the group (no rank tears its gloo
+    connections down while another still writes); after an error there is no barrier, where a
+    rank that failed alone would wait for ever."""
+    from rnnlab.training import distributed
+
+    calls: list[str] = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    two = distributed.DistInfo(rank=1, world_size=2)
+    distributed.shutdown(two, finished=True)
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    distributed.shutdown(two)
+    assert calls == ["destroy"]
+    calls.clear()
+    distributed.shutdown(distributed.DistInfo(), finished=True)  # one process: nothing to leave
+    assert calls == []

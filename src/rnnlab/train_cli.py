@@ -228,8 +228,10 @@ def run_train(args: argparse.Namespace) -> int:
             f"{f', resuming at step {trainer.step}' if args.resume else ''}",
             flush=True,
         )
+    finished = False
     try:
         result = trainer.fit()
+        finished = True
     except TrainingDiverged as err:
         if main:
             print(f"rnnlab train: {err}", file=sys.stderr)
@@ -247,7 +249,7 @@ def run_train(args: argparse.Namespace) -> int:
     finally:
         from .training.distributed import shutdown
 
-        shutdown(trainer.dist)
+        shutdown(trainer.dist, finished=finished)
     if main:
         val = result.last_val
         base = trainer.task.baseline

@@ -63,9 +63,24 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(rank, world, local)
 
 
-def shutdown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(info: DistInfo, *, finished: bool = False) -> None:
+    """Leave the process group (no-op for one process).
+
+    ``finished``: training ended normally, so every rank gets here. Then all ranks first meet
+    at a barrier, and none tears its connections down while another is still at work: rank 0
+    still writes the last metrics and checkpoint after the last collective, and a rank that
+    destroys its group and exits early leaves its peer's gloo threads to find the connection
+    gone. After an error (``finished=False``) there is no barrier: a rank that failed alone
+    would wait there for ever. Note: a group a DistributedDataParallel wrapper has used keeps
+    its gloo threads after ``destroy_process_group`` (seen with torch 2.13, with no Python
+    object left holding it), so they stop only at process exit; the barrier makes the ranks
+    reach that exit together, with nothing left in flight between them.
+    """
+    if not (info.enabled and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def all_sum(t: Tensor, info: DistInfo) -> Tensor:
