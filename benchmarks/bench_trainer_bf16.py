@@ -5,7 +5,7 @@ process and timed in interleaved rounds (fp32, bf16, fp32, bf16, ...); medians o
 after a warm-up round each.
 
 Cases: an LSTM and a GRU SequenceModel on the series task (MSE, every step; no output
-feedback: bf16 refuses it, docs/design/0018), and a model of the
+feedback, docs/design/0018), and a model of the
 user's own (a GRU layer read at the last step, tests/fixtures/user_models.py) on digits
 (cross-entropy, case 3), each also reporting the final loss of both precisions so a speed-up is
 not bought with a broken run.

@@ -76,9 +76,13 @@ def map_state(fn: Callable[..., Tensor], state: Any, *others: Any) -> Any:
     raise TypeError(f"state: expected tensors nested in tuples, got {type(state).__name__}")
 
 
-def detach_state(state: Any) -> Any:
-    """The state without its autograd history (the carry between truncated-BPTT windows)."""
-    return map_state(lambda t: t.detach(), state)
+def detach_state(state: Any, dtype: torch.dtype | None = None) -> Any:
+    """The state without its autograd history (the carry between truncated-BPTT windows);
+    with ``dtype``, its floating fields in that dtype (under bf16 autocast a window's state
+    may come out in bfloat16, while the next window's cells check it against float32)."""
+    if dtype is None:
+        return map_state(lambda t: t.detach(), state)
+    return map_state(lambda t: t.detach().to(dtype) if t.is_floating_point() else t.detach(), state)
 
 
 def where_state(keep_new: Tensor, new: Any, old: Any) -> Any:

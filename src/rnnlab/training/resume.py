@@ -38,6 +38,7 @@ from .config import diff
 from .distributed import all_gather_rows, barrier
 from .faults import RunDirError
 from .metrics import _jsonable, _Writer
+from .user_model import import_factory
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -163,8 +164,39 @@ def _check_run_id(self: Trainer, resume: bool) -> str | None:
     return None if ck_id is None else str(ck_id)
 
 
+def loss_reference(fn: Any) -> str | None:
+    """``"module:qualname"`` of a loss function that importing gives back, else None (a
+    lambda, a local function, a callable object)."""
+    mod, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not isinstance(mod, str) or not isinstance(qual, str) or "<" in qual:
+        return None
+    try:
+        return f"{mod}:{qual}" if import_factory(f"{mod}:{qual}", "loss") is fn else None
+    except Exception:  # noqa: BLE001 (any import failure: not importable)
+        return None
+
+
+def _saved_loss(self: Trainer, meta: Mapping[str, Any]) -> None:
+    """The run's loss of the user's own, when none is given again: re-imported from its saved
+    reference, or refused by name (a lambda or local function cannot be saved)."""
+    saved = meta.get("loss")
+    if saved is None or self.loss_fn is not None:
+        return
+    if saved.get("ref") is not None:
+        self.loss_fn = import_factory(saved["ref"], "loss")
+        return
+    raise ValueError(
+        f"loss: this run was trained with a loss of your own ({saved.get('name')!r}) that "
+        "cannot be imported (a lambda or a function defined inside another), so it was not "
+        "saved; pass it again: Trainer(..., resume=True, loss=fn) or "
+        "trainer_from_checkpoint(path, loss=fn). `rnnlab eval` cannot take a function: define "
+        "the loss at module level in an importable module, and it is saved and reloaded"
+    )
+
+
 def _restore(self: Trainer, meta: Mapping[str, Any]) -> None:
     """Put a checkpoint's state back; the RNG states last, so that restoring draws nothing."""
+    _saved_loss(self, meta)
     self.net.load_state_dict({k: v.to(self.device) for k, v in meta["model"].items()})
     self.optimizer.load_state_dict(meta["optimizer"])
     if self.scheduler is not None and meta.get("scheduler") is not None:
@@ -225,6 +257,12 @@ def state(self: Trainer) -> dict[str, Any]:
         },
         "world_size": self.dist.world_size,
         "callbacks": callback_states(self.callbacks),
+        "loss": None
+        if self.loss_fn is None
+        else {
+            "ref": loss_reference(self.loss_fn),
+            "name": getattr(self.loss_fn, "__qualname__", type(self.loss_fn).__name__),
+        },
     }
 
 

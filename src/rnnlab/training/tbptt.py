@@ -153,6 +153,9 @@ class TruncatedBPTT:
         out_chunks: list[Tensor] = []
         window_losses: list[float] = []
         carry = state
+        # the carried state in the parameters' dtype: under bf16 autocast a window's final
+        # state may be bfloat16 (a readout inside the cell), the next window's cells check it
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
         prev_y = prev_output
         prev_win_out: Tensor | None = None
         prev_win_start = 0
@@ -201,7 +204,7 @@ class TruncatedBPTT:
             window_losses.append(float(shown))
             out_chunks.append(y[:, a:].detach())
             prev_win_out, prev_win_start = y.detach(), w.start
-            carry = detach_state(res.split_state)
+            carry = detach_state(res.split_state, dtype)
             final_state = res.state
         outputs = torch.cat(out_chunks, 1)
         assert outputs.shape[:2] == (B, T)
@@ -209,7 +212,7 @@ class TruncatedBPTT:
             sum(window_losses),
             window_losses,
             outputs,
-            detach_state(final_state),
+            detach_state(final_state, dtype),
             outputs[:, -1],
         )
 

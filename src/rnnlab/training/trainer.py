@@ -123,7 +123,9 @@ class Trainer:
         precision: ``"fp32"`` or ``"bf16"`` (autocast), overriding ``train.precision``.
         loss: a function ``loss(prediction, target, mask)`` returning the loss summed over the
             masked steps, instead of the task's; it is divided by the same count (masked steps,
-            x output features for MSE tasks). Not saved: ``rnnlab eval`` reports the task's.
+            x output features for MSE tasks). Checkpoints hold its import path when it has
+            one (``"module:qualname"``, a module-level function) and resume and evaluation
+            re-import it; a lambda or local function must be passed again (else ValueError).
 
     Example:
         >>> cfg = {"task": {"name": "series", "n_train": 32, "n_val": 8},
@@ -211,12 +213,6 @@ class Trainer:
                 self.callbacks += check_callbacks(made)
             except TypeError as err:
                 raise ConfigError(f"train.callback: {tr['callback']} returned {err}") from None
-        if tr["precision"] == "bf16" and c["model"]["feedback"] != "none":
-            raise ConfigError(
-                "train.precision: bf16 autocast runs models without output feedback; the "
-                "free-running loop feeds a bfloat16 state into float32 steps (model.feedback "
-                f"{c['model']['feedback']!r}; set model.feedback 'none' or train.precision fp32)"
-            )
         W = self.dist.world_size
         if tr["batch_size"] % W:
             raise ConfigError(
@@ -400,9 +396,11 @@ def trainer_from_checkpoint(
     which: str = "latest",
     device: str | None = None,
     model: nn.Module | None = None,
+    loss: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
 ) -> Trainer:
     """A :class:`Trainer` (writing nothing) with a run's config, data and saved state; for
     evaluation and generation. ``which``: ``"latest"`` or ``"best"`` of a run directory.
+    ``loss``: the run's loss of your own, if it has one that cannot be re-imported.
 
     A model of the user's own is rebuilt from the run's ``model.factory``; one trained without a
     factory must be given as ``model`` (an instance of the same architecture), else ValueError.
@@ -421,7 +419,7 @@ def trainer_from_checkpoint(
         )
     if device is not None:
         cfg["train"]["device"] = device
-    t = Trainer(cfg, None, model=model)
+    t = Trainer(cfg, None, model=model, loss=loss)
     t._restore(ck.meta)
     t.checkpoint = ck.path
     t.model.eval()
