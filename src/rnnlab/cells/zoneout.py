@@ -11,10 +11,10 @@ probability p_s instead of taking the cell's new value s̃(t):
     \text{eval:}\quad s(t) = p_s\, s(t-1) + (1 - p_s)\, \tilde s(t)
 
 (the paper's deterministic mixture, its expectation). The LSTM takes separate rates for h and
-c (z_c = 0.5, z_h = 0.05 are the rates usually quoted from the paper for characters; not
-checked against it here). Unlike dropout, the gradient
-flows through the kept units to s(t-1) unchanged, which is the paper's point: zoneout is a
-per-unit stochastic identity connection through time.
+c (z_c = 0.5, z_h = 0.05 are the authors' rates for character-level Penn Treebank, per the
+README of their code, github.com/teganmaharaj/zoneout). Unlike dropout, the gradient flows
+through the kept units to s(t-1) unchanged, which is the paper's point: zoneout is a per-unit
+stochastic identity connection through time.
 
 The cell's output: for cells whose output *is* a state field (``feedback_field``: LSTM and GRU
 h, Jordan y, Elman without an output layer) the output is the zoned value, as in the paper; an
