@@ -135,6 +135,32 @@ def test_zoneout_draws_match_reference_and_eval_is_the_mixture(monkeypatch):
     assert bool((k["c"] == 0.5).all())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zoneout_keep_one_draw_equals_the_reference_per_step_draws(dtype):
+    # zoneout_keep draws all steps in one torch.rand; the reference loop (ZoneoutCell.step)
+    # draws rand(B, n) < p per step and zoned field, in field order: the same values
+    from rnnlab.engine.kernels_extra import zoneout_keep
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # the draws' own dtype follows the default, as the step's
+    try:
+        g = torch.Generator().manual_seed(11)
+        cell = ZoneoutCell(LSTMCell(4, 37), {"h": 0.3, "c": 0.6}, generator=g).to(dtype)
+        x = torch.randn(5, 40, 4, dtype=dtype)
+        like = cell.initial_state(5, dtype=dtype)
+        g.manual_seed(11)
+        got = zoneout_keep(cell, x, like)
+        g.manual_seed(11)
+        want: dict[str, list[torch.Tensor]] = {"h": [], "c": []}
+        for _ in range(40):
+            for f, p in (("h", 0.3), ("c", 0.6)):
+                want[f].append((torch.rand((5, 37), generator=g) < p).to(dtype))
+    finally:
+        torch.set_default_dtype(old)
+    for f in ("h", "c"):
+        assert got[f].dtype == dtype and torch.equal(got[f], torch.stack(want[f])), f
+
+
 @pytest.mark.parametrize("gru", [False, True], ids=["lstm", "gru"])
 def test_regularised_ops_gradcheck_and_gradgradcheck(gru):
     torch.manual_seed(0)

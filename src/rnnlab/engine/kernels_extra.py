@@ -170,18 +170,27 @@ def variational_dropout_kernel(
 
 def zoneout_keep(cell: ZoneoutCell, x: Tensor, like: Any) -> dict[str, Tensor]:
     """Per zoned field, the (T, B, n) keep weights of a run over ``x`` (B, T, ...): the
-    reference loop's draws in training (same calls, same order), the rate in eval."""
+    reference loop's draws in training, the rate in eval.
+
+    The reference draws ``torch.rand(shape, generator=...) < p`` per step and zoned field, in
+    field order. torch's CPU ``uniform_`` fills a tensor element by element from the
+    generator's stream, so one ``torch.rand`` of T · (sum of the fields' sizes) values, read
+    as (T, fields), holds exactly those draws (a test checks the equality), in one call
+    instead of T · fields."""
     T = x.shape[1]
     zoned = [(f, p, getattr(like, f)) for f, p in cell.rates.items() if p > 0.0]
     if not cell.training:
         return {
             f: torch.full((T, *s.shape), p, dtype=s.dtype, device=s.device) for f, p, s in zoned
         }
-    draws: dict[str, list[Tensor]] = {f: [] for f, _, _ in zoned}
-    for _ in range(T):
-        for f, p, s in zoned:
-            draws[f].append(torch.rand(s.shape, device=s.device, generator=cell.generator) < p)
-    return {f: torch.stack(d).to(s.dtype) for (f, _, s), d in zip(zoned, draws.values())}
+    if not zoned:
+        return {}
+    sizes = [s.numel() for _, _, s in zoned]
+    u = torch.rand((T, sum(sizes)), device=zoned[0][2].device, generator=cell.generator)
+    out: dict[str, Tensor] = {}
+    for (f, p, s), part in zip(zoned, u.split(sizes, dim=1)):
+        out[f] = (part < p).to(s.dtype).view(T, *s.shape)
+    return out
 
 
 def zoneout_kernel(cell: ZoneoutCell, x: Tensor, state: Any, lengths: Tensor | None) -> Any:

@@ -214,6 +214,15 @@ def _second(ref: Any, consts: dict[int, Any], n_grads: int, ctx: Any, cot: Any) 
     return second_derivative(f, grads, xs, cot)
 
 
+def _lean_grads(ctx: Any, grads: tuple[Any, ...], outs: tuple[Tensor, ...]) -> list[Tensor]:
+    """The output gradients (zeros where autograd passed None: the forward Functions set
+    ``set_materialize_grads(False)``, so that the buffer outputs' T·B·G·H zeros are never
+    made); ``ctx.direct``: call the backward op itself, without its differentiable Function,
+    when the backward is not differentiated (no ``create_graph``)."""
+    ctx.direct = not torch.is_grad_enabled()
+    return [torch.zeros_like(o) if g is None else g for g, o in zip(grads, outs)]
+
+
 # ---------------------------------------------------------------------------- Functions ----
 class LSTMRegBackward(torch.autograd.Function):
     """``rnnlab::lstm_reg_backward``; its backward is the reference's second derivative."""
@@ -253,13 +262,16 @@ class LSTMReg(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         ctx.mark_non_differentiable(output[2], output[3])
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(*inputs[:8], *output)
         ctx.cfg = inputs[8:]
 
     @staticmethod
-    def backward(ctx: Any, g_hs: Tensor, g_cs: Tensor, *_: Any) -> Any:
+    def backward(ctx: Any, g_hs: Tensor | None, g_cs: Tensor | None, *_: Any) -> Any:
         gx, w_hh, h0, c0, mask_h, keep_h, keep_c, lengths, hs, cs, gates, tc = ctx.saved_tensors
-        res = LSTMRegBackward.apply(
+        g_hs, g_cs = _lean_grads(ctx, (g_hs, g_cs), (hs, cs))
+        run = LSTMRegBackward.forward if ctx.direct else LSTMRegBackward.apply
+        res = run(
             g_hs, g_cs, gx, w_hh, h0, c0, mask_h, keep_h, keep_c, lengths, *ctx.cfg,
             hs, cs, gates, tc,
         )  # fmt: skip
@@ -314,13 +326,16 @@ class GRUReg(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         ctx.mark_non_differentiable(output[1], output[2])
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(*inputs[:7], *output)
         ctx.cfg = inputs[7:]
 
     @staticmethod
-    def backward(ctx: Any, g_hs: Tensor, *_: Any) -> Any:
+    def backward(ctx: Any, g_hs: Tensor | None, *_: Any) -> Any:
         gx, w_hh, b_hh, h0, mask_h, keep_h, lengths, hs, gates, aux = ctx.saved_tensors
-        dgx, dw, db, dh0 = GRURegBackward.apply(
+        (g_hs,) = _lean_grads(ctx, (g_hs,), (hs,))
+        run = GRURegBackward.forward if ctx.direct else GRURegBackward.apply
+        dgx, dw, db, dh0 = run(
             g_hs, gx, w_hh, b_hh, h0, mask_h, keep_h, lengths, *ctx.cfg, hs, gates, aux
         )
         return dgx, dw, db if b_hh is not None else None, dh0, None, None, None, None, None
@@ -361,13 +376,16 @@ class ElmanReg(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(*inputs[:6], *output)
         ctx.act = inputs[6]
 
     @staticmethod
-    def backward(ctx: Any, g_hs: Tensor, *_: Any) -> Any:
+    def backward(ctx: Any, g_hs: Tensor | None, *_: Any) -> Any:
         gx, w_hh, h0, mask_h, keep_h, lengths, hs, hc = ctx.saved_tensors
-        dgx, dw, dh0 = ElmanRegBackward.apply(
+        (g_hs,) = _lean_grads(ctx, (g_hs,), (hs,))
+        run = ElmanRegBackward.forward if ctx.direct else ElmanRegBackward.apply
+        dgx, dw, dh0 = run(
             g_hs, gx, w_hh, h0, mask_h, keep_h, lengths, ctx.act, hs, hc
         )
         return dgx, dw, dh0, None, None, None, None

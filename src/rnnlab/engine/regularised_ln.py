@@ -23,7 +23,7 @@ from torch import Tensor
 from . import ops
 from .ops import op
 from .reference import _keep, _masks
-from .regularised import _second, _zone
+from .regularised import _lean_grads, _second, _zone
 
 SCHEMAS = {
     "ln_lstm_forward": "(Tensor gx, Tensor w_hh, Tensor g_hh, Tensor? b_hh, Tensor g_c, "
@@ -197,14 +197,17 @@ class LNLSTM(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         ctx.mark_non_differentiable(*output[2:])
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(*inputs[:12], *output)
         ctx.eps = inputs[12]
 
     @staticmethod
-    def backward(ctx: Any, g_hs: Tensor, g_cs: Tensor, *_: Any) -> Any:
+    def backward(ctx: Any, g_hs: Tensor | None, g_cs: Tensor | None, *_: Any) -> Any:
         saved = ctx.saved_tensors
         args, outs = saved[:12], saved[12:]
-        res = LNLSTMBackward.apply(g_hs, g_cs, *args, ctx.eps, *outs)
+        g_hs, g_cs = _lean_grads(ctx, (g_hs, g_cs), outs[:2])
+        run = LNLSTMBackward.forward if ctx.direct else LNLSTMBackward.apply
+        res = run(g_hs, g_cs, *args, ctx.eps, *outs)
         grads = [r if a is not None else None for r, a in zip(res, args[:8])]
         return (*grads, None, None, None, None, None)
 
@@ -287,13 +290,16 @@ class LNGRU(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(*inputs[:8], *output)
         ctx.cfg = inputs[8:]
 
     @staticmethod
-    def backward(ctx: Any, g_hs: Tensor, *_: Any) -> Any:
+    def backward(ctx: Any, g_hs: Tensor | None, *_: Any) -> Any:
         saved = ctx.saved_tensors
         args, outs = saved[:8], saved[8:]
-        res = LNGRUBackward.apply(g_hs, *args, *ctx.cfg, *outs)
+        (g_hs,) = _lean_grads(ctx, (g_hs,), outs[:1])
+        run = LNGRUBackward.forward if ctx.direct else LNGRUBackward.apply
+        res = run(g_hs, *args, *ctx.cfg, *outs)
         grads = [r if a is not None else None for r, a in zip(res, args[:5])]
         return (*grads, None, None, None, None, None)
