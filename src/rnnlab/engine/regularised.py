@@ -270,7 +270,7 @@ class LSTMReg(torch.autograd.Function):
     def backward(ctx: Any, g_hs: Tensor | None, g_cs: Tensor | None, *_: Any) -> Any:
         gx, w_hh, h0, c0, mask_h, keep_h, keep_c, lengths, hs, cs, gates, tc = ctx.saved_tensors
         g_hs, g_cs = _lean_grads(ctx, (g_hs, g_cs), (hs, cs))
-        run = LSTMRegBackward.forward if ctx.direct else LSTMRegBackward.apply
+        run: Any = LSTMRegBackward.forward if ctx.direct else LSTMRegBackward.apply
         res = run(
             g_hs, g_cs, gx, w_hh, h0, c0, mask_h, keep_h, keep_c, lengths, *ctx.cfg,
             hs, cs, gates, tc,
@@ -334,7 +334,7 @@ class GRUReg(torch.autograd.Function):
     def backward(ctx: Any, g_hs: Tensor | None, *_: Any) -> Any:
         gx, w_hh, b_hh, h0, mask_h, keep_h, lengths, hs, gates, aux = ctx.saved_tensors
         (g_hs,) = _lean_grads(ctx, (g_hs,), (hs,))
-        run = GRURegBackward.forward if ctx.direct else GRURegBackward.apply
+        run: Any = GRURegBackward.forward if ctx.direct else GRURegBackward.apply
         dgx, dw, db, dh0 = run(
             g_hs, gx, w_hh, b_hh, h0, mask_h, keep_h, lengths, *ctx.cfg, hs, gates, aux
         )
@@ -384,7 +384,7 @@ class ElmanReg(torch.autograd.Function):
     def backward(ctx: Any, g_hs: Tensor | None, *_: Any) -> Any:
         gx, w_hh, h0, mask_h, keep_h, lengths, hs, hc = ctx.saved_tensors
         (g_hs,) = _lean_grads(ctx, (g_hs,), (hs,))
-        run = ElmanRegBackward.forward if ctx.direct else ElmanRegBackward.apply
+        run: Any = ElmanRegBackward.forward if ctx.direct else ElmanRegBackward.apply
         dgx, dw, dh0 = run(
             g_hs, gx, w_hh, h0, mask_h, keep_h, lengths, ctx.act, hs, hc
         )

@@ -206,7 +206,7 @@ class LNLSTM(torch.autograd.Function):
         saved = ctx.saved_tensors
         args, outs = saved[:12], saved[12:]
         g_hs, g_cs = _lean_grads(ctx, (g_hs, g_cs), outs[:2])
-        run = LNLSTMBackward.forward if ctx.direct else LNLSTMBackward.apply
+        run: Any = LNLSTMBackward.forward if ctx.direct else LNLSTMBackward.apply
         res = run(g_hs, g_cs, *args, ctx.eps, *outs)
         grads = [r if a is not None else None for r, a in zip(res, args[:8])]
         return (*grads, None, None, None, None, None)
@@ -299,7 +299,7 @@ class LNGRU(torch.autograd.Function):
         saved = ctx.saved_tensors
         args, outs = saved[:8], saved[8:]
         (g_hs,) = _lean_grads(ctx, (g_hs,), outs[:1])
-        run = LNGRUBackward.forward if ctx.direct else LNGRUBackward.apply
+        run: Any = LNGRUBackward.forward if ctx.direct else LNGRUBackward.apply
         res = run(g_hs, *args, *ctx.cfg, *outs)
         grads = [r if a is not None else None for r, a in zip(res, args[:5])]
         return (*grads, None, None, None, None, None)
