@@ -8,6 +8,8 @@
 // with LN0(v) = (v - mean v) / sqrt(var v + eps) over the row (biased variance), hin = m ⊙ h.
 #pragma once
 
+#include "regtail.h"
+
 namespace rnnlab {
 
 // LN0 of n values: writes v̂ to out, returns 1/σ
@@ -60,14 +62,10 @@ static void ln_lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& 
     const T* cp = c + t * B * H;
     T* ht = h + (t + 1) * B * H;
     T* ct = c + (t + 1) * B * H;
-    const T* src = hp;
-    if (m) {
-      for (int64_t k = 0; k < B * H; ++k) hin[k] = m[k] * hp[k];
-      src = hin.data();
-    }
+    const T* src = masked(m, hp, hin, B * H);
     gw.run(B, src, H, T(0), u.data(), G);
-    const T* zht = dh_ ? dh_ + t * B * H : nullptr;
-    const T* zct = dc_ ? dc_ + t * B * H : nullptr;
+    const T* zht = step_of(dh_, t, B * H);
+    const T* zct = step_of(dc_, t, B * H);
     for_rows(B, G, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t row = t * B + r;
@@ -91,18 +89,9 @@ static void ln_lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& 
         for (int64_t j = 0; j < H; ++j) tcr[j] = gcp[j] * chr[j] + (bcp ? bcp[j] : T(0));
         act_inplace(TANH, tcr, H);
         for (int64_t j = 0; j < H; ++j) htr[j] = O[j] * tcr[j];
-        if (zct) {
-          const T* d = zct + r * H;
-          for (int64_t j = 0; j < H; ++j) ctr[j] = d[j] * cpr[j] + (T(1) - d[j]) * ctr[j];
-        }
-        if (zht) {
-          const T* d = zht + r * H;
-          for (int64_t j = 0; j < H; ++j) htr[j] = d[j] * hpr[j] + (T(1) - d[j]) * htr[j];
-        }
-        if (!L.valid(r, t)) {
-          std::memcpy(ctr, cpr, sizeof(T) * H);
-          std::memcpy(htr, hpr, sizeof(T) * H);
-        }
+        const bool v = L.valid(r, t);
+        tail_row(v, step_of(zct, r, H), cpr, ctr, H);
+        tail_row(v, step_of(zht, r, H), hpr, htr, H);
       }
     });
   }
@@ -180,12 +169,10 @@ static void ln_lstm_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor&
   std::vector<T> dh(B * H, T(0)), dc(B * H, T(0)), tmp(B * H), du(S * B * G), dcn(H);
   const StepGemm<T> gw(B, H, G, W, H, false);
   for (int64_t t = S - 1; t >= 0; --t) {
-    for (int64_t k = 0; k < B * H; ++k) {
-      dh[k] += Gh[(t + 1) * B * H + k];
-      dc[k] += Gc[(t + 1) * B * H + k];
-    }
-    const T* zht = dh_ ? dh_ + t * B * H : nullptr;
-    const T* zct = dc_ ? dc_ + t * B * H : nullptr;
+    add_into(dh.data(), Gh + (t + 1) * B * H, B * H);
+    add_into(dc.data(), Gc + (t + 1) * B * H, B * H);
+    const T* zht = step_of(dh_, t, B * H);
+    const T* zct = step_of(dc_, t, B * H);
     T* dut = du.data() + t * B * G;
     for (int64_t r = 0; r < B; ++r) {
       const int64_t row = t * B + r;
@@ -204,9 +191,12 @@ static void ln_lstm_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor&
       const T* tcr = tc + row * H;
       const T* chr = ch + row * H;
       // h̃ -> do and the gradient of LN(c̃)'s output
+      const T* zhr = step_of(zht, r, H);
+      const T* zcr = step_of(zct, r, H);
       for (int64_t j = 0; j < H; ++j) {
-        T dht = dhr[j];
-        if (zht) dht *= T(1) - zht[r * H + j];
+        T hdir;  // zoneout's direct part: the carried dh becomes dh(t-1)'s direct part
+        const T dht = zone_split(zhr, j, dhr[j], hdir);
+        dhr[j] = hdir;
         dr[3 * H + j] = dht * tcr[j];
         T d = dht * O[j] * (T(1) - tcr[j] * tcr[j]);  // d(g_c ⊙ ĉ + b_c)
         dGc[j] += d * chr[j];
@@ -215,19 +205,12 @@ static void ln_lstm_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor&
       }
       ln0_backward(dcn.data(), chr, rcp[row], H);  // d c̃ from the LN path
       for (int64_t j = 0; j < H; ++j) {
-        T dct = dcr[j], cdir = T(0), hdir = T(0);
-        if (zct) {
-          T z = zct[r * H + j];
-          cdir = z * dct;
-          dct = (T(1) - z) * dct;
-        }
-        if (zht) hdir = zht[r * H + j] * dhr[j];
-        dct += dcn[j];
+        T cdir;
+        T dct = zone_split(zcr, j, dcr[j], cdir) + dcn[j];
         dr[j] = dct * Gg[j];
         dr[H + j] = dct * cpr[j];
         dr[2 * H + j] = dct * I[j];
         dcr[j] = cdir + dct * F[j];
-        dhr[j] = hdir;
       }
       act_backward_inplace(SIGMOID, dr, ar, 2 * H);
       act_backward_inplace(TANH, dr + 2 * H, ar + 2 * H, H);
@@ -241,20 +224,10 @@ static void ln_lstm_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor&
       ln0_backward(dur, uhr, rup[row], G);
     }
     gw.run(B, dut, G, T(0), tmp.data(), H);
-    for (int64_t r = 0; r < B; ++r) {
-      if (!L.valid(r, t)) continue;
-      const T* mr = m ? m + r * H : nullptr;
-      for (int64_t j = 0; j < H; ++j) dh[r * H + j] += mr ? mr[j] * tmp[r * H + j] : tmp[r * H + j];
-    }
+    add_masked(dh.data(), tmp.data(), m, L, t, B, H);
   }
-  const T* hin = h;
   std::vector<T> hm;
-  if (m) {
-    hm.resize(S * B * H);
-    for (int64_t t = 0; t < S; ++t)
-      for (int64_t k = 0; k < B * H; ++k) hm[t * B * H + k] = m[k] * h[t * B * H + k];
-    hin = hm.data();
-  }
+  const T* hin = masked_steps(m, h, hm, S, B * H);
   gemm(true, false, G, H, S * B, T(1), du.data(), G, hin, H, T(0), dw.data_ptr<T>(), H);
   T* d0 = dh0.data_ptr<T>();
   T* e0 = dc0.data_ptr<T>();
@@ -334,11 +307,7 @@ static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& g
   for (int64_t t = 0; t < S; ++t) {
     const T* hp = h + t * B * H;
     T* ht = h + (t + 1) * B * H;
-    const T* src = hp;
-    if (m) {
-      for (int64_t k = 0; k < B * H; ++k) hin[k] = m[k] * hp[k];
-      src = hin.data();
-    }
+    const T* src = masked(m, hp, hin, B * H);
     const int64_t NG = before ? 2 * H : G;
     g3.run(B, src, H, T(0), u.data(), G);
     for (int64_t r = 0; r < B; ++r) {
@@ -368,7 +337,7 @@ static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& g
           ar[2 * H + j] = xr[2 * H + j] + gh[2 * H + j] * uhr[2 * H + j] + b(2 * H + j);
       }
     }
-    const T* zt = dz_ ? dz_ + t * B * H : nullptr;
+    const T* zt = step_of(dz_, t, B * H);
     for (int64_t r = 0; r < B; ++r) {
       T* ar = a + (t * B + r) * G;
       act_inplace(TANH, ar + 2 * H, H);
@@ -380,11 +349,7 @@ static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& g
       }
       const T *Z = ar + H, *N = ar + 2 * H;
       for (int64_t j = 0; j < H; ++j) htr[j] = Z[j] * hpr[j] + (T(1) - Z[j]) * N[j];
-      if (zt)
-        for (int64_t j = 0; j < H; ++j) {
-          T d = zt[r * H + j];
-          htr[j] = d * hpr[j] + (T(1) - d) * htr[j];
-        }
+      zone_row(step_of(zt, r, H), hpr, htr, H);
     }
   }
 }
@@ -439,17 +404,14 @@ static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& g
   std::fill(dGh, dGh + G, T(0));
   std::fill(dBh, dBh + G, T(0));
   std::vector<T> dh(B * H, T(0)), tmp(B * H), dq(B * H), du(S * B * G);
-  std::vector<T> hm(m ? S * B * H : 0);
-  if (m)
-    for (int64_t t = 0; t < S; ++t)
-      for (int64_t k = 0; k < B * H; ++k) hm[t * B * H + k] = m[k] * h[t * B * H + k];
-  const T* hin_all = m ? hm.data() : h;
+  std::vector<T> hm;
+  const T* hin_all = masked_steps(m, h, hm, S, B * H);
   auto b = [&](int64_t j) { return bh ? bh[j] : T(0); };
   const StepGemm<T> gu(B, before ? H : 0, H, W + 2 * H * H, H, false);
   const StepGemm<T> gw(B, H, before ? 2 * H : G, W, H, false);
   for (int64_t t = S - 1; t >= 0; --t) {
-    for (int64_t k = 0; k < B * H; ++k) dh[k] += Gh[(t + 1) * B * H + k];
-    const T* zt = dz_ ? dz_ + t * B * H : nullptr;
+    add_into(dh.data(), Gh + (t + 1) * B * H, B * H);
+    const T* zt = step_of(dz_, t, B * H);
     const T* hint = hin_all + t * B * H;
     T* dut = du.data() + t * B * G;
     for (int64_t r = 0; r < B; ++r) {
@@ -467,12 +429,8 @@ static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& g
       const T* uhr = uh + row * G;
       const T* hpr = h + (t * B + r) * H;
       for (int64_t j = 0; j < H; ++j) {
-        T dht = dhr[j], dir = T(0);
-        if (zt) {
-          T z = zt[r * H + j];
-          dir = z * dht;
-          dht = (T(1) - z) * dht;
-        }
+        T dir;
+        const T dht = zone_split(step_of(zt, r, H), j, dhr[j], dir);
         T dn = dht * (T(1) - Z[j]) * (T(1) - N[j] * N[j]);
         dr[2 * H + j] = dn;
         dr[H + j] = dht * (hpr[j] - N[j]) * Z[j] * (T(1) - Z[j]);
@@ -524,15 +482,12 @@ static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& g
       }
     }
     gw.run(B, dut, G, T(0), tmp.data(), H);
-    for (int64_t r = 0; r < B; ++r) {
-      if (!L.valid(r, t)) continue;
-      const T* mr = m ? m + r * H : nullptr;
-      const T* R = a + (t * B + r) * G;
-      for (int64_t j = 0; j < H; ++j) {
-        T d = tmp[r * H + j] + (before ? dq[r * H + j] * R[j] : T(0));
-        dh[r * H + j] += mr ? mr[j] * d : d;
+    if (before)  // the direct path dq ⊙ r into hin
+      for (int64_t r = 0; r < B; ++r) {
+        const T* R = a + (t * B + r) * G;
+        for (int64_t j = 0; j < H; ++j) tmp[r * H + j] += dq[r * H + j] * R[j];
       }
-    }
+    add_masked(dh.data(), tmp.data(), m, L, t, B, H);
   }
   T* dW = dw.data_ptr<T>();
   if (!before) {

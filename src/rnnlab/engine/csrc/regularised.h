@@ -12,10 +12,10 @@
 // RNG draws as the reference loop. Shapes: S steps, B batch, H hidden.
 #pragma once
 
+#include "regtail.h"
+
 namespace rnnlab {
 
-template <typename T>
-static const T* reg_ptr(const Tensor& t) { return t.numel() ? t.data_ptr<T>() : nullptr; }
 
 // ---------------------------------------------------------------------------- LSTM ----
 // outputs: hs, cs (S+1, B, H); gates (S, B, 4H) after their activations; tc (S, B, H) the
@@ -45,14 +45,10 @@ static void lstm_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor&
     T* at = a + t * B * 4 * H;
     T* tct = tc + t * B * H;
     std::memcpy(at, g + t * B * 4 * H, sizeof(T) * B * 4 * H);
-    const T* src = hp;
-    if (m) {
-      for (int64_t k = 0; k < B * H; ++k) hin[k] = m[k] * hp[k];
-      src = hin.data();
-    }
+    const T* src = masked(m, hp, hin, B * H);
     gw.run(B, src, H, T(1), at, 4 * H);
-    const T* zht = dh_ ? dh_ + t * B * H : nullptr;
-    const T* zct = dc_ ? dc_ + t * B * H : nullptr;
+    const T* zht = step_of(dh_, t, B * H);
+    const T* zct = step_of(dc_, t, B * H);
     for_rows(B, 4 * H, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         T* ar = at + r * 4 * H;
@@ -69,18 +65,9 @@ static void lstm_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor&
         std::memcpy(tcr, ctr, sizeof(T) * H);
         act_inplace(cact, tcr, H);
         for (int64_t j = 0; j < H; ++j) htr[j] = O[j] * tcr[j];  // h̃
-        if (zct) {
-          const T* d = zct + r * H;
-          for (int64_t j = 0; j < H; ++j) ctr[j] = d[j] * cpr[j] + (T(1) - d[j]) * ctr[j];
-        }
-        if (zht) {
-          const T* d = zht + r * H;
-          for (int64_t j = 0; j < H; ++j) htr[j] = d[j] * hpr[j] + (T(1) - d[j]) * htr[j];
-        }
-        if (!L.valid(r, t)) {
-          std::memcpy(ctr, cpr, sizeof(T) * H);
-          std::memcpy(htr, hpr, sizeof(T) * H);
-        }
+        const bool v = L.valid(r, t);
+        tail_row(v, step_of(zct, r, H), cpr, ctr, H);
+        tail_row(v, step_of(zht, r, H), hpr, htr, H);
       }
     });
   }
@@ -133,16 +120,14 @@ static void lstm_reg_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor
   for (int64_t t = S - 1; t >= 0; --t) {
     const T* ght = Gh + (t + 1) * B * H;
     const T* gct = Gc + (t + 1) * B * H;
-    for (int64_t k = 0; k < B * H; ++k) {
-      dh[k] += ght[k];
-      dc[k] += gct[k];
-    }
+    add_into(dh.data(), ght, B * H);
+    add_into(dc.data(), gct, B * H);
     T* d = dg + t * B * 4 * H;
     const T* at = a + t * B * 4 * H;
     const T* cp = c + t * B * H;
     const T* tct = tc + t * B * H;
-    const T* zht = dh_ ? dh_ + t * B * H : nullptr;
-    const T* zct = dc_ ? dc_ + t * B * H : nullptr;
+    const T* zht = step_of(dh_, t, B * H);
+    const T* zct = step_of(dc_, t, B * H);
     // per row: the gate gradients d (B, 4H); dh, dc become the direct parts of dh(t-1),
     // dc(t-1) (the product's part is added after the GEMM)
     for_rows(B, 4 * H, [&](int64_t r0, int64_t r1) {
@@ -158,19 +143,12 @@ static void lstm_reg_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor
         const T *I = ar, *F = ar + H, *G = ar + 2 * H, *O = ar + 3 * H;
         const T* cpr = cp + r * H;
         const T* tcr = tct + r * H;
+        const T* zhr = step_of(zht, r, H);
+        const T* zcr = step_of(zct, r, H);
         for (int64_t j = 0; j < H; ++j) {
-          T dht = dhr[j], dct = dcr[j];
-          T hdir = T(0), cdir = T(0);
-          if (zht) {
-            T z = zht[r * H + j];
-            hdir = z * dht;
-            dht = (T(1) - z) * dht;
-          }
-          if (zct) {
-            T z = zct[r * H + j];
-            cdir = z * dct;
-            dct = (T(1) - z) * dct;
-          }
+          T hdir, cdir;
+          const T dht = zone_split(zhr, j, dhr[j], hdir);
+          T dct = zone_split(zcr, j, dcr[j], cdir);
           dr[3 * H + j] = dht * tcr[j];                       // do
           dct += dht * O[j] * act_grad(cact, tcr[j]);          // into c̃
           dr[j] = dct * G[j];                                  // di
@@ -185,21 +163,11 @@ static void lstm_reg_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor
       }
     });
     gw.run(B, d, 4 * H, T(0), tmp.data(), H);  // d hin
-    for (int64_t r = 0; r < B; ++r) {
-      if (!L.valid(r, t)) continue;
-      const T* mr = m ? m + r * H : nullptr;
-      for (int64_t j = 0; j < H; ++j) dh[r * H + j] += mr ? mr[j] * tmp[r * H + j] : tmp[r * H + j];
-    }
+    add_masked(dh.data(), tmp.data(), m, L, t, B, H);
   }
   // dW = sum_t d(t)ᵀ hin(t-1): one GEMM over all steps
-  const T* hin = h;
   std::vector<T> hm;
-  if (m) {
-    hm.resize(S * B * H);
-    for (int64_t t = 0; t < S; ++t)
-      for (int64_t k = 0; k < B * H; ++k) hm[t * B * H + k] = m[k] * h[t * B * H + k];
-    hin = hm.data();
-  }
+  const T* hin = masked_steps(m, h, hm, S, B * H);
   gemm(true, false, 4 * H, H, S * B, T(1), dg, 4 * H, hin, H, T(0), dw.data_ptr<T>(), H);
   T* d0 = dh0.data_ptr<T>();
   T* e0 = dc0.data_ptr<T>();
@@ -264,11 +232,7 @@ static void gru_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& 
     T* gat = gt_ + t * B * 3 * H;
     T* axt = ax + t * B * H;
     const T* xt = g + t * B * 3 * H;
-    const T* src = hp;
-    if (m) {
-      for (int64_t k = 0; k < B * H; ++k) hin[k] = m[k] * hp[k];
-      src = hin.data();
-    }
+    const T* src = masked(m, hp, hin, B * H);
     const int64_t NG = before ? 2 : 3;
     for (int64_t r = 0; r < B; ++r)
       for (int64_t j = 0; j < NG * H; ++j) gh[r * 3 * H + j] = bh ? bh[j] : T(0);
@@ -292,7 +256,7 @@ static void gru_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& 
           gat[r * 3 * H + 2 * H + j] = xt[r * 3 * H + 2 * H + j] + gat[r * 3 * H + j] * hn;
         }
     }
-    const T* zt = dz_ ? dz_ + t * B * H : nullptr;
+    const T* zt = step_of(dz_, t, B * H);
     for (int64_t r = 0; r < B; ++r) {
       T* gr = gat + r * 3 * H;
       act_inplace(act, gr + 2 * H, H);
@@ -304,10 +268,7 @@ static void gru_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& 
       }
       const T *Z = gr + H, *N = gr + 2 * H;
       for (int64_t j = 0; j < H; ++j) htr[j] = Z[j] * hpr[j] + (T(1) - Z[j]) * N[j];
-      if (zt) {
-        const T* d = zt + r * H;
-        for (int64_t j = 0; j < H; ++j) htr[j] = d[j] * hpr[j] + (T(1) - d[j]) * htr[j];
-      }
+      zone_row(step_of(zt, r, H), hpr, htr, H);
     }
   }
 }
@@ -349,22 +310,19 @@ static void gru_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& 
   T* dg = dgx.data_ptr<T>();
   // dgh: the gradient of the products' pre-activations [hr, hz, hn] (after) / [hr, hz] (before)
   std::vector<T> dh(B * H, T(0)), dgh(before ? 0 : S * B * 3 * H), tmp(B * H), dq(B * H);
-  std::vector<T> hm(m ? S * B * H : 0);
-  if (m)
-    for (int64_t t = 0; t < S; ++t)
-      for (int64_t k = 0; k < B * H; ++k) hm[t * B * H + k] = m[k] * h[t * B * H + k];
-  const T* hin_all = m ? hm.data() : h;
+  std::vector<T> hm;
+  const T* hin_all = masked_steps(m, h, hm, S, B * H);
   const StepGemm<T> gu(B, before ? H : 0, H, W + 2 * H * H, H, false);
   const StepGemm<T> gw(B, H, before ? 2 * H : 3 * H, W, H, false);
   for (int64_t t = S - 1; t >= 0; --t) {
     const T* gt = G + (t + 1) * B * H;
-    for (int64_t k = 0; k < B * H; ++k) dh[k] += gt[k];
+    add_into(dh.data(), gt, B * H);
     T* d = dg + t * B * 3 * H;
     T* dgt = before ? nullptr : dgh.data() + t * B * 3 * H;
     const T* gat = ga + t * B * 3 * H;
     const T* axt = ax + t * B * H;
     const T* hp = h + t * B * H;
-    const T* zt = dz_ ? dz_ + t * B * H : nullptr;
+    const T* zt = step_of(dz_, t, B * H);
     for (int64_t r = 0; r < B; ++r) {
       T* dr = d + r * 3 * H;
       T* dhr = &dh[r * H];
@@ -376,12 +334,8 @@ static void gru_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& 
       const T *R = gat + r * 3 * H, *Z = R + H, *N = R + 2 * H;
       const T* hpr = hp + r * H;
       for (int64_t j = 0; j < H; ++j) {
-        T dht = dhr[j], dir = T(0);
-        if (zt) {
-          T z = zt[r * H + j];
-          dir = z * dht;
-          dht = (T(1) - z) * dht;
-        }
+        T dir;
+        const T dht = zone_split(step_of(zt, r, H), j, dhr[j], dir);
         dr[H + j] = dht * (hpr[j] - N[j]);       // dz
         dr[2 * H + j] = dht * (T(1) - Z[j]);     // dn
         dhr[j] = dir + dht * Z[j];               // direct part of dh(t-1)
@@ -419,11 +373,7 @@ static void gru_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& 
     } else {
       gw.run(B, dgt, 3 * H, T(0), tmp.data(), H);
     }
-    for (int64_t r = 0; r < B; ++r) {
-      if (!L.valid(r, t)) continue;
-      const T* mr = m ? m + r * H : nullptr;
-      for (int64_t j = 0; j < H; ++j) dh[r * H + j] += mr ? mr[j] * tmp[r * H + j] : tmp[r * H + j];
-    }
+    add_masked(dh.data(), tmp.data(), m, L, t, B, H);
   }
   T* dW = dw.data_ptr<T>();
   T* db = dbh.data_ptr<T>();
@@ -484,19 +434,12 @@ static void elman_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor
     T* ht = h + (t + 1) * B * H;
     T* hct = hc + t * B * H;
     std::memcpy(hct, g + t * B * H, sizeof(T) * B * H);
-    const T* src = hp;
-    if (m) {
-      for (int64_t k = 0; k < B * H; ++k) hin[k] = m[k] * hp[k];
-      src = hin.data();
-    }
+    const T* src = masked(m, hp, hin, B * H);
     gw.run(B, src, H, T(1), hct, H);
     par_act_inplace(act, hct, B * H);
-    const T* zt = dz_ ? dz_ + t * B * H : nullptr;
-    for (int64_t r = 0; r < B; ++r)
-      for (int64_t j = 0; j < H; ++j) {
-        const int64_t k = r * H + j;
-        ht[k] = !L.valid(r, t) ? hp[k] : zt ? zt[k] * hp[k] + (T(1) - zt[k]) * hct[k] : hct[k];
-      }
+    const T* zt = step_of(dz_, t, B * H);
+    std::memcpy(ht, hct, sizeof(T) * B * H);
+    for (int64_t r = 0; r < B; ++r) tail_row(L.valid(r, t), step_of(zt, r, H), hp + r * H, ht + r * H, H);
   }
 }
 
@@ -535,9 +478,9 @@ static void elman_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor
   std::vector<T> dh(B * H, T(0)), tmp(B * H);
   const StepGemm<T> gw(B, H, H, W, H, false);
   for (int64_t t = S - 1; t >= 0; --t) {
-    for (int64_t k = 0; k < B * H; ++k) dh[k] += G[(t + 1) * B * H + k];
+    add_into(dh.data(), G + (t + 1) * B * H, B * H);
     T* d = dg + t * B * H;
-    const T* zt = dz_ ? dz_ + t * B * H : nullptr;
+    const T* zt = step_of(dz_, t, B * H);
     for (int64_t r = 0; r < B; ++r)
       for (int64_t j = 0; j < H; ++j) {
         const int64_t k = r * H + j;
@@ -545,9 +488,9 @@ static void elman_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor
           d[k] = T(0);
           continue;
         }
-        T z = zt ? zt[k] : T(0);
-        d[k] = (T(1) - z) * dh[k];
-        dh[k] = z * dh[k];
+        T dir;
+        d[k] = zone_split(zt, k, dh[k], dir);
+        dh[k] = dir;
       }
     act_backward_inplace(act, d, hc + t * B * H, B * H);
     gw.run(B, d, H, T(0), tmp.data(), H);
@@ -556,14 +499,8 @@ static void elman_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor
       for (int64_t j = 0; j < H; ++j) dh[r * H + j] += m ? m[r * H + j] * tmp[r * H + j] : tmp[r * H + j];
     }
   }
-  const T* hin = h;
   std::vector<T> hm;
-  if (m) {
-    hm.resize(S * B * H);
-    for (int64_t t = 0; t < S; ++t)
-      for (int64_t k = 0; k < B * H; ++k) hm[t * B * H + k] = m[k] * h[t * B * H + k];
-    hin = hm.data();
-  }
+  const T* hin = masked_steps(m, h, hm, S, B * H);
   gemm(true, false, H, H, S * B, T(1), dg, H, hin, H, T(0), dw.data_ptr<T>(), H);
   T* d0 = dh0.data_ptr<T>();
   for (int64_t k = 0; k < B * H; ++k) d0[k] = dh[k] + G[k];
