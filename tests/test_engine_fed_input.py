@@ -54,8 +54,11 @@ def _run(model, x, mask, *, lengths, detach, prev, state, sample, engine_on):  #
     wy = torch.linspace(-1, 1, out.output.numel(), dtype=x.dtype).reshape(out.output.shape)
     loss = (out.output * wy).sum() + (out.state.h * 0.7).sum()
     leaves = [x, state.h, prev, *model.parameters()]
+    if hasattr(out.state, "c"):  # the LSTM's cell state
+        loss = loss + (out.state.c * torch.arange(H, dtype=x.dtype)).sum()
+        leaves.append(state.c)
     grads = torch.autograd.grad(loss, [t for t in leaves if t.requires_grad], allow_unused=True)
-    return out.output.detach(), out.state.h.detach(), grads
+    return out.output.detach(), torch.cat(list(out.state), -1).detach(), grads
 
 
 CASES = [
@@ -64,6 +67,8 @@ CASES = [
     ("ElmanCell", {}, False),
     ("GRUCell", {}, True),
     ("ElmanCell", {"activation": "relu"}, True),
+    ("LSTMCell", {}, False),
+    ("LSTMCell", {}, True),
 ]
 
 
@@ -77,6 +82,10 @@ def test_against_the_python_loop(cell, options, tokens, kind, detach) -> None:  
     prev = torch.randn(B, C, dtype=torch.float64, generator=g).requires_grad_()
     h0 = torch.randn(B, H, dtype=torch.float64, generator=g).requires_grad_()
     state = model.initial_state(B)._replace(h=h0)
+    if cell == "LSTMCell":
+        state = state._replace(
+            c=torch.randn(B, H, dtype=torch.float64, generator=g).requires_grad_()
+        )
     lengths = torch.tensor([T, 4, 0])
     for sample in (False, True) if tokens else (False,):
         kw = dict(lengths=lengths, detach=detach, prev=prev, state=state, sample=sample)
@@ -145,21 +154,24 @@ def test_argmax_ties_go_to_the_lowest_index() -> None:
 
 def _op_args(ties: bool = False, cell: int = fed_input.GRU_AFTER):  # type: ignore[no-untyped-def]
     g = torch.Generator().manual_seed(2)
-    G = 1 if cell == fed_input.ELMAN else 3
+    G = fed_input._BLOCKS[cell]
     S, b = (3, 1) if ties else (4, 2)
     r = lambda *s: torch.randn(*s, dtype=torch.float64, generator=g)  # noqa: E731
     w_r = torch.zeros(C, H, dtype=torch.float64) if ties else r(C, H)
     b_r = torch.tensor([0.0, 2.0, 2.0, 1.0], dtype=torch.float64) if ties else r(C)
     mask = torch.zeros(S, b, dtype=torch.bool)
+    c0 = r(b, H) if cell == fed_input.LSTM else None
     return (r(S, b, C), mask, r(b, C), None, r(G * H, C), r(G * H), r(G * H, H),
-            r(G * H) if cell == fed_input.GRU_AFTER else None, r(b, H), w_r, b_r, None, cell,
-            1, int(ties), False)  # fmt: skip
+            r(G * H) if cell == fed_input.GRU_AFTER else None, r(b, H), c0, w_r, b_r, None,
+            cell, 1, 1, int(ties), False)  # fmt: skip
 
 
-@pytest.mark.parametrize("cell", [fed_input.ELMAN, fed_input.GRU_AFTER, fed_input.GRU_BEFORE])
+@pytest.mark.parametrize(
+    "cell", [fed_input.ELMAN, fed_input.GRU_AFTER, fed_input.GRU_BEFORE, fed_input.LSTM]
+)
 def test_opcheck(cell: int) -> None:
     args = list(_op_args(cell=cell))
-    for i in (0, 2, 4, 5, 6, 8, 9, 10):
+    for i in (0, 2, 4, 5, 6, 8, 9, 10, 11):
         if args[i] is not None:
             args[i] = args[i].requires_grad_()
     torch.library.opcheck(torch.ops.rnnlab.fed_input.default, tuple(args))

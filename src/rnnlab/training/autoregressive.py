@@ -4,10 +4,11 @@ engine's one call per chunk, or the Python loop that is its reference.
 Under a mixed or free-running mask the readout y(t-1) is fed back as the next input where the
 mask does not feed the reference x(t): real values as they are, tokens as the one-hot of a
 choice from the logits. A one-layer model with a linear readout and a cell the engine covers
-(:func:`rnnlab.engine.fed_input.covered`: Elman without output layer, GRU; float32/float64 on
-the CPU) runs the whole chunk in one ``rnnlab::fed_input`` call. Every other model steps in
-Python, one time step at a time on the reference loop (:func:`steps`), and each such run is
-counted in :data:`rnnlab.layers.dispatch.FALLBACKS` under ``"model input feedback (<reason>)"``.
+(:func:`rnnlab.engine.fed_input.covered`: Elman without output layer, GRU, plain LSTM;
+float32/float64 on the CPU) runs the whole chunk in one ``rnnlab::fed_input`` call. Every
+other model steps in Python, one time step at a time on the reference loop (:func:`steps`),
+and each such run is counted in :data:`rnnlab.layers.dispatch.FALLBACKS` under
+``"model input feedback (<reason>)"``.
 
 The token choice (docs/design/0019-input-feedback-engine.md): the argmax of the logits (the
 lowest index wins a tie), or, when sampling, the Gumbel-max draw ``argmax(y + τ g)`` with g
@@ -89,11 +90,11 @@ def run(
     if state is None:
         state = model.initial_state(x.shape[0], device=x.device, dtype=x.dtype)
     if reason is None:
-        y, h = fed_input.run(
+        return fed_input.run(  # type: ignore[no-any-return]
             model.core.cell,
             model.readout,
             x,
-            state.h,
+            state,
             lengths,
             mask,
             detach,
@@ -101,7 +102,6 @@ def run(
             model.tokens,
             noise,
         )
-        return y, state._replace(h=h)
     if reason != "engine off":
         FALLBACKS[f"model input feedback ({reason})"] += 1
     with engine.disabled():

@@ -32,8 +32,8 @@ an autoregressive decoder whose reference input is the shifted target.
 
 Input feedback under a mixed or free-running mask, and :meth:`SequenceModel.generate`, run in
 :mod:`.autoregressive`: one engine call per chunk (``rnnlab::fed_input``: the readout and the
-token choice applied per step in C++) for a one-layer Elman or GRU model with a linear readout,
-else the model stepped one time step at a time in Python (the reference; counted in
+token choice applied per step in C++) for a one-layer Elman, GRU or LSTM model with a linear
+readout, else the model stepped one time step at a time in Python (the reference; counted in
 ``FALLBACKS``). Sampled tokens are a Gumbel-max draw made up front, the same in both
 (docs/design/0019-input-feedback-engine.md). ``tests/test_training_forcing.py`` checks the loop
 against ``Recurrent(..., input_feedback=...)`` on a one-layer model.
