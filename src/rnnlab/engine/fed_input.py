@@ -199,7 +199,8 @@ def covered(cell: Any, readout: Any, x: Tensor) -> str | None:
             return "activation"
     if not isinstance(readout, torch.nn.Linear):
         return "readout"
-    if x.dtype not in (torch.float32, torch.float64) or cell.weight_ih.dtype != x.dtype:
+    dtypes = {x.dtype, cell.weight_ih.dtype, readout.weight.dtype}
+    if len(dtypes) > 1 or x.dtype not in (torch.float32, torch.float64):
         return "dtype"
     if not _available(x):
         return "device"
@@ -239,10 +240,12 @@ def run(
         code, bx, bh = GRU_AFTER, b_ih, b_hh
     else:
         code, bx, bh = GRU_BEFORE, summed, None
-    tm = lambda t: None if t is None else t.transpose(0, 1).contiguous()  # noqa: E731
+    dt = cell.weight_ih.dtype  # a carried state or output may come in another (autocast's)
+    cast = lambda t: None if t is None else t.to(dt)  # noqa: E731
+    tm = lambda t: None if t is None else t.transpose(0, 1).to(dt).contiguous()  # noqa: E731
     ys, hs, _, _, _, _, cs = torch.ops.rnnlab.fed_input(
-        tm(x), mask.t().contiguous(), prev_output, tm(noise), cell.weight_ih, bx,
-        cell.weight_hh, bh, state.h, c0, readout.weight, readout.bias,
+        tm(x), mask.t().contiguous(), cast(prev_output), tm(noise), cell.weight_ih, bx,
+        cell.weight_hh, bh, cast(state.h), cast(c0), readout.weight, readout.bias,
         None if lengths is None else lengths.to(torch.int64), code, act, cact, int(tokens),
         bool(detach),
     )  # fmt: skip
