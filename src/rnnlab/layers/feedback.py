@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .._checks import check_choice, check_probability
+from .._checks import check_choice, check_int, check_probability
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,7 @@ class Alternating(FeedbackSchedule):
     def __post_init__(self) -> None:
         for name in ("teacher", "free"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name}: expected a non-negative int, got {v!r}")
+            check_int(v, name, low=0, what="a non-negative int")
         if self.teacher + self.free == 0:
             raise ValueError("teacher, free: expected a positive block length, got 0 and 0")
 

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_int
 from .._sequences import where_state
 from ..layers import Recurrent
 from ..layers.feedback import GivenMask
@@ -394,8 +395,7 @@ class SequenceModel(nn.Module):
                 f"model: generation feeds outputs back as inputs, which needs feedback 'input'; "
                 f"this model has feedback {self.feedback!r} (run it on inputs instead)"
             )
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps: expected a positive int, got {steps!r}")
+        check_int(steps, "steps", low=1, what="a positive int")
         p = next(self.parameters())
         if self.seq2seq:
             if source is None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from .._checks import check_choice, check_probability
+from .._checks import check_choice, check_int, check_probability
 from ..cells.base import Cell
 from ..layers import Bidirectional, Recurrent, Stacked
 
@@ -53,9 +53,7 @@ def buildable_cells() -> dict[str, type[Cell]]:
 
 
 def _check_int(value: Any, argument: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{argument}: expected an int >= {low}, got {value!r}")
-    return value
+    return check_int(value, argument, low=low, what=f"an int >= {low}")
 
 
 def _check_bool(value: Any, argument: str) -> bool:

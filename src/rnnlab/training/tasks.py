@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_choice
+from .._checks import check_choice, check_int
 
 
 @dataclass
@@ -310,14 +310,10 @@ class ReverseTokens:
         self, n: int, length: int, *, vocab: int = 8, min_length: int | None = None, seed: int = 0
     ) -> None:
         for arg, v, low in (("n", n, 1), ("length", length, 1), ("vocab", vocab, 2)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ValueError(f"{arg}: expected an int >= {low}, got {v!r}")
-        if min_length is not None and (
-            isinstance(min_length, bool)
-            or not isinstance(min_length, int)
-            or not 1 <= min_length <= length
-        ):
-            raise ValueError(f"min_length: expected an int in [1, {length}], got {min_length!r}")
+            check_int(v, arg, low=low, what=f"an int >= {low}")
+        if min_length is not None:
+            what = f"an int in [1, {length}]"
+            check_int(min_length, "min_length", low=1, high=length, what=what)
         g = torch.Generator().manual_seed(seed)
         ids = torch.randint(0, vocab, (n, length), generator=g)
         lo = length if min_length is None else min_length

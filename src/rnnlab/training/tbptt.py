@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int
 from .._sequences import detach_state
 from .supervision import masked_loss_sum
 
@@ -69,11 +70,10 @@ class TruncatedBPTT:
     k2: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.k1, bool) or not isinstance(self.k1, int) or self.k1 < 1:
-            raise ValueError(f"k1: expected a positive int, got {self.k1!r}")
-        k2 = self.k2
-        if k2 is not None and (isinstance(k2, bool) or not isinstance(k2, int) or k2 < self.k1):
-            raise ValueError(f"k2: expected an int >= k1={self.k1} (or None for k1), got {k2!r}")
+        check_int(self.k1, "k1", low=1, what="a positive int")
+        if self.k2 is not None:
+            what = f"an int >= k1={self.k1} (or None for k1)"
+            check_int(self.k2, "k2", low=self.k1, what=what)
 
     @property
     def depth(self) -> int:
@@ -87,8 +87,7 @@ class TruncatedBPTT:
 
     def windows(self, steps: int) -> list[Window]:
         """The updates over a sequence of ``steps`` steps."""
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps: expected a positive int, got {steps!r}")
+        check_int(steps, "steps", low=1, what="a positive int")
         k1, k2 = self.k1, self.depth
         ends = list(range(k1, steps, k1)) + [steps]
         out = []
