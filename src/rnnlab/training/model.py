@@ -214,7 +214,8 @@ class SequenceModel(nn.Module):
             prev_output: y at the step before this chunk (B, O) (``"input"``; same purpose).
             split: also return the state after this many steps (truncated BPTT's carry).
             source, source_lengths: the encoder's input (encoder-decoder models).
-            sample: token feedback by sampling from softmax(y) instead of argmax.
+            sample: token feedback by sampling from softmax(y) instead of argmax (Gumbel-max:
+                argmax(y + g), g drawn for the whole chunk up front, docs/design/0019).
             generator: random generator for sampling.
         """
         _check_x(x, self.input_size if not self.seq2seq else self.output_size, "x")
@@ -388,7 +389,8 @@ class SequenceModel(nn.Module):
             source: (B, S, I) the encoder's input (encoder-decoder models); the decoder starts
                 from a zero input.
             sample, temperature: token models sample from softmax(y / temperature) instead of
-                taking the argmax.
+                taking the argmax: argmax(y + temperature · g), g Gumbel noise (B, steps, C)
+                drawn up front from ``generator`` (docs/design/0019).
         """
         if self.feedback != "input":
             raise ValueError(
