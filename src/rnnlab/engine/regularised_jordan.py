@@ -28,7 +28,7 @@ from torch import Tensor
 from . import ops
 from .ops import op
 from .reference import _keep, _masks, activation
-from .regularised import _second, _zone
+from .regularised import _lean_grads, _second, _zone
 
 SCHEMAS = {
     "jordan_reg_forward": "(Tensor gx, Tensor u, Tensor wy, Tensor? by, Tensor y0, "
@@ -149,13 +149,16 @@ class JordanReg(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         ctx.mark_non_differentiable(output[1], output[2])
+        ctx.set_materialize_grads(False)  # no zeros for the buffers' gradients (_lean_grads)
         ctx.save_for_backward(*inputs[:8], *output)
         ctx.cfg = inputs[8:]
 
     @staticmethod
-    def backward(ctx: Any, g_ys: Tensor, *_: Any) -> Any:
+    def backward(ctx: Any, g_ys: Tensor | None, *_: Any) -> Any:
         gx, u, wy, by, y0, mask_y, keep_y, lengths, ys, hs, yc = ctx.saved_tensors
-        dgx, du, dwy, dby, dy0 = JordanRegBackward.apply(
+        (g_ys,) = _lean_grads(ctx, (g_ys,), (ys,))
+        run: Any = JordanRegBackward.forward if ctx.direct else JordanRegBackward.apply
+        dgx, du, dwy, dby, dy0 = run(
             g_ys, gx, u, wy, by, y0, mask_y, keep_y, lengths, *ctx.cfg, ys, hs, yc
         )
         db = dby if by is not None else None

@@ -1,5 +1,6 @@
 // Jordan with variational recurrent dropout and zoneout inside the time loop (issue 18).
-// Included by kernels.cpp after regularised.h (registration there, in TORCH_LIBRARY).
+// Included by kernels.cpp after regularised.h (registration there, in TORCH_LIBRARY); the
+// mask, zoneout and length-freeze pieces are regtail.h's, shared with the other cells.
 //
 //   yin(t-1) = m ⊙ y(t-1)                     (m: the per-sequence state mask, or 1)
 //   h(t) = act(gx(t) + U yin(t-1))            (gx = W_h x + b_h, hoisted)
@@ -34,23 +35,16 @@ static void jordan_reg_fwd_impl(const Tensor& gx, const Tensor& u, const Tensor&
     T* ht = h + t * B * H;
     T* yct = yc + t * B * O;
     std::memcpy(ht, g + t * B * H, sizeof(T) * B * H);
-    const T* src = yp;
-    if (m) {
-      for (int64_t k = 0; k < B * O; ++k) yin[k] = m[k] * yp[k];
-      src = yin.data();
-    }
-    gu.run(B, src, O, T(1), ht, H);
+    gu.run(B, masked(m, yp, yin, B * O), O, T(1), ht, H);
     par_act_inplace(act, ht, B * H);
     for (int64_t r = 0; r < B; ++r)
       for (int64_t o = 0; o < O; ++o) yct[r * O + o] = b ? b[o] : T(0);
     gy.run(B, ht, H, T(1), yct, O);
     par_act_inplace(oact, yct, B * O);
-    const T* zt = dz_ ? dz_ + t * B * O : nullptr;
+    std::memcpy(yt, yct, sizeof(T) * B * O);
+    const T* zt = step_of(dz_, t, B * O);
     for (int64_t r = 0; r < B; ++r)
-      for (int64_t o = 0; o < O; ++o) {
-        const int64_t k = r * O + o;
-        yt[k] = !L.valid(r, t) ? yp[k] : zt ? zt[k] * yp[k] + (T(1) - zt[k]) * yct[k] : yct[k];
-      }
+      tail_row(L.valid(r, t), zt ? zt + r * O : nullptr, yp + r * O, yt + r * O, O);
   }
 }
 
@@ -96,36 +90,27 @@ static void jordan_reg_bwd_impl(const Tensor& gys, const Tensor& ys, const Tenso
   std::vector<T> dy(B * O, T(0)), dz(S * B * O), tmp(B * O);
   const StepGemm<T> gy(B, H, O, wy.data_ptr<T>(), H, false), gu(B, O, H, u.data_ptr<T>(), O, false);
   for (int64_t t = S - 1; t >= 0; --t) {
-    const T* gt = G + (t + 1) * B * O;
-    for (int64_t k = 0; k < B * O; ++k) dy[k] += gt[k];
+    add_into(dy.data(), G + (t + 1) * B * O, B * O);
     T* dzt = dz.data() + t * B * O;
-    const T* zt = dz_ ? dz_ + t * B * O : nullptr;
+    const T* zt = step_of(dz_, t, B * O);
     for (int64_t r = 0; r < B; ++r)
       for (int64_t o = 0; o < O; ++o) {
         const int64_t k = r * O + o;
         if (!L.valid(r, t)) {
-          dzt[k] = T(0);
+          dzt[k] = T(0);  // a frozen row passes dy on to y(t-1) unchanged
           continue;
         }
-        const T d = zt ? zt[k] : T(0);
-        dzt[k] = (T(1) - d) * dy[k];
-        dy[k] = d * dy[k];
+        dzt[k] = zone_split(zt, k, dy[k], dy[k]);
       }
     par_act_backward_inplace(oact, dzt, yc + t * B * O, B * O);
     T* d = dg + t * B * H;
     gy.run(B, dzt, O, T(0), d, H);  // dh = dz W_y (zero for frozen rows)
     par_act_backward_inplace(act, d, h + t * B * H, B * H);
     gu.run(B, d, H, T(0), tmp.data(), O);  // d yin = da U
-    for (int64_t k = 0; k < B * O; ++k) dy[k] += m ? m[k] * tmp[k] : tmp[k];
+    add_masked(dy.data(), tmp.data(), m, L, t, B, O);
   }
-  const T* yin = y;  // the products' inputs yin(t) = m ⊙ y(t), t = 0..S-1
-  std::vector<T> ym;
-  if (m) {
-    ym.resize(S * B * O);
-    for (int64_t t = 0; t < S; ++t)
-      for (int64_t k = 0; k < B * O; ++k) ym[t * B * O + k] = m[k] * y[t * B * O + k];
-    yin = ym.data();
-  }
+  std::vector<T> ym;  // the products' inputs yin(t) = m ⊙ y(t), t = 0..S-1
+  const T* yin = masked_steps(m, y, ym, S, B * O);
   gemm(true, false, H, O, S * B, T(1), dg, H, yin, O, T(0), du.data_ptr<T>(), O);
   gemm(true, false, O, H, S * B, T(1), dz.data(), O, h, H, T(0), dwy.data_ptr<T>(), H);
   T* db = dby.data_ptr<T>();
