@@ -12,23 +12,48 @@
 
 namespace rnnlab {
 
-// LN0 of n values: writes v̂ to out, returns 1/σ
+// LN0 of n values: writes v̂ to out, returns 1/σ. Sums in double (float inputs too), as
+// `omp simd` reductions so that the loops vectorise (the order of the additions is the
+// vector lanes', not the scalar loop's: float64 results move by an ulp or so).
 template <typename T> static T ln0(const T* v, T* out, int64_t n, double eps) {
   double s = 0, q = 0;
-  for (int64_t j = 0; j < n; ++j) s += v[j];
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; ++j) s += double(v[j]);
   const double mu = s / n;
-  for (int64_t j = 0; j < n; ++j) { double d = v[j] - mu; q += d * d; }
+#pragma omp simd reduction(+ : q)
+  for (int64_t j = 0; j < n; ++j) {
+    const double d = double(v[j]) - mu;
+    q += d * d;
+  }
   const double r = 1.0 / std::sqrt(q / n + eps);
-  for (int64_t j = 0; j < n; ++j) out[j] = T((v[j] - mu) * r);
+  const T mu_t = T(mu), r_t = T(r);
+  if (sizeof(T) == sizeof(double)) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) out[j] = T((double(v[j]) - mu) * r);
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) out[j] = (v[j] - mu_t) * r_t;
+  }
   return T(r);
 }
 // dv = r (dv̂ - mean dv̂ - v̂ mean(dv̂ ⊙ v̂)), in place of dvh
 template <typename T> static void ln0_backward(T* dvh, const T* vh, T r, int64_t n) {
   double a = 0, b = 0;
-  for (int64_t j = 0; j < n; ++j) { a += dvh[j]; b += double(dvh[j]) * vh[j]; }
+#pragma omp simd reduction(+ : a, b)
+  for (int64_t j = 0; j < n; ++j) {
+    a += double(dvh[j]);
+    b += double(dvh[j]) * double(vh[j]);
+  }
   a /= n;
   b /= n;
-  for (int64_t j = 0; j < n; ++j) dvh[j] = T(r * (dvh[j] - a - vh[j] * b));
+  if (sizeof(T) == sizeof(double)) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) dvh[j] = T(r * (dvh[j] - a - vh[j] * b));
+  } else {
+    const T at = T(a), bt = T(b);
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) dvh[j] = r * (dvh[j] - at - vh[j] * bt);
+  }
 }
 
 template <typename T>
