@@ -297,3 +297,18 @@ def test_elman_reg_op_gradcheck_and_gradgradcheck():
     torch.testing.assert_close(f(*args), reg.elman_reg(*args, mask, keep, lengths, 1))
     torch.autograd.gradcheck(f, args)
     torch.autograd.gradgradcheck(f, args, fast_mode=True)
+
+
+@pytest.mark.parametrize("name", ["ln-lstm", "ln-gru", "ln-gru-before-both"])
+def test_layer_norm_kernels_float32_match_the_reference_loop(name):
+    # the float32 kernels normalise in float (statistics summed in double): the same outputs
+    # and gradients as the reference loop's F.layer_norm, to float32 accuracy
+    torch.manual_seed(0)
+    cells = {"ln-lstm": lambda: LayerNormLSTMCell(4, 40), "ln-gru": lambda: LayerNormGRUCell(4, 40)}
+    layer = Recurrent(cells[name]()) if name in cells else CASES[name]()
+    layer.float().train()
+    x = torch.randn(3, 9, 4) * 3
+    ref = _run(layer, x, L, use_engine=False)
+    got = _run(layer, x, L, use_engine=True)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
