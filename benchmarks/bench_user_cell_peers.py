@@ -28,10 +28,11 @@ An A/B of the loops' BLAS threading (MKL's thread-local setting around each loop
     RNNLAB_CC_BLAS_THREADS=1 PYTHONPATH=src python benchmarks/bench_user_cell_peers.py \
         --rounds 7 --repeats 10 --out benchmarks/results/user_cell_peers-blas1
 
-Without the projections through oneDNN (``rnnlab.engine.dense``) and the row-split
-CompiledCell loop, for an A/B::
+Without the projections through oneDNN (``rnnlab.engine.dense``), the kernels' weight
+gradients through oneDNN (``RNNLAB_ENGINE_DNNL=0``) and the row-split CompiledCell loop, for an
+A/B::
 
-    RNNLAB_DENSE_DNNL=0 RNNLAB_CC_ROWS=0 PYTHONPATH=src \
+    RNNLAB_DENSE_DNNL=0 RNNLAB_ENGINE_DNNL=0 RNNLAB_CC_ROWS=0 PYTHONPATH=src \
         python benchmarks/bench_user_cell_peers.py --rounds 7 --repeats 10 \
         --out benchmarks/results/user_cell_peers-nodnnl
 

@@ -24,7 +24,10 @@ def _cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(params=[2, 3], ids=["2-threads", "3-threads"])
-def threads(request):
+def threads(request, monkeypatch):
+    from rnnlab.engine.codegen import runtime
+
+    monkeypatch.setattr(runtime, "ROWS_MIN_MACS", 0)  # split these small calls too
     before = torch.get_num_threads()
     torch.set_num_threads(request.param)
     yield request.param

@@ -290,6 +290,14 @@ def generate(sp: Split, dtype: torch.dtype) -> tuple[str, dict[str, Any]]:
         "bt": bt_sizes,
         "work": max(f_work, b_work) + 16,
         "split": split,
+        # a row's multiply-adds per step (its products and, as 16 each, its state values): the
+        # runtime splits the rows only where a call has enough of them to pay for the threads
+        "row_macs": sum(
+            shape2(n)[1] * shape2(n.args[-2])[1]
+            for n in fwd_nodes
+            if n.target in (aten.mm.default, aten.addmm.default)
+        )
+        + 16 * sum(c for _, c in ss),
     }
     return src, meta
 

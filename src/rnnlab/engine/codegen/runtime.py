@@ -103,6 +103,9 @@ def _blas_threads() -> Any:
 _BLAS = _blas_threads()
 # RNNLAB_CC_ROWS=0: the row-split forward loops on one thread (A/B runs)
 ROWS = __import__("os").environ.get("RNNLAB_CC_ROWS", "1") != "0"
+# multiply-adds of a call from which the rows are split: starting a thread costs tens of
+# microseconds (milliseconds on a loaded machine), about 8M multiply-adds of one core's work
+ROWS_MIN_MACS = 1 << 23
 
 
 def _call(fn: Any, *args: Any) -> None:
@@ -163,8 +166,9 @@ def _forward_cpu(key, T, hoisted, consts, h0, lengths, store=True):  # type: ign
     for s, h in zip(outs[1 : 1 + ns], h0):
         s[0].copy_(h)
     # a row-split loop (codegen.rows) runs on torch's thread count, each thread its own workspace
-    split = plan.meta["split"] and ROWS
-    nth = max(1, min(torch.get_num_threads(), plan.meta["out"][0])) if split else 1
+    B = plan.meta["out"][0]
+    split = plan.meta["split"] and ROWS and T * B * plan.meta["row_macs"] >= ROWS_MIN_MACS
+    nth = max(1, min(torch.get_num_threads(), B)) if split else 1
     ws = plan.meta["work"]
     work = h0[0].new_empty(ws * nth)
     lp, keep = _lengths_ptr(lengths)
