@@ -92,6 +92,8 @@ def test_transforms_and_traces_see_f_linear(counted):
     with torch.autograd.forward_ad.dual_level():
         dense.linear(torch.autograd.forward_ad.make_dual(x, torch.ones_like(x)), w)
     torch.jit.trace(lambda x_: dense.linear(x_, w), (x,), check_trace=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's bf16 product, as F.linear
+        assert dense.linear(x, w).dtype == F.linear(x, w).dtype == torch.bfloat16
     assert counted[0] == 0
 
 

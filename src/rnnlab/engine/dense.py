@@ -7,8 +7,8 @@ as fast; torch's own ``F.linear`` on the time-major view ``x.transpose(0, 1)`` a
 copies x first. :func:`linear` is ``F.linear`` with that product (``torch.ops.mkldnn.
 _linear_pointwise``, the op Inductor calls) in plain eager float32 CPU calls, and ``F.linear``
 everywhere else: float64 and bf16, other devices, small products (oneDNN's per-call set-up
-costs more than it saves), and whenever a transform or trace is active (compile, export, jit
-tracing, torch.func, forward-mode AD, dispatch modes), so those see torch's own op.
+costs more than it saves), CPU autocast, and whenever a transform or trace is active (compile,
+export, jit tracing, torch.func, forward-mode AD, dispatch modes), so those see torch's own op.
 
 Its backward calls :func:`linear` again (dx = g W, dWᵀ = xᵀ g), so double backward works and
 runs the same product. ``RNNLAB_DENSE_DNNL=0`` / ``=1`` (read on import; tests set
@@ -50,6 +50,7 @@ def _eager() -> bool:
         return False
     return (
         not torch.jit.is_tracing()
+        and not torch.is_autocast_enabled("cpu")  # F.linear's bf16 under autocast, as before
         and forward_ad._current_level < 0
         and torch._C._functorch.peek_interpreter_stack() is None
         and torch._C._len_torch_dispatch_stack() == 0
