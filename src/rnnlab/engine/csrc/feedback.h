@@ -81,9 +81,9 @@ std::vector<Tensor> fed_forward(const Tensor& gx, const Tensor& u, const Tensor&
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "fed_forward", [&] {
     const auto fd = fed_of<scalar_t>(R, M, ss);
     if (W.numel())
-      jordan_fwd_impl<scalar_t>(g, U, W, b, ys, hs, L, act, oact, fd);
+      jordan_fwd_impl<scalar_t, true>(g, U, W, b, ys, hs, L, act, oact, fd);
     else
-      elman_fwd_impl<scalar_t>(g, U, empty_like_shape(g, {0}), ys, L, act, fd);
+      elman_fwd_impl<scalar_t, true>(g, U, empty_like_shape(g, {0}), ys, L, act, fd);
   });
   return {ys, hs, ss};
 }
@@ -114,9 +114,9 @@ std::vector<Tensor> fed_backward(const Tensor& grad_ys, const Tensor& ys, const 
   AT_DISPATCH_FLOATING_TYPES(Ss.scalar_type(), "fed_backward", [&] {
     const auto fd = fed_grad<scalar_t>(Ss, M, dref, detach);
     if (has_wy)
-      jordan_bwd_impl<scalar_t>(gys, Y, Hs, U, W, dgx, du, dwy, dby, dy0, L, act, oact, fd);
+      jordan_bwd_impl<scalar_t, true>(gys, Y, Hs, U, W, dgx, du, dwy, dby, dy0, L, act, oact, fd);
     else
-      elman_bwd_impl<scalar_t>(gys, Y, U, dgx, du, dy0, L, act, fd);
+      elman_bwd_impl<scalar_t, true>(gys, Y, U, dgx, du, dy0, L, act, fd);
   });
   return {dgx, du, dwy, dby, dy0, dref};
 }
@@ -142,7 +142,7 @@ std::vector<Tensor> gru_fed_forward(const Tensor& gx, const Tensor& w_hh, const 
   Tensor ss = read_states(g, S, B, H, h0);
   hs[0].copy_(h0);
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "gru_fed_forward", [&] {
-    gru_fwd_impl<scalar_t>(g, w, b, hs, gates, aux, L, before, act, store,
+    gru_fwd_impl<scalar_t, true>(g, w, b, hs, gates, aux, L, before, act, store,
                            fed_of<scalar_t>(R, M, ss));
   });
   return {hs, gates, aux, ss};
@@ -168,7 +168,7 @@ std::vector<Tensor> gru_fed_backward(const Tensor& grad_hs, const Tensor& hs,
   Tensor dh0 = empty_like_shape(hs, {B, H});
   Tensor dref = empty_like_shape(hs, {S, B, H});
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "gru_fed_backward", [&] {
-    gru_bwd_impl<scalar_t>(ghs, hs, gates, aux, w, dgx, dw, dbh, dh0, L, before, act,
+    gru_bwd_impl<scalar_t, true>(ghs, hs, gates, aux, w, dgx, dw, dbh, dh0, L, before, act,
                            fed_grad<scalar_t>(Ss, M, dref, detach));
   });
   return {dgx, dw, dbh, dh0, dref};
@@ -204,7 +204,7 @@ std::vector<Tensor> lstm_fed_forward(const Tensor& gx, const Tensor& w_hh, const
   cs[0].copy_(c0);
   if (gg.numel()) gs[0].copy_(g0);
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "lstm_fed_forward", [&] {
-    lstm_fwd_impl<scalar_t>(g, W, ci, cf, co, hr, gg, ys, cs, gs, acts, ms, L, k, store,
+    lstm_fwd_impl<scalar_t, true>(g, W, ci, cf, co, hr, gg, ys, cs, gs, acts, ms, L, k, store,
                             fed_of<scalar_t>(R, M, ss));
   });
   return {ys, cs, gs, acts, ms, ss};
@@ -242,7 +242,7 @@ std::vector<Tensor> lstm_fed_backward(
   Tensor dg0 = gg.numel() ? empty_like_shape(acts, {B, k.NS * H}) : empty_like_shape(acts, {0});
   Tensor dref = empty_like_shape(acts, {S, B, P});
   AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstm_fed_backward", [&] {
-    lstm_bwd_impl<scalar_t>(gys, gcs, ggs, ys, cs, gs, acts, ms, W, ci, cf, co, hr, gg, dgx,
+    lstm_bwd_impl<scalar_t, true>(gys, gcs, ggs, ys, cs, gs, acts, ms, W, ci, cf, co, hr, gg, dgx,
                             dwhh, dci, dcf, dco, dwhr, dwgg, dh0, dc0, dg0, L, k,
                             fed_grad<scalar_t>(Ss, M, dref, detach));
   });

@@ -54,8 +54,10 @@ template <typename T> struct StepGemm {
 
 // State feedback (feedback.h): at step t > 0 a masked run reads s(t) = mask[t, b] ? r(t-1) :
 // y(t-1) in place of the own state y(t-1); y(t) itself (and what a row past its length holds)
-// stays the own output. Every loop below takes a Fed; the default one (M null) is the plain run,
-// which only tests `on()` once per row.
+// stays the own output. Every loop below takes a Fed and a compile-time kFed: the plain ops
+// instantiate kFed = false, where every Fed branch is `if constexpr` and compiles away (the
+// plain loop's code is the one it was; a run-time test there measured several times slower,
+// 2026-12-03), the masked ops (feedback.h) kFed = true.
 template <typename T> struct Fed {
   const T* R = nullptr;     // the reference r, (S, B, n)
   const bool* M = nullptr;  // the mask, (S, B): step t reads r(t-1) where M[t, b]
@@ -87,7 +89,7 @@ template <typename T> struct Fed {
 // ---------------------------------------------------------------------------------- Elman ----
 // h(t) = act(gx(t) + U h(t-1)); `first` (B, H), when given, is added to step 0's pre-activation
 // (Jordan's fed-back y(0) enters there, see kernels.py)
-template <typename T>
+template <typename T, bool kFed = false>
 static void elman_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& first, Tensor& hs,
                            const Lengths& L, int64_t act, const Fed<T>& fd = Fed<T>()) {
   const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2);
@@ -95,7 +97,7 @@ static void elman_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& firs
   const T* W = w.data_ptr<T>();
   const T* f0 = first.numel() ? first.data_ptr<T>() : nullptr;
   T* h = hs.data_ptr<T>();
-  const T* hin = fd.on() ? fd.s : h;  // the states the steps read
+  const T* hin = kFed ? fd.s : h;  // the states the steps read
   const StepGemm<T> gw(B, H, H, W, H, true);
   for (int64_t t = 0; t < S; ++t) {
     T* prev = h + t * B * H;
@@ -108,7 +110,7 @@ static void elman_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& firs
     if (!L.full)
       for (int64_t b = 0; b < B; ++b)
         if (!L.valid(b, t)) std::memcpy(cur + b * H, prev + b * H, sizeof(T) * H);
-    if (fd.on())
+    if constexpr (kFed)
       for (int64_t b = 0; b < B; ++b) fd.feed(t, S, B, H, b, 0, H, cur + b * H);
   }
 }
@@ -128,7 +130,7 @@ std::vector<Tensor> elman_forward(const Tensor& gx, const Tensor& w_hh, const Te
   return {hs};
 }
 
-template <typename T>
+template <typename T, bool kFed = false>
 static void elman_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& w, Tensor& dgx,
                            Tensor& dw, Tensor& dh0, const Lengths& L, int64_t act,
                            const Fed<T>& fd = Fed<T>()) {
@@ -154,12 +156,12 @@ static void elman_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& w,
       for (int64_t b = 0; b < B; ++b)
         if (L.valid(b, t)) std::memcpy(&dh[b * H], &tmp[b * H], sizeof(T) * H);
     }
-    if (fd.on())
+    if constexpr (kFed)
       for (int64_t b = 0; b < B; ++b)
         if (L.valid(b, t)) fd.split(t, B, H, b, 0, H, &dh[b * H]);
   }
   // dU = sum_t dpre(t)ᵀ h(t-1) (the states read): one GEMM over all steps.
-  gemm(true, false, H, H, S * B, T(1), dg, H, fd.on() ? fd.s : h, H, T(0), dw.data_ptr<T>(), H);
+  gemm(true, false, H, H, S * B, T(1), dg, H, kFed ? fd.s : h, H, T(0), dw.data_ptr<T>(), H);
   T* d0 = dh0.data_ptr<T>();
   for (int64_t k = 0; k < B * H; ++k) d0[k] = dh[k] + G[k];
 }
@@ -181,7 +183,7 @@ std::vector<Tensor> elman_backward(const Tensor& grad_hs, const Tensor& hs, cons
 
 // --------------------------------------------------------------------------------- Jordan ----
 // h(t) = act(gx(t) + U y(t-1)),  y(t) = oact(W_y h(t) + b_y)
-template <typename T>
+template <typename T, bool kFed = false>
 static void jordan_fwd_impl(const Tensor& gx, const Tensor& u, const Tensor& wy, const Tensor& by,
                             Tensor& ys, Tensor& hs, const Lengths& L, int64_t act, int64_t oact,
                             const Fed<T>& fd = Fed<T>()) {
@@ -192,7 +194,7 @@ static void jordan_fwd_impl(const Tensor& gx, const Tensor& u, const Tensor& wy,
   const T* b = by.numel() ? by.data_ptr<T>() : nullptr;
   T* y = ys.data_ptr<T>();
   T* h = hs.data_ptr<T>();
-  const T* yin = fd.on() ? fd.s : y;  // the states the steps read
+  const T* yin = kFed ? fd.s : y;  // the states the steps read
   const StepGemm<T> gu(B, H, O, U, O, true), gy(B, O, H, Wy, H, true);
   for (int64_t t = 0; t < S; ++t) {
     T* ht = h + t * B * H;
@@ -208,7 +210,7 @@ static void jordan_fwd_impl(const Tensor& gx, const Tensor& u, const Tensor& wy,
     if (!L.full)
       for (int64_t r = 0; r < B; ++r)
         if (!L.valid(r, t)) std::memcpy(yt + r * O, yp + r * O, sizeof(T) * O);
-    if (fd.on())
+    if constexpr (kFed)
       for (int64_t r = 0; r < B; ++r) fd.feed(t, S, B, O, r, 0, O, yt + r * O);
   }
 }
@@ -232,7 +234,7 @@ std::vector<Tensor> jordan_forward(const Tensor& gx, const Tensor& u, const Tens
   return {ys, hs};
 }
 
-template <typename T>
+template <typename T, bool kFed = false>
 static void jordan_bwd_impl(const Tensor& gys, const Tensor& ys, const Tensor& hs,
                             const Tensor& u, const Tensor& wy, Tensor& dgx, Tensor& du,
                             Tensor& dwy, Tensor& dby, Tensor& dy0, const Lengths& L, int64_t act,
@@ -265,11 +267,11 @@ static void jordan_bwd_impl(const Tensor& gys, const Tensor& ys, const Tensor& h
       for (int64_t r = 0; r < B; ++r)
         if (L.valid(r, t)) std::memcpy(&dy[r * O], &tmp[r * O], sizeof(T) * O);
     }
-    if (fd.on())
+    if constexpr (kFed)
       for (int64_t r = 0; r < B; ++r)
         if (L.valid(r, t)) fd.split(t, B, O, r, 0, O, &dy[r * O]);
   }
-  gemm(true, false, H, O, S * B, T(1), dg, H, fd.on() ? fd.s : y, O, T(0), du.data_ptr<T>(), O);
+  gemm(true, false, H, O, S * B, T(1), dg, H, kFed ? fd.s : y, O, T(0), du.data_ptr<T>(), O);
   gemm(true, false, O, H, S * B, T(1), dz.data(), O, h, H, T(0), dwy.data_ptr<T>(), H);
   T* db = dby.data_ptr<T>();
   std::fill(db, db + O, T(0));
@@ -305,7 +307,7 @@ std::vector<Tensor> jordan_backward(const Tensor& grad_ys, const Tensor& ys, con
 // reset before: r, z = σ(gx_rz + U_rz h);        n = act(gx_n + U_n (r ⊙ h))
 // h(t) = z ⊙ h(t-1) + (1 - z) ⊙ n.   gates (T, B, 3H) hold r, z, n; aux (T, B, H) holds
 // U_n h + b_hn (after) or r ⊙ h (before).
-template <typename T>
+template <typename T, bool kFed = false>
 static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, Tensor& hs,
                          Tensor& gates, Tensor& aux, const Lengths& L, bool before, int64_t act,
                          bool store, const Fed<T>& fd = Fed<T>()) {
@@ -314,7 +316,7 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
   const T* W = w.data_ptr<T>();
   const T* bh = bhh.numel() ? bhh.data_ptr<T>() : nullptr;
   T* h = hs.data_ptr<T>();
-  const T* hin = fd.on() ? fd.s : h;  // the states the steps read
+  const T* hin = kFed ? fd.s : h;  // the states the steps read
   // without a backward to feed (store == false) the gates of one step are scratch
   auto gts = [&](int64_t t) { return gates.data_ptr<T>() + (store ? t : 0) * B * 3 * H; };
   auto ats = [&](int64_t t) { return aux.data_ptr<T>() + (store ? t : 0) * B * H; };
@@ -351,7 +353,7 @@ static void gru_fwd_impl(const Tensor& gx, const Tensor& w, const Tensor& bhh, T
       hc[j] = z * hp[j] + (T(1) - z) * o[2 * H + j];
     }
     if (!L.full && !L.valid(r, t)) std::memcpy(hc, h + (t * B + r) * H + u, sizeof(T) * w);
-    if (fd.on()) fd.feed(t, S, B, H, r, u, w, hc);
+    if constexpr (kFed) fd.feed(t, S, B, H, r, u, w, hc);
   };
   const int team = partition_team(B, H, 3 * H, H, true);
   if (team > 1) {
@@ -435,14 +437,14 @@ std::vector<Tensor> gru_forward(const Tensor& gx, const Tensor& w_hh, const Tens
   return {hs, gates, aux};
 }
 
-template <typename T>
+template <typename T, bool kFed = false>
 static void gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gates,
                          const Tensor& aux, const Tensor& w, Tensor& dgx, Tensor& dw, Tensor& dbh,
                          Tensor& dh0, const Lengths& L, bool before, int64_t act,
                          const Fed<T>& fd = Fed<T>()) {
   const int64_t S = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
   const T* G = ghs.data_ptr<T>();
-  const T* h = fd.on() ? fd.s : hs.data_ptr<T>();  // the states the steps read
+  const T* h = kFed ? fd.s : hs.data_ptr<T>();  // the states the steps read
   const T* gs = gates.data_ptr<T>();
   const T* ax = aux.data_ptr<T>();
   const T* W = w.data_ptr<T>();
@@ -509,7 +511,7 @@ static void gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gate
     T* d = dh.data() + r * H + u;
     const T* q = before ? &drh[(t * B + r) * H + u] : nullptr;
     for (int64_t j = 0; j < w; ++j) d[j] = d[j] * o[H + j] + tmp[j] + (q ? q[j] : T(0));
-    if (fd.on()) fd.split(t, B, H, r, u, w, d);
+    if constexpr (kFed) fd.split(t, B, H, r, u, w, d);
   };
   auto add_grad = [&](int64_t t, int64_t u, int64_t w) {
     for (int64_t r = 0; r < B; ++r) {

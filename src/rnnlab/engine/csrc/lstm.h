@@ -26,7 +26,7 @@ struct LstmCfg {
 template <typename T>
 static const T* opt_ptr(const Tensor& t) { return t.numel() ? t.data_ptr<T>() : nullptr; }
 
-template <typename T>
+template <typename T, bool kFed = false>
 static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci,
                           const Tensor& wcf, const Tensor& wco, const Tensor& whr,
                           const Tensor& wgg, Tensor& ys, Tensor& cs, Tensor& gs, Tensor& acts,
@@ -39,7 +39,7 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
   const T* W = whh.data_ptr<T>();
   const T *pci = opt_ptr<T>(wci), *pcf = opt_ptr<T>(wcf), *pco = opt_ptr<T>(wco);
   T* y = ys.data_ptr<T>();
-  const T* yin = fd.on() ? fd.s : y;  // the states the steps read (state feedback: feedback.h)
+  const T* yin = kFed ? fd.s : y;  // the states the steps read (state feedback: feedback.h)
   T* c = cs.data_ptr<T>();
   T* a = acts.data_ptr<T>();
   T* m = proj ? ms.data_ptr<T>() : nullptr;
@@ -130,7 +130,7 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
             row(t, r, u, w);
           }
           if (!L.full) freeze(t, u, w, u, w);  // no projection: y's columns are the units
-          if (fd.on())
+          if constexpr (kFed)
             for (int64_t r = 0; r < B; ++r) fd.feed(t, S, B, P, r, u, w, y + ((t + 1) * B + r) * P + u);
         }
         team_barrier();
@@ -154,7 +154,7 @@ static void lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& wci
       gemm(false, true, B, P, H, T(1), m + (store ? t : 0) * B * H, H, whr.data_ptr<T>(), H,
            T(0), yt, P);
     if (!L.full) freeze(t, 0, P, 0, H);
-    if (fd.on())
+    if constexpr (kFed)
       for (int64_t r = 0; r < B; ++r) fd.feed(t, S, B, P, r, 0, P, yt + r * P);
   }
 }
@@ -187,7 +187,7 @@ std::vector<Tensor> lstm_forward(const Tensor& gx, const Tensor& w_hh, const Ten
   return {ys, cs, gs, acts, ms};
 }
 
-template <typename T>
+template <typename T, bool kFed = false>
 static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& ggs,
                           const Tensor& ys, const Tensor& cs, const Tensor& gs,
                           const Tensor& acts, const Tensor& ms, const Tensor& whh,
@@ -302,7 +302,7 @@ static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& gg
           for (int64_t r = 0; r < B; ++r)  // frozen rows: gradients pass unchanged
             if (L.full || L.valid(r, t)) {
               std::memcpy(dy.data() + r * P + u, tmp.data() + r * w, sizeof(T) * w);
-              if (fd.on()) fd.split(t, B, P, r, u, w, dy.data() + r * P + u);
+              if constexpr (kFed) fd.split(t, B, P, r, u, w, dy.data() + r * P + u);
             }
         }
       }
@@ -332,12 +332,12 @@ static void lstm_bwd_impl(const Tensor& gys, const Tensor& gcs, const Tensor& gg
       for (int64_t r = 0; r < B; ++r) {
         if (!(L.full || L.valid(r, t))) continue;  // frozen state: gradients pass unchanged
         std::memcpy(&dy[r * P], &tmpP[r * P], sizeof(T) * P);
-        if (fd.on()) fd.split(t, B, P, r, 0, P, &dy[r * P]);
+        if constexpr (kFed) fd.split(t, B, P, r, 0, P, &dy[r * P]);
         if (fgr) std::memcpy(&dgs[r * NSH], &tmpS[r * NSH], sizeof(T) * NSH);
       }
     }
   }
-  gemm(true, false, GH, P, S * B, T(1), da, GH, fd.on() ? fd.s : y, P, T(0),
+  gemm(true, false, GH, P, S * B, T(1), da, GH, kFed ? fd.s : y, P, T(0),
        dwhh.data_ptr<T>(), P);
   if (proj)
     gemm(true, false, P, H, S * B, T(1), dyp.data(), P, ms.data_ptr<T>(), H, T(0),
