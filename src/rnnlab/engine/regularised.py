@@ -385,7 +385,5 @@ class ElmanReg(torch.autograd.Function):
         gx, w_hh, h0, mask_h, keep_h, lengths, hs, hc = ctx.saved_tensors
         (g_hs,) = _lean_grads(ctx, (g_hs,), (hs,))
         run: Any = ElmanRegBackward.forward if ctx.direct else ElmanRegBackward.apply
-        dgx, dw, dh0 = run(
-            g_hs, gx, w_hh, h0, mask_h, keep_h, lengths, ctx.act, hs, hc
-        )
+        dgx, dw, dh0 = run(g_hs, gx, w_hh, h0, mask_h, keep_h, lengths, ctx.act, hs, hc)
         return dgx, dw, dh0, None, None, None, None
