@@ -316,9 +316,11 @@ def test_masked_kernels_under_compile_and_vmap(monkeypatch) -> None:
         X = torch.randn(2, B, T, I, dtype=D)
         params = dict(cell.named_parameters())
 
-        def loss(p, xi, layer=layer):  # type: ignore[no-untyped-def]
-            y = torch.func.functional_call(layer, {f"cell.{k}": v for k, v in p.items()}, (xi,),
-                                           {"feedback": GivenMask(m, True), "reference": r})[0]  # fmt: skip
+        def loss(p, xi, layer=layer, r=r):  # type: ignore[no-untyped-def]
+            kw = {"feedback": GivenMask(m, True), "reference": r}
+            y = torch.func.functional_call(
+                layer, {f"cell.{k}": v for k, v in p.items()}, (xi,), kw
+            )[0]
             return (y**2).sum()
 
         spy = Spy(monkeypatch)
