@@ -55,6 +55,19 @@ static inline void tail_row(bool valid, const T* d, const T* prev, T* s, int64_t
   zone_row(d, prev, s, n);
 }
 
+// the GRU's step end for one row: s = z ⊙ prev + (1 - z) ⊙ n, then zoneout; a frozen row
+// keeps prev
+template <typename T>
+static inline void gru_tail_row(bool valid, const T* Z, const T* N, const T* d, const T* prev,
+                                T* s, int64_t n) {
+  if (!valid) {
+    std::memcpy(s, prev, sizeof(T) * n);
+    return;
+  }
+  for (int64_t j = 0; j < n; ++j) s[j] = Z[j] * prev[j] + (T(1) - Z[j]) * N[j];
+  zone_row(d, prev, s, n);
+}
+
 // zoneout's backward for one unit: the gradient g of s(t) splits into the direct part d g
 // into s(t-1) (written to dir) and the part (1 - d) g into the candidate s̃(t) (returned)
 template <typename T>

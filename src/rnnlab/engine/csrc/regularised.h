@@ -260,15 +260,7 @@ static void gru_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& 
     for (int64_t r = 0; r < B; ++r) {
       T* gr = gat + r * 3 * H;
       act_inplace(act, gr + 2 * H, H);
-      const T* hpr = hp + r * H;
-      T* htr = ht + r * H;
-      if (!L.valid(r, t)) {
-        std::memcpy(htr, hpr, sizeof(T) * H);
-        continue;
-      }
-      const T *Z = gr + H, *N = gr + 2 * H;
-      for (int64_t j = 0; j < H; ++j) htr[j] = Z[j] * hpr[j] + (T(1) - Z[j]) * N[j];
-      zone_row(step_of(zt, r, H), hpr, htr, H);
+      gru_tail_row(L.valid(r, t), gr + H, gr + 2 * H, step_of(zt, r, H), hp + r * H, ht + r * H, H);
     }
   }
 }
