@@ -27,6 +27,7 @@ def _cache(tmp_path, monkeypatch):
 def threads(request, monkeypatch):
     from rnnlab.engine.codegen import runtime
 
+    monkeypatch.setattr(runtime, "ROWS", True)  # opt-in (RNNLAB_CC_ROWS=1)
     monkeypatch.setattr(runtime, "ROWS_MIN_MACS", 0)  # split these small calls too
     before = torch.get_num_threads()
     torch.set_num_threads(request.param)

@@ -101,8 +101,11 @@ def _blas_threads() -> Any:
 
 
 _BLAS = _blas_threads()
-# RNNLAB_CC_ROWS=0: the row-split forward loops on one thread (A/B runs)
-ROWS = __import__("os").environ.get("RNNLAB_CC_ROWS", "1") != "0"
+# RNNLAB_CC_ROWS=1: split the forward loop's batch rows over threads (opt-in: on the quiet
+# 2-core machine it measured slower, S2 forward 5.0-5.2 ms against 2.6-2.9 ms on one thread,
+# S1 8.7-9.6 against 7.1-7.7 ms; the per-thread products on B/2 rows lose more than the
+# second core gives; docs/design/0008)
+ROWS = __import__("os").environ.get("RNNLAB_CC_ROWS", "0") == "1"
 # multiply-adds of a call from which the rows are split: starting a thread costs tens of
 # microseconds (milliseconds on a loaded machine), about 8M multiply-adds of one core's work
 ROWS_MIN_MACS = 1 << 23
