@@ -79,11 +79,20 @@ def _step(layer: Recurrent, x: torch.Tensor, use_engine: bool) -> Callable[[], N
     return run
 
 
-def measure(shape: str, kind: str, rounds: int, warmup: int) -> dict[str, float]:
-    T, B, I, H = SHAPES[shape]
+Variants = Callable[[str, int, int], dict[str, tuple[Recurrent, bool]]]
+
+
+def measure(
+    shape: str, kind: str, rounds: int, warmup: int, variants: Variants | None = None,
+    shapes: dict[str, tuple[int, int, int, int]] = SHAPES,
+) -> dict[str, float]:  # fmt: skip
+    """Median seconds per training step of each of ``variants(kind, I, H)`` (default: this
+    file's LSTM/GRU variants) at ``shapes[shape]``: interleaved rounds in rotated order."""
+    T, B, I, H = shapes[shape]
     torch.manual_seed(0)
     x = torch.randn(B, T, I)
-    runs = {name: _step(layer, x, eng) for name, (layer, eng) in _variants(kind, I, H).items()}
+    made = (variants or _variants)(kind, I, H)
+    runs = {name: _step(layer, x, eng) for name, (layer, eng) in made.items()}
     for run in runs.values():
         for _ in range(warmup):
             run()
@@ -98,28 +107,33 @@ def measure(shape: str, kind: str, rounds: int, warmup: int) -> dict[str, float]
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(
+    description: str | None = None, column: str = "cell", kinds: tuple[str, ...] = ("lstm", "gru"),
+    variants: Variants | None = None, shapes: dict[str, tuple[int, int, int, int]] = SHAPES,
+) -> None:  # fmt: skip
+    """The command line: each kind (a table column named ``column``) at each shape, as a
+    Markdown table, and with ``--out`` OUT.json / OUT.md (also bench_regularised_jordan.py's)."""
+    p = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     p.add_argument("--shapes", nargs="*", default=["S1", "S2"])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny shapes, one round")
     p.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = p.parse_args()
-    shapes = ["tiny"] if args.quick else args.shapes
+    names = ["tiny"] if args.quick else args.shapes
     rounds, warmup = (1, 0) if args.quick else (args.rounds, args.warmup)
     records = []
     lines = [
-        "| shape | cell | variant | s/step | vs plain | vs plain_ref |",
+        f"| shape | {column} | variant | s/step | vs plain | vs plain_ref |",
         "|---|---|---|---|---|---|",
     ]
-    for shape in shapes:
-        for kind in ("lstm", "gru"):
-            med = measure(shape, kind, rounds, warmup)
+    for shape in names:
+        for kind in kinds:
+            med = measure(shape, kind, rounds, warmup, variants, shapes)
             for name, sec in med.items():
                 rec = {
                     "shape": shape,
-                    "cell": kind,
+                    column: kind,
                     "variant": name,
                     "seconds": sec,
                     "vs_plain": sec / med["plain"],

@@ -25,25 +25,15 @@ discarded, medians. On a quiet machine:
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import platform
-import statistics
-import time
-from collections.abc import Callable
-from pathlib import Path
+from bench_regularised import main  # the same timing, table and files (run from any folder)
 
-import torch
-
-from rnnlab import engine
 from rnnlab.cells import JordanCell, ZoneoutCell
 from rnnlab.layers import Recurrent
 
 SHAPES = {"S1": (100, 32, 128, 256), "S2": (500, 8, 64, 128), "tiny": (6, 2, 3, 8)}
 
 
-def _variants(I: int, H: int, oact: str) -> dict[str, tuple[Recurrent, bool]]:
+def _variants(oact: str, I: int, H: int) -> dict[str, tuple[Recurrent, bool]]:
     def cell() -> JordanCell:
         return JordanCell(I, H, H // 4, output_activation=oact)
 
@@ -56,85 +46,5 @@ def _variants(I: int, H: int, oact: str) -> dict[str, tuple[Recurrent, bool]]:
     }
 
 
-def _step(layer: Recurrent, x: torch.Tensor, use_engine: bool) -> Callable[[], None]:
-    def run() -> None:
-        layer.zero_grad(set_to_none=True)
-        if use_engine:
-            y, _ = layer(x)
-        else:
-            with engine.disabled():
-                y, _ = layer(x)
-        y.sum().backward()
-
-    return run
-
-
-def measure(shape: str, oact: str, rounds: int, warmup: int) -> dict[str, float]:
-    T, B, I, H = SHAPES[shape]
-    torch.manual_seed(0)
-    x = torch.randn(B, T, I)
-    runs = {n: _step(layer, x, eng) for n, (layer, eng) in _variants(I, H, oact).items()}
-    for run in runs.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {n: [] for n in runs}
-    names = list(runs)
-    for r in range(rounds):
-        for n in names[r % len(names) :] + names[: r % len(names)]:
-            t0 = time.perf_counter()
-            runs[n]()
-            times[n].append(time.perf_counter() - t0)
-    return {n: statistics.median(v) for n, v in times.items()}
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shapes", nargs="*", default=["S1", "S2"])
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="tiny shapes, one round")
-    p.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
-    args = p.parse_args()
-    shapes = ["tiny"] if args.quick else args.shapes
-    rounds, warmup = (1, 0) if args.quick else (args.rounds, args.warmup)
-    records = []
-    lines = [
-        "| shape | output | variant | s/step | vs plain | vs plain_ref |",
-        "|---|---|---|---|---|---|",
-    ]
-    for shape in shapes:
-        for oact in ("tanh", "identity"):
-            med = measure(shape, oact, rounds, warmup)
-            for n, sec in med.items():
-                rec = {
-                    "shape": shape,
-                    "output": oact,
-                    "variant": n,
-                    "seconds": sec,
-                    "vs_plain": sec / med["plain"],
-                    "vs_plain_ref": sec / med["plain_ref"],
-                }
-                records.append(rec)
-                lines.append(
-                    f"| {shape} | {oact} | {n} | {sec:.4f} | {rec['vs_plain']:.2f}x | "
-                    f"{rec['vs_plain_ref']:.2f}x |"
-                )
-    table = "\n".join(lines)
-    print(table)
-    if args.out is not None:
-        meta = {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "machine": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "rounds": rounds,
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(
-            json.dumps({"meta": meta, "records": records}, indent=1)
-        )
-        args.out.with_suffix(".md").write_text(f"{json.dumps(meta)}\n\n{table}\n")
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__.splitlines()[0], "output", ("tanh", "identity"), _variants, SHAPES)
