@@ -223,6 +223,17 @@ def _lean_grads(ctx: Any, grads: tuple[Any, ...], outs: tuple[Tensor, ...]) -> l
     return [torch.zeros_like(o) if g is None else g for g, o in zip(grads, outs)]
 
 
+def _save_forward(ctx: Any, inputs: tuple[Any, ...], output: Any, n: int, buffers: int) -> Any:
+    """A regularised forward Function's ``setup_context``: the outputs from index ``buffers``
+    on (the saved gates and statistics) get no gradient and no materialised zeros
+    (:func:`_lean_grads`), the first ``n`` inputs and every output are saved; returns the rest
+    of the inputs (the configuration: activation codes, eps)."""
+    ctx.mark_non_differentiable(*output[buffers:])
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(*inputs[:n], *output)
+    return inputs[n:]
+
+
 # ---------------------------------------------------------------------------- Functions ----
 class LSTMRegBackward(torch.autograd.Function):
     """``rnnlab::lstm_reg_backward``; its backward is the reference's second derivative."""
@@ -261,10 +272,7 @@ class LSTMReg(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.mark_non_differentiable(output[2], output[3])
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*inputs[:8], *output)
-        ctx.cfg = inputs[8:]
+        ctx.cfg = _save_forward(ctx, inputs, output, 8, 2)
 
     @staticmethod
     def backward(ctx: Any, g_hs: Tensor | None, g_cs: Tensor | None, *_: Any) -> Any:
@@ -325,10 +333,7 @@ class GRUReg(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.mark_non_differentiable(output[1], output[2])
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*inputs[:7], *output)
-        ctx.cfg = inputs[7:]
+        ctx.cfg = _save_forward(ctx, inputs, output, 7, 1)
 
     @staticmethod
     def backward(ctx: Any, g_hs: Tensor | None, *_: Any) -> Any:
@@ -375,10 +380,7 @@ class ElmanReg(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.mark_non_differentiable(output[1])
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*inputs[:6], *output)
-        ctx.act = inputs[6]
+        (ctx.act,) = _save_forward(ctx, inputs, output, 6, 1)
 
     @staticmethod
     def backward(ctx: Any, g_hs: Tensor | None, *_: Any) -> Any:

@@ -28,7 +28,7 @@ from torch import Tensor
 from . import ops
 from .ops import op
 from .reference import _keep, _masks, activation
-from .regularised import _lean_grads, _second, _zone
+from .regularised import _lean_grads, _save_forward, _second, _zone
 
 SCHEMAS = {
     "jordan_reg_forward": "(Tensor gx, Tensor u, Tensor wy, Tensor? by, Tensor y0, "
@@ -148,10 +148,7 @@ class JordanReg(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.mark_non_differentiable(output[1], output[2])
-        ctx.set_materialize_grads(False)  # no zeros for the buffers' gradients (_lean_grads)
-        ctx.save_for_backward(*inputs[:8], *output)
-        ctx.cfg = inputs[8:]
+        ctx.cfg = _save_forward(ctx, inputs, output, 8, 1)
 
     @staticmethod
     def backward(ctx: Any, g_ys: Tensor | None, *_: Any) -> Any:

@@ -23,7 +23,7 @@ from torch import Tensor
 from . import ops
 from .ops import op
 from .reference import _keep, _masks
-from .regularised import _lean_grads, _second, _zone
+from .regularised import _lean_grads, _save_forward, _second, _zone
 
 SCHEMAS = {
     "ln_lstm_forward": "(Tensor gx, Tensor w_hh, Tensor g_hh, Tensor? b_hh, Tensor g_c, "
@@ -196,10 +196,7 @@ class LNLSTM(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.mark_non_differentiable(*output[2:])
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*inputs[:12], *output)
-        ctx.eps = inputs[12]
+        (ctx.eps,) = _save_forward(ctx, inputs, output, 12, 2)
 
     @staticmethod
     def backward(ctx: Any, g_hs: Tensor | None, g_cs: Tensor | None, *_: Any) -> Any:
@@ -289,10 +286,7 @@ class LNGRU(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.mark_non_differentiable(*output[1:])
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*inputs[:8], *output)
-        ctx.cfg = inputs[8:]
+        ctx.cfg = _save_forward(ctx, inputs, output, 8, 1)
 
     @staticmethod
     def backward(ctx: Any, g_hs: Tensor | None, *_: Any) -> Any:
