@@ -40,17 +40,33 @@ inline int env_switch(const char* name) {
   const char* v = std::getenv(name);
   return !v ? -1 : v[0] == '0' ? 0 : v[0] == '1' ? 1 : -1;
 }
+using DnnlMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float,
+                            float);
+// Probed once with a 1x1 float product: a libtorch whose mkldnn_matmul refuses this CPU (some
+// builds check for bf16 support, avx512bw/vl/dq or avx_ne_convert, on every dtype, and throw on
+// an AVX2-only CPU) gets nullptr, i.e. MKL everywhere, instead of an error in every weight
+// gradient above kDnnlMacs.
+inline DnnlMatmul dnnl_matmul() {
+  static DnnlMatmul fn = [] {
+    auto f = reinterpret_cast<DnnlMatmul>(
+        dlsym(RTLD_DEFAULT, "_ZN2at6native13mkldnn_matmulERKNS_6TensorES3_S3_ff"));
+    if (!f) return f;
+    try {
+      auto a = at::ones({1, 1}, at::TensorOptions().dtype(at::kFloat));
+      auto c = at::zeros({1, 1}, at::TensorOptions().dtype(at::kFloat));
+      f(a, a, c, 1.0f, 1.0f);
+      if (c.data_ptr<float>()[0] != 1.0f) return DnnlMatmul(nullptr);
+    } catch (...) {
+      return DnnlMatmul(nullptr);
+    }
+    return f;
+  }();
+  return fn;
+}
 inline void read_switches() {
   partition_switch().store(env_switch("RNNLAB_ENGINE_PARTITION"), std::memory_order_relaxed);
   dnnl_switch().store(env_switch("RNNLAB_ENGINE_DNNL"), std::memory_order_relaxed);
-}
-
-using DnnlMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float,
-                            float);
-inline DnnlMatmul dnnl_matmul() {
-  static DnnlMatmul fn = reinterpret_cast<DnnlMatmul>(
-      dlsym(RTLD_DEFAULT, "_ZN2at6native13mkldnn_matmulERKNS_6TensorES3_S3_ff"));
-  return fn;
+  (void)dnnl_matmul();  // the probe, outside any parallel region
 }
 constexpr int64_t kDnnlMacs = int64_t(32) << 20;  // S3's per-step products are above, S1's below
 
