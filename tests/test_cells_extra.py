@@ -20,6 +20,7 @@ from rnnlab.cells import (
     LSTMCell,
     VariationalDropoutCell,
     ZoneoutCell,
+    _philox,
     cell_from_config,
     cell_to_config,
 )
@@ -357,8 +358,11 @@ def test_zoneout_training_keeps_units_with_probability_p():
     assert torch.equal(s.h[~kept], cand[~kept])  # the rest took the new value
     n, p = kept.numel(), 0.25
     assert abs(int(kept.sum()) - n * p) < 3 * math.sqrt(n * p * (1 - p))
-    # Written out with the same draws: d ~ U(0,1) < p keeps h(t-1).
-    d = torch.rand(100, 200, generator=torch.Generator().manual_seed(4)) < p
+    # Written out with the same draws: one key from the generator, then the pure-torch
+    # Philox decisions (docs/design/0020-zoneout-draws.md); d keeps h(t-1).
+    key = _philox.step_keys(1, torch.Generator().manual_seed(4))
+    d = _philox.keep_reference(key, [100 * 200], _philox.thresholds([p]), torch.bool)
+    d = d.view(100, 200)
     torch.testing.assert_close(s.h, torch.where(d, h0, cand))
     # Gradients reach h(t-1) through the kept units unchanged (identity).
     h0.requires_grad_(True)

@@ -137,12 +137,14 @@ def test_zoneout_draws_match_reference_and_eval_is_the_mixture(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_zoneout_keep_one_draw_equals_the_reference_per_step_draws(dtype):
-    # zoneout_keep draws all steps in one torch.rand; the reference loop (ZoneoutCell.step)
-    # draws rand(B, n) < p per step and zoned field, in field order: the same values
+    # zoneout_keep draws T keys at once and all steps' decisions in the compiled kernel; the
+    # reference loop (ZoneoutCell.step) one key per step and its decisions, here re-made with
+    # the pure-torch Philox (docs/design/0020): the same values, whatever the default dtype
+    from rnnlab.cells import _philox
     from rnnlab.engine.kernels_extra import zoneout_keep
 
     old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # the draws' own dtype follows the default, as the step's
+    torch.set_default_dtype(dtype)
     try:
         g = torch.Generator().manual_seed(11)
         cell = ZoneoutCell(LSTMCell(4, 37), {"h": 0.3, "c": 0.6}, generator=g).to(dtype)
@@ -151,10 +153,12 @@ def test_zoneout_keep_one_draw_equals_the_reference_per_step_draws(dtype):
         g.manual_seed(11)
         got = zoneout_keep(cell, x, like)
         g.manual_seed(11)
+        thr = _philox.thresholds([0.3, 0.6])
         want: dict[str, list[torch.Tensor]] = {"h": [], "c": []}
         for _ in range(40):
-            for f, p in (("h", 0.3), ("c", 0.6)):
-                want[f].append((torch.rand((5, 37), generator=g) < p).to(dtype))
+            flat = _philox.keep_reference(_philox.step_keys(1, g), [185, 185], thr, dtype)
+            want["h"].append(flat[:185].view(5, 37))
+            want["c"].append(flat[185:].view(5, 37))
     finally:
         torch.set_default_dtype(old)
     for f in ("h", "c"):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rnnlab import engine
-from rnnlab.cells import JordanCell, VariationalDropoutCell, ZoneoutCell
+from rnnlab.cells import JordanCell, VariationalDropoutCell, ZoneoutCell, _philox
 from rnnlab.engine import build
 from rnnlab.layers import Recurrent
 
@@ -124,9 +124,14 @@ def test_jordan_dropout_zoneout_match_the_written_out_equations(oact, train):
     assert bool((s0.mask_h == 0).any()) and s0.mask_h.shape == (3, 3)  # on y (B, O)
     g.manual_seed(9)
     y, s = layer(x, s0, lengths=L[:3].clamp(max=6))
-    # the reference loop's draws, re-made: per step torch.rand((B, O), generator=g) < p
+    # the reference loop's draws, re-made: per step one key from g, then the pure-torch
+    # Philox keep decisions on the (B, O) units (docs/design/0020)
     g.manual_seed(9)
-    draws = torch.stack([(torch.rand(3, 3, generator=g) < p).double() for _ in range(6)])
+    thr = _philox.thresholds([p])
+    draws = torch.stack([
+        _philox.keep_reference(_philox.step_keys(1, g), [9], thr, torch.float64).view(3, 3)
+        for _ in range(6)
+    ])  # fmt: skip
     cell = inner.cell
     y_ref, last = _written_out(
         cell, x, s0.y, s0.mask_x, s0.mask_h, p, draws, L[:3].clamp(max=6), train

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_probability
+from ._philox import keep_draws, step_keys
 from .base import Cell, _describe
 from .registry import cell_to_config
 
@@ -107,15 +108,23 @@ class ZoneoutCell(Cell):
 
     def step(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
         y, cand = self.cell.step(x, state)
+        rates = list(self.rates.values())
+        zoned = [k for k, p in enumerate(rates) if p > 0.0]
+        keeps: dict[int, Tensor] = {}
+        if self.training and zoned:
+            # one key per step from the generator, the decisions from Philox (docs/design/0020)
+            key = step_keys(1, self.generator, cand[zoned[0]].device)
+            sizes = [cand[k].numel() for k in zoned]
+            drawn = keep_draws(key, sizes, [rates[k] for k in zoned], torch.bool)
+            keeps = {k: d.view(cand[k].shape) for k, d in zip(zoned, drawn)}
         out = []
-        for p, prev, new in zip(self.rates.values(), state, cand):
+        for k, (p, prev, new) in enumerate(zip(rates, state, cand)):
             if p == 0.0:
                 out.append(new)
             elif not self.training:
                 out.append(p * prev + (1.0 - p) * new)
             else:
-                keep = torch.rand(new.shape, device=new.device, generator=self.generator) < p
-                out.append(torch.where(keep, prev, new))
+                out.append(torch.where(keeps[k], prev, new))
         zoned = type(cand)(*out)
         field = self.feedback_field
         if field is not None and self.rates.get(field, 0.0) > 0.0:

@@ -3,6 +3,7 @@ isinstance, so a user's subclass that overrides ``step`` is never silently repla
 asks :func:`lookup` before falling back to its reference loop. Never a second API.
 """
 
+from . import draws as _draws  # noqa: F401  (rnnlab::zoneout_keep, zoneout's keep draws)
 from . import fed_input as _fed_input  # noqa: F401  (rnnlab::fed_input, input feedback)
 from . import ops as _ops  # noqa: F401  (defines torch.ops.rnnlab.* before any trace)
 from . import regularised as _regularised  # noqa: F401  (the ops of issue 18, likewise)

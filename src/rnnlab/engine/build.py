@@ -71,7 +71,7 @@ def ops() -> Any | None:
 
             load(
                 name="rnnlab_engine",
-                sources=[str(_SRC / "kernels.cpp")],
+                sources=[str(_SRC / "kernels.cpp"), str(_SRC / "draws.cpp")],
                 extra_include_paths=[str(_SRC)],
                 extra_cflags=_flags(),
                 extra_ldflags=["-fopenmp"] if sys.platform.startswith("linux") else [],

@@ -11,9 +11,10 @@ Shapes: B batch, T time, I input, H hidden.
   :mod:`.regularised_jordan` (the mask inside the loop). Other inner cells decline: the
   reference loop runs.
 - :class:`~rnnlab.cells.ZoneoutCell` around such a cell (or a dropout wrapper of one):
-  the per-step keep draws are made here, in Python, with exactly the reference loop's calls
-  (``torch.rand((B, n), generator=cell.generator) < p`` per step and zoned field, in field
-  order), stacked to (T, B, n) and passed in; eval passes the rates (the deterministic mixture).
+  the per-step keep decisions the reference loop makes (one key per step from the cell's
+  generator, Philox4x32-10 over the zoned fields; docs/design/0020) are made here for all
+  steps at once (T keys in one draw, one call of ``rnnlab::zoneout_keep``) as (T, B, n) keep
+  weights and passed in; eval passes the rates (the deterministic mixture).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..cells._philox import keep_draws, step_keys
 from ..cells.dropout import VariationalDropoutCell
 from ..cells.gru import GRUCell
 from ..cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
@@ -172,11 +174,11 @@ def zoneout_keep(cell: ZoneoutCell, x: Tensor, like: Any) -> dict[str, Tensor]:
     """Per zoned field, the (T, B, n) keep weights of a run over ``x`` (B, T, ...): the
     reference loop's draws in training, the rate in eval.
 
-    The reference draws ``torch.rand(shape, generator=...) < p`` per step and zoned field, in
-    field order. torch's CPU ``uniform_`` fills a tensor element by element from the
-    generator's stream, so one ``torch.rand`` of T · (sum of the fields' sizes) values, read
-    as (T, fields), holds exactly those draws (a test checks the equality), in one call
-    instead of T · fields."""
+    The reference loop (ZoneoutCell.step) draws one key per step from the cell's generator
+    and the step's keep decisions from Philox (docs/design/0020-zoneout-draws.md); here the
+    T keys are one draw (the generator fills them element by element: exactly the T per-step
+    draws, a test checks it) and all steps' decisions one call of the compiled kernel
+    (``rnnlab::zoneout_keep``), written straight as the kernels' keep weights."""
     T = x.shape[1]
     zoned = [(f, p, getattr(like, f)) for f, p in cell.rates.items() if p > 0.0]
     if not cell.training:
@@ -185,12 +187,12 @@ def zoneout_keep(cell: ZoneoutCell, x: Tensor, like: Any) -> dict[str, Tensor]:
         }
     if not zoned:
         return {}
-    sizes = [s.numel() for _, _, s in zoned]
-    u = torch.rand((T, sum(sizes)), device=zoned[0][2].device, generator=cell.generator)
-    out: dict[str, Tensor] = {}
-    for (f, p, s), part in zip(zoned, u.split(sizes, dim=1)):
-        out[f] = (part < p).to(s.dtype).view(T, *s.shape)
-    return out
+    first = zoned[0][2]
+    keys = step_keys(T, cell.generator, first.device)
+    drawn = keep_draws(
+        keys, [s.numel() for _, _, s in zoned], [p for _, p, _ in zoned], first.dtype
+    )
+    return {f: d.to(s.dtype).view(T, *s.shape) for (f, _, s), d in zip(zoned, drawn)}
 
 
 def zoneout_kernel(cell: ZoneoutCell, x: Tensor, state: Any, lengths: Tensor | None) -> Any:
