@@ -8,6 +8,7 @@ proves they ran."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,7 +80,9 @@ def test_half_weights_forward_and_backward_match_float64(kind, name, dtype, monk
         # torch's fused (oneDNN) bf16 LSTM, as it runs torch's fused float32 one
         assert ran == 0
     else:
-        assert ran > 0  # the bf16 products ran, forward and backward
+        # the bf16 products ran, forward and backward, where this CPU has them (an AVX2-only
+        # CPU computes them in float32, and the numbers above still hold)
+        assert (ran > 0) == half.native()
 
 
 @pytest.mark.parametrize("name", ["elman_tanh", "gru_before", "lstm_peephole_proj"])
@@ -93,10 +96,23 @@ def test_bf16_autocast_runs_the_bf16_path_and_matches_float64(name, monkeypatch)
     n = half.gemms()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got, grads = _run(m32, x.float(), lengths)
-    assert half.gemms() > n
+    assert (half.gemms() > n) == half.native()
     assert got[0].dtype == torch.bfloat16  # as torch.nn's RNNs under bf16 autocast
     _assert_near(got, want, TOL[torch.bfloat16], "output")
     _assert_near(grads, want_grads, TOL[torch.bfloat16], "gradient")
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads /proc/cpuinfo (Linux)")
+def test_bf16_products_are_native_exactly_where_the_cpu_has_bf16_support():
+    # oneDNN's bf16 matmul runs on AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT; elsewhere (AVX2 only)
+    # the engine must see that and compute a bf16 call's products in float32, not raise
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    expected = {"avx512bw", "avx512vl", "avx512dq"} <= flags or "avx_ne_convert" in flags
+    assert half.native() == expected, (sorted(f for f in flags if f.startswith("avx")), expected)
 
 
 def test_float16_autocast_computes_in_float32(monkeypatch):
@@ -117,7 +133,7 @@ def test_bf16_products_are_switchable_and_never_leak_into_float32(monkeypatch):
     monkeypatch.setenv("RNNLAB_ENGINE_BF16GEMM", "1")
     n = half.gemms()
     mb(x.bfloat16())
-    assert half.gemms() > n
+    assert (half.gemms() > n) == half.native()
     n = half.gemms()
     got, _ = m32(x)  # a float32 call after a bf16 one: float32 products, the same answer
     assert half.gemms() == n
@@ -181,6 +197,18 @@ def test_bf16_regularised_kernels_match_float64(name, monkeypatch):
     low = copy.deepcopy(model).bfloat16()
     n = half.gemms()
     got, grads = _run(low, x.bfloat16(), lengths)
-    assert half.gemms() > n
-    _assert_near(got, want, TOL[torch.bfloat16], "output")
-    _assert_near(grads, want_grads, TOL[torch.bfloat16], "gradient")
+    assert (half.gemms() > n) == half.native()
+    # Layer norm over 4H = 20 values amplifies bf16's rounding: the reference loop itself, run in
+    # bf16 on the same weights, lands up to ~7% from float64 (LN-LSTM's input gradient). The bound
+    # is 5% of scale or 1.25x that bf16 reference's own error, whichever is larger.
+    with reference():  # the reference loop, in bf16
+        ref_out, ref_grads = _run(low, x.bfloat16(), lengths)
+    for what, g_, w_, r_ in (
+        ("output", got, want, ref_out),
+        ("gradient", grads, want_grads, ref_grads),
+    ):
+        for k, (g, w, r) in enumerate(zip(g_, w_, r_)):
+            err = (g.double() - w).abs().max().item()
+            bound = max(TOL[torch.bfloat16] * max(1.0, w.abs().max().item()),
+                        1.25 * (r.double() - w).abs().max().item())  # fmt: skip
+            assert err <= bound, f"{name} {what} {k}: error {err:.3g} > {bound:.3g}"

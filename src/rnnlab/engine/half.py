@@ -72,6 +72,15 @@ def scope(kernels: Any, name: str, args: tuple[Any, ...], cargs: list[Any]) -> I
         kernels.half_scope([], [])
 
 
+def native() -> bool:
+    """Whether this CPU runs the kernels' bf16 products (oneDNN's bf16 matmul; False on an
+    AVX2-only CPU, where a bf16 call computes its products in float32: correct, not faster)."""
+    from . import build
+
+    kernels = build.ops()
+    return False if kernels is None else bool(kernels.half_native())
+
+
 def gemms() -> int:
     """bf16 products run by the kernels so far in this process (0 without the build)."""
     from . import build

@@ -45,9 +45,27 @@ inline std::atomic<int64_t>& half_count() { static std::atomic<int64_t> v{0}; re
 // gradients over all steps are above at every shape.
 constexpr int64_t kHalfMacs = int64_t(1) << 20;
 
+// Whether this CPU's oneDNN runs a bf16 matmul at all: probed once with a 1x1 product (an
+// AVX2-only CPU gets false, from the float32 probe of dnnl_matmul() or from this one). Without
+// it every product of a bf16 call stays float32: correct, only not faster.
+inline bool half_native() {
+  static const bool ok = [] {
+    if (!dnnl_matmul()) return false;
+    try {
+      auto a = at::ones({1, 1}, at::TensorOptions().dtype(at::kBFloat16));
+      auto c = at::zeros({1, 1}, at::TensorOptions().dtype(at::kBFloat16));
+      dnnl_matmul()(a, a, c, 0.0f, 1.0f);
+      return float(c.data_ptr<at::BFloat16>()[0]) == 1.0f;
+    } catch (...) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
 inline bool half_wants(int64_t macs) {
   const HalfState& s = half_state();
-  if (!s.on || !dnnl_matmul()) return false;
+  if (!s.on || !half_native()) return false;
   const int sw = half_switch().load(std::memory_order_relaxed);
   return sw >= 0 ? sw == 1 : macs >= kHalfMacs;
 }
@@ -117,6 +135,7 @@ inline void half_scope(const std::vector<at::Tensor>& f32, const std::vector<at:
     if (w.numel()) s.weights.push_back({w.data_ptr<float>(), w.numel(), h});
   }
   s.on = !f32.empty();
+  (void)half_native();  // the probe, outside any parallel region
   half_switch().store(env_switch("RNNLAB_ENGINE_BF16GEMM"), std::memory_order_relaxed);
 }
 

@@ -641,6 +641,7 @@ TORCH_LIBRARY(rnnlab_engine, m) {
   // half precision (half.h): device-free, so no dispatch key is needed
   m.def("half_scope(Tensor[] f32, Tensor[] bf16) -> ()", &rnnlab::half_scope);
   m.def("half_gemms() -> int", &rnnlab::half_gemms);
+  m.def("half_native() -> bool", &rnnlab::half_native);
 }
 
 TORCH_LIBRARY_IMPL(rnnlab_engine, CPU, m) {
