@@ -80,18 +80,37 @@ static inline T zone_split(const T* d, int64_t k, T g, T& dir) {
   return (T(1) - d[k]) * g;
 }
 
-// dh(t-1) += m ⊙ dhin for the rows still running at step t (dhin: the products' gradient)
+// the columns [u, u + w) of hin = m ⊙ h (h, m and buf (B, H)): one thread's hidden units in a
+// unit-partitioned loop (common.h, note 0007), which all threads read after a barrier
+template <typename T>
+static inline void mask_cols(const T* m, const T* h, T* buf, int64_t B, int64_t H, int64_t u,
+                             int64_t w) {
+  for (int64_t r = 0; r < B; ++r)
+    for (int64_t j = u; j < u + w; ++j) buf[r * H + j] = m[r * H + j] * h[r * H + j];
+}
+
+// dh(t-1) += m ⊙ dhin over the columns [u, u + w) of dh and m (B, H), for the rows still
+// running at step t; dhin (B, ldin) holds those columns from its column 0 (the products'
+// gradient: all H columns, or one thread's units in a unit-partitioned loop)
+template <typename T>
+static inline void add_masked_cols(T* dh, const T* dhin, int64_t ldin, const T* m,
+                                   const Lengths& L, int64_t t, int64_t B, int64_t H, int64_t u,
+                                   int64_t w) {
+  for (int64_t r = 0; r < B; ++r) {
+    if (!L.valid(r, t)) continue;
+    const int64_t o = r * H + u;
+    const T* g = dhin + r * ldin;
+    if (m)
+      for (int64_t j = 0; j < w; ++j) dh[o + j] += m[o + j] * g[j];
+    else
+      for (int64_t j = 0; j < w; ++j) dh[o + j] += g[j];
+  }
+}
+// dh(t-1) += m ⊙ dhin for the rows still running at step t (all H columns)
 template <typename T>
 static inline void add_masked(T* dh, const T* dhin, const T* m, const Lengths& L, int64_t t,
                               int64_t B, int64_t H) {
-  for (int64_t r = 0; r < B; ++r) {
-    if (!L.valid(r, t)) continue;
-    const int64_t o = r * H;
-    if (m)
-      for (int64_t j = 0; j < H; ++j) dh[o + j] += m[o + j] * dhin[o + j];
-    else
-      for (int64_t j = 0; j < H; ++j) dh[o + j] += dhin[o + j];
-  }
+  add_masked_cols(dh, dhin, H, m, L, t, B, H, 0, H);
 }
 
 // acc += g (n values): an output's gradient into the carried one

@@ -20,12 +20,21 @@ namespace rnnlab {
 // ---------------------------------------------------------------------------- LSTM ----
 // outputs: hs, cs (S+1, B, H); gates (S, B, 4H) after their activations; tc (S, B, H) the
 // cell activation of the candidate c̃(t)
+//
+// Unit-partitioned (note 0007, partition_team in common.h): each of the team's threads owns
+// the hidden units [u, u + w) for the whole sequence. Forward, per step: its rows of W_hh (the
+// four gate blocks, copied contiguous once per call) times hin(t-1), one single-threaded
+// product; its units' gate maths and zoneout; its columns of hin(t) = m ⊙ h(t) into the other
+// half of a double buffer; one barrier (the next product needs every unit of hin(t); the
+// double buffer lets a thread write hin(t) while another still reads hin(t-1)). Backward, per
+// step: its units' gate gradients; one barrier; its columns of dhin(t-1) = d(t) W_hh, which
+// are its own units of dh(t-1). Both paths run the same row functions below.
 template <typename T>
 static void lstm_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& mask,
                               const Tensor& zh, const Tensor& zc, Tensor& hs, Tensor& cs,
                               Tensor& gates, Tensor& tcs, const Lengths& L, int64_t act,
                               int64_t cact) {
-  const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2) / 4;
+  const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2) / 4, BH = B * H;
   const T* g = gx.data_ptr<T>();
   const T* W = whh.data_ptr<T>();
   const T* m = reg_ptr<T>(mask);
@@ -35,40 +44,73 @@ static void lstm_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor&
   T* c = cs.data_ptr<T>();
   T* a = gates.data_ptr<T>();
   T* tc = tcs.data_ptr<T>();
-  std::vector<T> hin(m ? B * H : 0);
+  // the gate maths of row r at step t for the units [u, u + w): the pre-activations are in
+  // the step's gates (activated in place); writes c(t), tc(t), h(t) after zoneout and the
+  // length freeze
+  auto row = [&](int64_t t, int64_t r, int64_t u, int64_t w) {
+    T* ar = a + (t * B + r) * 4 * H;
+    T *I = ar + u, *F = ar + H + u, *G = ar + 2 * H + u, *O = ar + 3 * H + u;
+    act_inplace(SIGMOID, I, w);
+    act_inplace(SIGMOID, F, w);
+    act_inplace(act, G, w);
+    act_inplace(SIGMOID, O, w);
+    const int64_t o = t * BH + r * H + u;  // row r, unit u of step t's (B, H) slices
+    const T* cpr = c + o;
+    const T* hpr = h + o;
+    T* ctr = c + o + BH;
+    T* htr = h + o + BH;
+    T* tcr = tc + o;
+    for (int64_t j = 0; j < w; ++j) ctr[j] = F[j] * cpr[j] + I[j] * G[j];  // c̃
+    std::memcpy(tcr, ctr, sizeof(T) * w);
+    act_inplace(cact, tcr, w);
+    for (int64_t j = 0; j < w; ++j) htr[j] = O[j] * tcr[j];  // h̃
+    const bool v = L.valid(r, t);
+    tail_row(v, step_of(dc_, o, 1), cpr, ctr, w);
+    tail_row(v, step_of(dh_, o, 1), hpr, htr, w);
+  };
+  const int team = partition_team(B, H, 4 * H, H, true);
+  if (team > 1) {
+    std::vector<T> hb(m ? 2 * BH : 0);  // hin(t-1) of the step, double-buffered
+    parallel_team(team, [&](int tid, int nth) {
+      const Span sp = unit_span(tid, nth, H);
+      const int64_t u = sp.u, w = sp.w;
+      std::vector<T> Wk(4 * w * H), sc(B * 4 * w);
+      for (int64_t blk = 0; blk < 4; ++blk)
+        std::memcpy(Wk.data() + blk * w * H, W + (blk * H + u) * H, sizeof(T) * w * H);
+      const StepGemm<T> gk(B, 4 * w, H, Wk.data(), H, true);
+      if (m) mask_cols(m, h, hb.data(), B, H, u, w);  // hin(-1) = m ⊙ h(0)
+      team_barrier();
+      for (int64_t t = 0; t < S; ++t) {
+        if (w > 0) {
+          const T* src = m ? hb.data() + (t % 2) * BH : h + t * BH;
+          gk.run(B, src, H, T(0), sc.data(), 4 * w);
+          T* at = a + t * B * 4 * H;
+          const T* gt = g + t * B * 4 * H;
+          for (int64_t r = 0; r < B; ++r) {
+            for (int64_t blk = 0; blk < 4; ++blk) {
+              T* dst = at + r * 4 * H + blk * H + u;
+              const T* x = gt + r * 4 * H + blk * H + u;
+              const T* add = sc.data() + (r * 4 + blk) * w;
+              for (int64_t j = 0; j < w; ++j) dst[j] = x[j] + add[j];
+            }
+            row(t, r, u, w);
+          }
+          if (m) mask_cols(m, h + (t + 1) * BH, hb.data() + ((t + 1) % 2) * BH, B, H, u, w);
+        }
+        team_barrier();
+      }
+    });
+    return;
+  }
+  std::vector<T> hin(m ? BH : 0);
   const StepGemm<T> gw(B, 4 * H, H, W, H, true);
   for (int64_t t = 0; t < S; ++t) {
-    const T* hp = h + t * B * H;
-    const T* cp = c + t * B * H;
-    T* ht = h + (t + 1) * B * H;
-    T* ct = c + (t + 1) * B * H;
     T* at = a + t * B * 4 * H;
-    T* tct = tc + t * B * H;
     std::memcpy(at, g + t * B * 4 * H, sizeof(T) * B * 4 * H);
-    const T* src = masked(m, hp, hin, B * H);
+    const T* src = masked(m, h + t * BH, hin, BH);
     gw.run(B, src, H, T(1), at, 4 * H);
-    const T* zht = step_of(dh_, t, B * H);
-    const T* zct = step_of(dc_, t, B * H);
     for_rows(B, 4 * H, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        T* ar = at + r * 4 * H;
-        T *I = ar, *F = ar + H, *G = ar + 2 * H, *O = ar + 3 * H;
-        act_inplace(SIGMOID, I, 2 * H);  // i and f
-        act_inplace(act, G, H);
-        act_inplace(SIGMOID, O, H);
-        const T* cpr = cp + r * H;
-        const T* hpr = hp + r * H;
-        T* ctr = ct + r * H;
-        T* htr = ht + r * H;
-        T* tcr = tct + r * H;
-        for (int64_t j = 0; j < H; ++j) ctr[j] = F[j] * cpr[j] + I[j] * G[j];  // c̃
-        std::memcpy(tcr, ctr, sizeof(T) * H);
-        act_inplace(cact, tcr, H);
-        for (int64_t j = 0; j < H; ++j) htr[j] = O[j] * tcr[j];  // h̃
-        const bool v = L.valid(r, t);
-        tail_row(v, step_of(zct, r, H), cpr, ctr, H);
-        tail_row(v, step_of(zht, r, H), hpr, htr, H);
-      }
+      for (int64_t r = r0; r < r1; ++r) row(t, r, 0, H);
     });
   }
 }
@@ -103,7 +145,7 @@ static void lstm_reg_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor
                               const Tensor& whh, const Tensor& mask, const Tensor& zh,
                               const Tensor& zc, Tensor& dgx, Tensor& dw, Tensor& dh0,
                               Tensor& dc0, const Lengths& L, int64_t act, int64_t cact) {
-  const int64_t S = gates.size(0), B = gates.size(1), H = gates.size(2) / 4;
+  const int64_t S = gates.size(0), B = gates.size(1), H = gates.size(2) / 4, BH = B * H;
   const T* Gh = ghs.data_ptr<T>();
   const T* Gc = gcs.data_ptr<T>();
   const T* h = hs.data_ptr<T>();
@@ -115,63 +157,80 @@ static void lstm_reg_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor
   const T* dh_ = reg_ptr<T>(zh);
   const T* dc_ = reg_ptr<T>(zc);
   T* dg = dgx.data_ptr<T>();
-  std::vector<T> dh(B * H, T(0)), dc(B * H, T(0)), tmp(B * H);
-  const StepGemm<T> gw(B, H, 4 * H, W, H, false);
-  for (int64_t t = S - 1; t >= 0; --t) {
-    const T* ght = Gh + (t + 1) * B * H;
-    const T* gct = Gc + (t + 1) * B * H;
-    add_into(dh.data(), ght, B * H);
-    add_into(dc.data(), gct, B * H);
-    T* d = dg + t * B * 4 * H;
-    const T* at = a + t * B * 4 * H;
-    const T* cp = c + t * B * H;
-    const T* tct = tc + t * B * H;
-    const T* zht = step_of(dh_, t, B * H);
-    const T* zct = step_of(dc_, t, B * H);
-    // per row: the gate gradients d (B, 4H); dh, dc become the direct parts of dh(t-1),
-    // dc(t-1) (the product's part is added after the GEMM)
-    for_rows(B, 4 * H, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        T* dr = d + r * 4 * H;
-        T* dhr = &dh[r * H];
-        T* dcr = &dc[r * H];
-        if (!L.valid(r, t)) {  // frozen: the gradient passes to s(t-1) unchanged
-          std::fill(dr, dr + 4 * H, T(0));
-          continue;
+  std::vector<T> dh(BH, T(0)), dc(BH, T(0));
+  // row r at step t, units [u, u + w): adds the outputs' gradients of s(t) to the carried dh,
+  // dc, writes the gate gradients d(t) and leaves in dh, dc the direct parts of dh(t-1),
+  // dc(t-1) (the product's part is added after the step's product)
+  auto row = [&](int64_t t, int64_t r, int64_t u, int64_t w) {
+    const int64_t o = t * BH + r * H + u;  // row r, unit u of step t's (B, H) slices
+    T* dhr = &dh[r * H + u];
+    T* dcr = &dc[r * H + u];
+    add_into(dhr, Gh + o + BH, w);
+    add_into(dcr, Gc + o + BH, w);
+    T* dr = dg + (t * B + r) * 4 * H;
+    T *dI = dr + u, *dF = dr + H + u, *dG = dr + 2 * H + u, *dO = dr + 3 * H + u;
+    if (!L.valid(r, t)) {  // frozen: the gradient passes to s(t-1) unchanged
+      for (T* p : {dI, dF, dG, dO}) std::fill(p, p + w, T(0));
+      return;
+    }
+    const T* ar = a + (t * B + r) * 4 * H;
+    const T *I = ar + u, *F = ar + H + u, *G = ar + 2 * H + u, *O = ar + 3 * H + u;
+    const T* cpr = c + o;
+    const T* tcr = tc + o;
+    const T* zhr = step_of(dh_, o, 1);
+    const T* zcr = step_of(dc_, o, 1);
+    for (int64_t j = 0; j < w; ++j) {
+      T hdir, cdir;
+      const T dht = zone_split(zhr, j, dhr[j], hdir);
+      T dct = zone_split(zcr, j, dcr[j], cdir);
+      dO[j] = dht * tcr[j];
+      dct += dht * O[j] * act_grad(cact, tcr[j]);  // into c̃
+      dI[j] = dct * G[j];
+      dF[j] = dct * cpr[j];
+      dG[j] = dct * I[j];
+      dcr[j] = cdir + dct * F[j];
+      dhr[j] = hdir;
+    }
+    act_backward_inplace(SIGMOID, dI, I, w);
+    act_backward_inplace(SIGMOID, dF, F, w);
+    act_backward_inplace(act, dG, G, w);
+    act_backward_inplace(SIGMOID, dO, O, w);
+  };
+  const int team = partition_team(B, H, 4 * H, H, true);
+  if (team > 1) {
+    parallel_team(team, [&](int tid, int nth) {
+      const Span sp = unit_span(tid, nth, H);
+      const int64_t u = sp.u, w = sp.w;
+      std::vector<T> tk(B * w);
+      const StepGemm<T> gk(B, w, 4 * H, W + u, H, false);  // W_hh's columns of its units
+      for (int64_t t = S - 1; t >= 0; --t) {
+        if (w > 0)
+          for (int64_t r = 0; r < B; ++r) row(t, r, u, w);
+        team_barrier();  // every unit's gate gradients of step t are in d(t)
+        if (w > 0) {
+          gk.run(B, dg + t * B * 4 * H, 4 * H, T(0), tk.data(), w);  // d hin, its units
+          add_masked_cols(dh.data(), tk.data(), w, m, L, t, B, H, u, w);
         }
-        const T* ar = at + r * 4 * H;
-        const T *I = ar, *F = ar + H, *G = ar + 2 * H, *O = ar + 3 * H;
-        const T* cpr = cp + r * H;
-        const T* tcr = tct + r * H;
-        const T* zhr = step_of(zht, r, H);
-        const T* zcr = step_of(zct, r, H);
-        for (int64_t j = 0; j < H; ++j) {
-          T hdir, cdir;
-          const T dht = zone_split(zhr, j, dhr[j], hdir);
-          T dct = zone_split(zcr, j, dcr[j], cdir);
-          dr[3 * H + j] = dht * tcr[j];                       // do
-          dct += dht * O[j] * act_grad(cact, tcr[j]);          // into c̃
-          dr[j] = dct * G[j];                                  // di
-          dr[H + j] = dct * cpr[j];                            // df
-          dr[2 * H + j] = dct * I[j];                          // dg
-          dcr[j] = cdir + dct * F[j];
-          dhr[j] = hdir;
-        }
-        act_backward_inplace(SIGMOID, dr, ar, 2 * H);
-        act_backward_inplace(act, dr + 2 * H, ar + 2 * H, H);
-        act_backward_inplace(SIGMOID, dr + 3 * H, ar + 3 * H, H);
       }
     });
-    gw.run(B, d, 4 * H, T(0), tmp.data(), H);  // d hin
-    add_masked(dh.data(), tmp.data(), m, L, t, B, H);
+  } else {
+    std::vector<T> tmp(BH);
+    const StepGemm<T> gw(B, H, 4 * H, W, H, false);
+    for (int64_t t = S - 1; t >= 0; --t) {
+      for_rows(B, 4 * H, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) row(t, r, 0, H);
+      });
+      gw.run(B, dg + t * B * 4 * H, 4 * H, T(0), tmp.data(), H);  // d hin
+      add_masked(dh.data(), tmp.data(), m, L, t, B, H);
+    }
   }
   // dW = sum_t d(t)ᵀ hin(t-1): one GEMM over all steps
   std::vector<T> hm;
-  const T* hin = masked_steps(m, h, hm, S, B * H);
+  const T* hin = masked_steps(m, h, hm, S, BH);
   gemm(true, false, 4 * H, H, S * B, T(1), dg, 4 * H, hin, H, T(0), dw.data_ptr<T>(), H);
   T* d0 = dh0.data_ptr<T>();
   T* e0 = dc0.data_ptr<T>();
-  for (int64_t k = 0; k < B * H; ++k) {
+  for (int64_t k = 0; k < BH; ++k) {
     d0[k] = dh[k] + Gh[k];
     e0[k] = dc[k] + Gc[k];
   }
