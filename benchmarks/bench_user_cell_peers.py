@@ -36,6 +36,13 @@ A/B::
         python benchmarks/bench_user_cell_peers.py --rounds 7 --repeats 10 \
         --out benchmarks/results/user_cell_peers-nodnnl
 
+Without the engine's malloc setting (glibc's default thresholds: every training step re-maps
+its 10 MB buffers, about 5600 minor faults a GRU S1 step; ``rnnlab.engine.build``), for an
+A/B of that variance source::
+
+    RNNLAB_ENGINE_MALLOC=0 PYTHONPATH=src python benchmarks/bench_user_cell_peers.py \
+        --rounds 7 --repeats 10 --out benchmarks/results/user_cell_peers-malloc0
+
 ``--tiny`` checks the script in seconds at (T, B, I, H) = (5, 2, 3, 4). Results go to
 ``benchmarks/results/user_cell_peers.json`` and ``.md`` (``--out`` to change).
 """
