@@ -88,11 +88,15 @@ def main() -> None:
             zc = ZoneoutCell(cls(I, H), 0.1)
             like = zc.initial_state(B)
             draw = _interleave(
-                {"old": lambda: old_keep(zc, x, like), "new": lambda: NEW(zc, x, like)},
+                {
+                    "old": lambda zc=zc, x=x, like=like: old_keep(zc, x, like),
+                    "new": lambda zc=zc, x=x, like=like: NEW(zc, x, like),
+                },
                 args.rounds * 4, args.warmup,
             )  # fmt: skip
+            ratio = draw["new"] / draw["old"]
             print(f"{shape} {kind} draw   old {draw['old'] * 1e3:8.3f} ms  new "
-                  f"{draw['new'] * 1e3:8.3f} ms  new/old {draw['new'] / draw['old']:.3f}")  # fmt: skip
+                  f"{draw['new'] * 1e3:8.3f} ms  new/old {ratio:.3f}")  # fmt: skip
             zl, plain = Recurrent(zc), Recurrent(cls(I, H))
             step = _interleave(
                 {
@@ -107,7 +111,7 @@ def main() -> None:
                   f"{step['new'] * 1e3:8.2f} ms ({step['new'] / step['plain']:.2f}x)  "
                   f"new/old {step['new'] / step['old']:.3f}")  # fmt: skip
         vd = VariationalDropoutCell(LSTMCell(I, H), 0.25, 0.25)
-        masks = _interleave({"masks": lambda: vd.masks(B)}, args.rounds * 4, args.warmup)
+        masks = _interleave({"masks": lambda vd=vd, B=B: vd.masks(B)}, args.rounds * 4, args.warmup)
         print(f"{shape} dropout masks (B={B}, I={I}, H={H}) {masks['masks'] * 1e6:8.1f} us")
 
 
