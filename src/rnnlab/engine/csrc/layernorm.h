@@ -56,6 +56,61 @@ template <typename T> static void ln0_backward(T* dvh, const T* vh, T r, int64_t
   }
 }
 
+// Batch-row partitioning (the LN kernels' threading). Each of `team` threads owns a contiguous
+// block of batch rows [r0, r1) for the whole sequence: its rows of the step product
+// hin(t-1) U^T, its rows' normalisations (a reduction over the row's own gate vector, so
+// thread-local), gates and state update. No row reads another's state, so the forward needs no
+// barrier at all, and neither does the backward (dh(t-1) of a row is that row's du(t) U); the
+// gain/bias gradients are per-thread partial sums added in thread order after the team, and
+// dU is one GEMM over all steps after the loop, as before. Unit partitioning (note 0007) would
+// need a cross-thread reduction for every LN of every step (3 barriers a step each way).
+// Used where partition_team says (RNNLAB_ENGINE_PARTITION, the step-size threshold), with at
+// most B threads.
+inline int ln_team(int64_t B, int64_t H, int64_t G) {
+  return int(std::min<int64_t>(partition_team(B, H, G, H, B >= 2), B));
+}
+inline void row_span(int tid, int nth, int64_t B, int64_t& r0, int64_t& r1) {
+  r0 = B * tid / nth;
+  r1 = B * (tid + 1) / nth;
+}
+// run(r0, r1, tid) over the team's row blocks, or run(0, B, 0) without a team
+template <typename F> inline void over_rows(int team, int64_t B, const F& run) {
+  if (team <= 1) {
+    run(int64_t(0), B, 0);
+    return;
+  }
+  parallel_team(team, [&](int tid, int nth) {
+    int64_t r0, r1;
+    row_span(tid, nth, B, r0, r1);
+    if (r1 > r0) run(r0, r1, tid);
+  });
+}
+// dh(t-1) rows [r0, r1) += m ⊙ dhin for the rows still running at step t (dhin: those rows'
+// product gradient, (r1 - r0, H))
+template <typename T>
+static inline void add_masked_rows(T* dh, const T* dhin, const T* m, const Lengths& L,
+                                   int64_t t, int64_t r0, int64_t r1, int64_t H) {
+  for (int64_t r = r0; r < r1; ++r) {
+    if (!L.valid(r, t)) continue;
+    const T* g = dhin + (r - r0) * H;
+    T* d = dh + r * H;
+    if (m)
+      for (int64_t j = 0; j < H; ++j) d[j] += m[r * H + j] * g[j];
+    else
+      for (int64_t j = 0; j < H; ++j) d[j] += g[j];
+  }
+}
+// the per-thread partial sums (team blocks of n) added in thread order into out (n)
+template <typename T>
+static inline void sum_parts(const std::vector<T>& parts, int team, int64_t stride,
+                             int64_t off, T* out, int64_t len) {
+  for (int64_t j = 0; j < len; ++j) {
+    T s = T(0);
+    for (int k = 0; k < team; ++k) s += parts[k * stride + off + j];
+    out[j] = s;
+  }
+}
+
 template <typename T>
 static void ln_lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& ghh,
                              const Tensor& bhh, const Tensor& gc, const Tensor& bc,
@@ -80,22 +135,26 @@ static void ln_lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& 
   T* ch = chat.data_ptr<T>();
   T* rcp = rc.data_ptr<T>();
   T* tc = tcs.data_ptr<T>();
-  std::vector<T> hin(m ? B * H : 0), u(B * G);
   const StepGemm<T> gw(B, G, H, W, H, true);
+  const int team = ln_team(B, H, G);
+  over_rows(team, B, [&](int64_t b0, int64_t b1, int) {
+  const int64_t nr = b1 - b0;
+  std::vector<T> hin(m ? nr * H : 0), u(nr * G);
   for (int64_t t = 0; t < S; ++t) {
     const T* hp = h + t * B * H;
     const T* cp = c + t * B * H;
     T* ht = h + (t + 1) * B * H;
     T* ct = c + (t + 1) * B * H;
-    const T* src = masked(m, hp, hin, B * H);
-    gw.run(B, src, H, T(0), u.data(), G);
+    const T* src = masked(m ? m + b0 * H : nullptr, hp + b0 * H, hin, nr * H);
+    gw.run(nr, src, H, T(0), u.data(), G);
     const T* zht = step_of(dh_, t, B * H);
     const T* zct = step_of(dc_, t, B * H);
-    for_rows(B, G, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
+    // without a team, a large step's rows go to torch's threads (a team's rows stay its own)
+    auto step_rows = [&](int64_t q0, int64_t q1) {
+      for (int64_t r = b0 + q0; r < b0 + q1; ++r) {
         const int64_t row = t * B + r;
         T* uhr = uh + row * G;
-        rup[row] = ln0(u.data() + r * G, uhr, G, eps);
+        rup[row] = ln0(u.data() + (r - b0) * G, uhr, G, eps);
         T* ar = a + row * G;
         const T* gr = g + row * G;
         for (int64_t j = 0; j < G; ++j) ar[j] = gr[j] + gh[j] * uhr[j] + (bh ? bh[j] : T(0));
@@ -118,8 +177,11 @@ static void ln_lstm_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& 
         tail_row(v, step_of(zct, r, H), cpr, ctr, H);
         tail_row(v, step_of(zht, r, H), hpr, htr, H);
       }
-    });
+    };
+    if (team > 1) step_rows(0, nr);
+    else for_rows(nr, G, step_rows);
   }
+  });
 }
 
 std::vector<Tensor> ln_lstm_forward(const Tensor& gx, const Tensor& w_hh, const Tensor& g_hh,
@@ -183,23 +245,27 @@ static void ln_lstm_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor&
   const T* dh_ = reg_ptr<T>(zh);
   const T* dc_ = reg_ptr<T>(zc);
   T* dg = dgx.data_ptr<T>();
-  T* dGh = dgh.data_ptr<T>();
-  T* dBh = dbh.data_ptr<T>();
-  T* dGc = dgc.data_ptr<T>();
-  T* dBc = dbc.data_ptr<T>();
-  std::fill(dGh, dGh + G, T(0));
-  std::fill(dBh, dBh + G, T(0));
-  std::fill(dGc, dGc + H, T(0));
-  std::fill(dBc, dBc + H, T(0));
-  std::vector<T> dh(B * H, T(0)), dc(B * H, T(0)), tmp(B * H), du(S * B * G), dcn(H);
+  // du (S, B, G): the gradient of U hin before the gain, every element written below
+  std::unique_ptr<T[]> du(new T[S * B * G]);
+  std::vector<T> dh(B * H, T(0)), dc(B * H, T(0));
   const StepGemm<T> gw(B, H, G, W, H, false);
+  const int team = ln_team(B, H, G);
+  const int64_t np = 2 * G + 2 * H;  // a thread's partial dg_h, db_h, dg_c, db_c
+  std::vector<T> parts(std::max(team, 1) * np, T(0));
+  over_rows(team, B, [&](int64_t b0, int64_t b1, int tid) {
+  const int64_t nr = b1 - b0;
+  T* dGh = parts.data() + tid * np;
+  T* dBh = dGh + G;
+  T* dGc = dBh + G;
+  T* dBc = dGc + H;
+  std::vector<T> tmp(nr * H), dcn(H);
   for (int64_t t = S - 1; t >= 0; --t) {
-    add_into(dh.data(), Gh + (t + 1) * B * H, B * H);
-    add_into(dc.data(), Gc + (t + 1) * B * H, B * H);
+    add_into(dh.data() + b0 * H, Gh + ((t + 1) * B + b0) * H, nr * H);
+    add_into(dc.data() + b0 * H, Gc + ((t + 1) * B + b0) * H, nr * H);
     const T* zht = step_of(dh_, t, B * H);
     const T* zct = step_of(dc_, t, B * H);
-    T* dut = du.data() + t * B * G;
-    for (int64_t r = 0; r < B; ++r) {
+    T* dut = du.get() + t * B * G;
+    for (int64_t r = b0; r < b1; ++r) {
       const int64_t row = t * B + r;
       T* dr = dg + row * G;
       T* dur = dut + r * G;
@@ -248,12 +314,18 @@ static void ln_lstm_bwd_impl(const Tensor& ghs, const Tensor& gcs, const Tensor&
       }
       ln0_backward(dur, uhr, rup[row], G);
     }
-    gw.run(B, dut, G, T(0), tmp.data(), H);
-    add_masked(dh.data(), tmp.data(), m, L, t, B, H);
+    gw.run(nr, dut + b0 * G, G, T(0), tmp.data(), H);
+    add_masked_rows(dh.data(), tmp.data(), m, L, t, b0, b1, H);
   }
+  });
+  const int nt = std::max(team, 1);
+  sum_parts(parts, nt, np, 0, dgh.data_ptr<T>(), G);
+  sum_parts(parts, nt, np, G, dbh.data_ptr<T>(), G);
+  sum_parts(parts, nt, np, 2 * G, dgc.data_ptr<T>(), H);
+  sum_parts(parts, nt, np, 2 * G + H, dbc.data_ptr<T>(), H);
   std::vector<T> hm;
   const T* hin = masked_steps(m, h, hm, S, B * H);
-  gemm(true, false, G, H, S * B, T(1), du.data(), G, hin, H, T(0), dw.data_ptr<T>(), H);
+  gemm(true, false, G, H, S * B, T(1), du.get(), G, hin, H, T(0), dw.data_ptr<T>(), H);
   T* d0 = dh0.data_ptr<T>();
   T* e0 = dc0.data_ptr<T>();
   for (int64_t k = 0; k < B * H; ++k) {
@@ -325,37 +397,39 @@ static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& g
   T* uh = uhat.data_ptr<T>();
   T* rup = ru.data_ptr<T>();
   T* q = qs.data_ptr<T>();
-  std::vector<T> hin(m ? B * H : 0), u(B * G), v(B * H);
   auto b = [&](int64_t j) { return bh ? bh[j] : T(0); };
   const StepGemm<T> g3(B, before ? 2 * H : G, H, W, H, true);
   const StepGemm<T> gn(B, before ? H : 0, H, W + 2 * H * H, H, true);
+  over_rows(ln_team(B, H, G), B, [&](int64_t b0, int64_t b1, int) {
+  const int64_t nr = b1 - b0;
+  std::vector<T> hin(m ? nr * H : 0), u(nr * G), v(nr * H);
   for (int64_t t = 0; t < S; ++t) {
     const T* hp = h + t * B * H;
     T* ht = h + (t + 1) * B * H;
-    const T* src = masked(m, hp, hin, B * H);
+    const T* src = masked(m ? m + b0 * H : nullptr, hp + b0 * H, hin, nr * H);
     const int64_t NG = before ? 2 * H : G;
-    g3.run(B, src, H, T(0), u.data(), G);
-    for (int64_t r = 0; r < B; ++r) {
+    g3.run(nr, src, H, T(0), u.data(), G);
+    for (int64_t r = b0; r < b1; ++r) {
       const int64_t row = t * B + r;
       T* uhr = uh + row * G;
-      rup[row * 2] = ln0(u.data() + r * G, uhr, NG, eps);
+      rup[row * 2] = ln0(u.data() + (r - b0) * G, uhr, NG, eps);
       T* ar = a + row * G;
       const T* xr = g + row * G;
       for (int64_t j = 0; j < 2 * H; ++j) ar[j] = xr[j] + gh[j] * uhr[j] + b(j);
       act_inplace(SIGMOID, ar, 2 * H);
       if (before) {
-        for (int64_t j = 0; j < H; ++j) q[row * H + j] = ar[j] * src[r * H + j];
+        for (int64_t j = 0; j < H; ++j) q[row * H + j] = ar[j] * src[(r - b0) * H + j];
       } else {
         for (int64_t j = 0; j < H; ++j)
           ar[2 * H + j] = xr[2 * H + j] + ar[j] * (gh[2 * H + j] * uhr[2 * H + j] + b(2 * H + j));
       }
     }
     if (before) {
-      gn.run(B, q + t * B * H, H, T(0), v.data(), H);
-      for (int64_t r = 0; r < B; ++r) {
+      gn.run(nr, q + (t * B + b0) * H, H, T(0), v.data(), H);
+      for (int64_t r = b0; r < b1; ++r) {
         const int64_t row = t * B + r;
         T* uhr = uh + row * G;
-        rup[row * 2 + 1] = ln0(v.data() + r * H, uhr + 2 * H, H, eps);
+        rup[row * 2 + 1] = ln0(v.data() + (r - b0) * H, uhr + 2 * H, H, eps);
         T* ar = a + row * G;
         const T* xr = g + row * G;
         for (int64_t j = 0; j < H; ++j)
@@ -363,12 +437,13 @@ static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& g
       }
     }
     const T* zt = step_of(dz_, t, B * H);
-    for (int64_t r = 0; r < B; ++r) {
+    for (int64_t r = b0; r < b1; ++r) {
       T* ar = a + (t * B + r) * G;
       act_inplace(TANH, ar + 2 * H, H);
       gru_tail_row(L.valid(r, t), ar + H, ar + 2 * H, step_of(zt, r, H), hp + r * H, ht + r * H, H);
     }
   }
+  });
 }
 
 std::vector<Tensor> ln_gru_forward(const Tensor& gx, const Tensor& w_hh, const Tensor& g_hh,
@@ -416,22 +491,28 @@ static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& g
   const T* m = reg_ptr<T>(mask);
   const T* dz_ = reg_ptr<T>(zh);
   T* dg = dgx.data_ptr<T>();
-  T* dGh = dgh.data_ptr<T>();
-  T* dBh = dbh.data_ptr<T>();
-  std::fill(dGh, dGh + G, T(0));
-  std::fill(dBh, dBh + G, T(0));
-  std::vector<T> dh(B * H, T(0)), tmp(B * H), dq(B * H), du(S * B * G);
+  // du (S, B, G): the gradient of the products before the gain, every element written below
+  std::unique_ptr<T[]> du(new T[S * B * G]);
+  std::vector<T> dh(B * H, T(0));
   std::vector<T> hm;
   const T* hin_all = masked_steps(m, h, hm, S, B * H);
   auto b = [&](int64_t j) { return bh ? bh[j] : T(0); };
   const StepGemm<T> gu(B, before ? H : 0, H, W + 2 * H * H, H, false);
   const StepGemm<T> gw(B, H, before ? 2 * H : G, W, H, false);
+  const int team = ln_team(B, H, G);
+  const int64_t np = 2 * G;  // a thread's partial dg_h, db_h
+  std::vector<T> parts(std::max(team, 1) * np, T(0));
+  over_rows(team, B, [&](int64_t b0, int64_t b1, int tid) {
+  const int64_t nr = b1 - b0;
+  T* dGh = parts.data() + tid * np;
+  T* dBh = dGh + G;
+  std::vector<T> tmp(nr * H), dq(nr * H);
   for (int64_t t = S - 1; t >= 0; --t) {
-    add_into(dh.data(), Gh + (t + 1) * B * H, B * H);
+    add_into(dh.data() + b0 * H, Gh + ((t + 1) * B + b0) * H, nr * H);
     const T* zt = step_of(dz_, t, B * H);
     const T* hint = hin_all + t * B * H;
-    T* dut = du.data() + t * B * G;
-    for (int64_t r = 0; r < B; ++r) {
+    T* dut = du.get() + t * B * G;
+    for (int64_t r = b0; r < b1; ++r) {
       const int64_t row = t * B + r;
       T* dr = dg + row * G;
       T* dur = dut + r * G;
@@ -472,16 +553,16 @@ static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& g
     }
     if (before) {
       // dq = dv U_n;  dr = dq ⊙ hin;  the direct path dq ⊙ r into hin
-      gu.run(B, dut + 2 * H, G, T(0), dq.data(), H);
-      for (int64_t r = 0; r < B; ++r) {
+      gu.run(nr, dut + b0 * G + 2 * H, G, T(0), dq.data(), H);
+      for (int64_t r = b0; r < b1; ++r) {
         if (!L.valid(r, t)) continue;
         T* dr = dg + (t * B + r) * G;
         const T* R = a + (t * B + r) * G;
         for (int64_t j = 0; j < H; ++j)
-          dr[j] = dq[r * H + j] * hint[r * H + j] * R[j] * (T(1) - R[j]);
+          dr[j] = dq[(r - b0) * H + j] * hint[r * H + j] * R[j] * (T(1) - R[j]);
       }
     }
-    for (int64_t r = 0; r < B; ++r) {
+    for (int64_t r = b0; r < b1; ++r) {
       const int64_t row = t * B + r;
       if (!L.valid(r, t)) continue;
       T* dr = dg + row * G;
@@ -498,20 +579,24 @@ static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& g
         ln0_backward(dur, uhr, rup[row * 2], G);
       }
     }
-    gw.run(B, dut, G, T(0), tmp.data(), H);
+    gw.run(nr, dut + b0 * G, G, T(0), tmp.data(), H);
     if (before)  // the direct path dq ⊙ r into hin
-      for (int64_t r = 0; r < B; ++r) {
+      for (int64_t r = b0; r < b1; ++r) {
         const T* R = a + (t * B + r) * G;
-        for (int64_t j = 0; j < H; ++j) tmp[r * H + j] += dq[r * H + j] * R[j];
+        for (int64_t j = 0; j < H; ++j) tmp[(r - b0) * H + j] += dq[(r - b0) * H + j] * R[j];
       }
-    add_masked(dh.data(), tmp.data(), m, L, t, B, H);
+    add_masked_rows(dh.data(), tmp.data(), m, L, t, b0, b1, H);
   }
+  });
+  const int nt = std::max(team, 1);
+  sum_parts(parts, nt, np, 0, dgh.data_ptr<T>(), G);
+  sum_parts(parts, nt, np, G, dbh.data_ptr<T>(), G);
   T* dW = dw.data_ptr<T>();
   if (!before) {
-    gemm(true, false, G, H, S * B, T(1), du.data(), G, hin_all, H, T(0), dW, H);
+    gemm(true, false, G, H, S * B, T(1), du.get(), G, hin_all, H, T(0), dW, H);
   } else {
-    gemm(true, false, 2 * H, H, S * B, T(1), du.data(), G, hin_all, H, T(0), dW, H);
-    gemm(true, false, H, H, S * B, T(1), du.data() + 2 * H, G, q, H, T(0), dW + 2 * H * H, H);
+    gemm(true, false, 2 * H, H, S * B, T(1), du.get(), G, hin_all, H, T(0), dW, H);
+    gemm(true, false, H, H, S * B, T(1), du.get() + 2 * H, G, q, H, T(0), dW + 2 * H * H, H);
   }
   T* d0 = dh0.data_ptr<T>();
   for (int64_t k = 0; k < B * H; ++k) d0[k] = dh[k] + Gh[k];
