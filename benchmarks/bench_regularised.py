@@ -18,10 +18,12 @@ float32 LSTM without lengths is torch's fused LSTM (oneDNN), not the engine's ow
 Known remaining costs (issue 18, third session; see the report of helper i18s): zoneout's keep
 draws are T · B · H uniforms from torch's CPU generator (mt19937, serial: ~1M at S2 per field
 pair, drawn in one call but still ~10 ms), which the reference loop must see too; the
-regularised kernels (csrc/regularised.h, layernorm.h) split the pointwise work by rows only,
-and not at all below 16384 values a step (S2), with a single-threaded step GEMM, while the
-plain GRU kernel partitions hidden units over threads (note 0007) and the plain LSTM is oneDNN:
-at 2 threads the gap is wider than at 1.
+regularised kernels of csrc/regularised.h split the pointwise work by rows only, and not at all
+below 16384 values a step (S2), with a single-threaded step GEMM, while the plain GRU kernel
+partitions hidden units over threads (note 0007) and the plain LSTM is oneDNN: at 2 threads the
+gap is wider than at 1. The layer-norm kernels (csrc/layernorm.h) give each thread of a team a
+block of batch rows for the whole sequence (its rows' step product, normalisations and gates,
+no barrier: rows never read each other); ``RNNLAB_ENGINE_PARTITION=0`` turns that off for A/B.
 
 Noise control: implementations are interleaved (each round times every one, in a rotated
 order), warm-up steps are discarded, the median over rounds is reported. Run it on a quiet
