@@ -269,58 +269,117 @@ std::vector<Tensor> lstm_reg_backward(const Tensor& grad_hs, const Tensor& grad_
 // after:  [hr, hz, hn] = U hin + b_hh;  n = act(x_n + r ⊙ hn)        aux = hn
 // before: [hr, hz] = U_rz hin;  n = act(x_n + U_n (r ⊙ hin))         aux = r ⊙ hin
 // h̃ = z ⊙ h(t-1) + (1 - z) ⊙ n; gates (S, B, 3H) = r, z, n
+//
+// Both loops (classic: whole rows, products over all units; unit-partitioned, note 0007: each
+// thread of the team owns units [u, u + w) for the whole sequence, its rows of W_hh copied
+// contiguous once per call) run the same row functions below with a unit range. Every thread's
+// product needs all of hin(t-1) = m ⊙ h(t-1): each thread writes its units of hin(t) after its
+// update, into a buffer of two steps (step t reads half t & 1, writes the other), so one barrier
+// per step (reset after) suffices; reset before needs r ⊙ hin of every unit before U_n, a
+// second barrier. Zoneout's mix and the mask are per unit.
 template <typename T>
 static void gru_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& bhh,
                              const Tensor& mask, const Tensor& zh, Tensor& hs, Tensor& gates,
                              Tensor& aux, const Lengths& L, bool before, int64_t act) {
   const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2) / 3;
+  const int64_t NG = before ? 2 : 3;  // gate blocks multiplied by hin
   const T* g = gx.data_ptr<T>();
   const T* W = whh.data_ptr<T>();
   const T* bh = reg_ptr<T>(bhh);
   const T* m = reg_ptr<T>(mask);
   const T* dz_ = reg_ptr<T>(zh);
   T* h = hs.data_ptr<T>();
-  T* gt_ = gates.data_ptr<T>();
+  T* ga = gates.data_ptr<T>();
   T* ax = aux.data_ptr<T>();
-  std::vector<T> hin(m ? B * H : 0), gh(B * 3 * H);
-  const StepGemm<T> g3(B, before ? 2 * H : 3 * H, H, W, H, true);
+  std::vector<T> hb(m ? 2 * B * H : 0);  // hin(t) = m ⊙ h(t), two steps
+  if (m)
+    for (int64_t k = 0; k < B * H; ++k) hb[k] = m[k] * h[k];
+  auto hin_of = [&](int64_t t) -> const T* {
+    return m ? hb.data() + (t & 1) * B * H : h + t * B * H;
+  };
+  // row r at step t, units [u, u + w); hr: the row's products (+ b_hh) at unit u, gate blocks
+  // bs apart. r, z and the candidate's pre-activation (complete for reset after)
+  auto gates_row = [&](int64_t t, int64_t r, int64_t u, int64_t w, const T* hr, int64_t bs) {
+    const T* xr = g + (t * B + r) * 3 * H + u;
+    T* o = ga + (t * B + r) * 3 * H + u;
+    T* a = ax + (t * B + r) * H + u;
+    for (int64_t j = 0; j < w; ++j) o[j] = sigmoid(xr[j] + hr[j]);
+    for (int64_t j = 0; j < w; ++j) o[H + j] = sigmoid(xr[H + j] + hr[bs + j]);
+    if (!before) {
+      for (int64_t j = 0; j < w; ++j) {
+        a[j] = hr[2 * bs + j];
+        o[2 * H + j] = xr[2 * H + j] + o[j] * a[j];
+      }
+    } else {
+      const T* src = hin_of(t) + r * H + u;
+      for (int64_t j = 0; j < w; ++j) {
+        a[j] = o[j] * src[j];
+        o[2 * H + j] = xr[2 * H + j];
+      }
+    }
+  };
+  // n = act(pre), the interpolation, zoneout and the freeze (regtail.h), then hin(t)'s units
+  auto update_row = [&](int64_t t, int64_t r, int64_t u, int64_t w) {
+    T* o = ga + (t * B + r) * 3 * H + u;
+    T* hc = h + ((t + 1) * B + r) * H + u;
+    act_inplace(act, o + 2 * H, w);
+    const T* zr = dz_ ? dz_ + (t * B + r) * H + u : nullptr;
+    gru_tail_row(L.valid(r, t), o + H, o + 2 * H, zr, hc - B * H, hc, w);
+    if (m) {
+      T* hn = hb.data() + ((t + 1) & 1) * B * H + r * H + u;
+      const T* mr = m + r * H + u;
+      for (int64_t j = 0; j < w; ++j) hn[j] = mr[j] * hc[j];
+    }
+  };
+  const int team = partition_team(B, H, 3 * H, H, true);
+  if (team > 1) {
+    parallel_team(team, [&](int tid, int nth) {
+      const Span sp = unit_span(tid, nth, H);
+      const int64_t u = sp.u, w = sp.w;
+      std::vector<T> Wk(NG * w * H), Wn(before ? w * H : 0), sc(B * NG * w);
+      for (int64_t blk = 0; blk < NG; ++blk)
+        std::memcpy(Wk.data() + blk * w * H, W + (blk * H + u) * H, sizeof(T) * w * H);
+      if (before) std::memcpy(Wn.data(), W + (2 * H + u) * H, sizeof(T) * w * H);
+      const StepGemm<T> gk(B, NG * w, H, Wk.data(), H, true);
+      const StepGemm<T> gn(B, before ? w : 0, H, Wn.data(), H, true);
+      for (int64_t t = 0; t < S; ++t) {
+        if (w > 0) {
+          for (int64_t r = 0; r < B; ++r)
+            for (int64_t blk = 0; blk < NG; ++blk)
+              for (int64_t j = 0; j < w; ++j)
+                sc[(r * NG + blk) * w + j] = bh ? bh[blk * H + u + j] : T(0);
+          gk.run(B, hin_of(t), H, T(1), sc.data(), NG * w);
+          for (int64_t r = 0; r < B; ++r) gates_row(t, r, u, w, sc.data() + r * NG * w, w);
+        }
+        if (before) {
+          team_barrier();  // U_n (r ⊙ hin) needs r ⊙ hin of every unit
+          if (w > 0) gn.run(B, ax + t * B * H, H, T(1), ga + t * B * 3 * H + 2 * H + u, 3 * H);
+        }
+        if (w > 0)
+          for (int64_t r = 0; r < B; ++r) update_row(t, r, u, w);
+        team_barrier();  // the next step's products need hin(t) of every unit
+      }
+    });
+    return;
+  }
+  std::vector<T> gh(B * 3 * H);
+  const StepGemm<T> g3(B, NG * H, H, W, H, true);
   const StepGemm<T> gn(B, before ? H : 0, H, W + 2 * H * H, H, true);
   for (int64_t t = 0; t < S; ++t) {
-    const T* hp = h + t * B * H;
-    T* ht = h + (t + 1) * B * H;
-    T* gat = gt_ + t * B * 3 * H;
-    T* axt = ax + t * B * H;
-    const T* xt = g + t * B * 3 * H;
-    const T* src = masked(m, hp, hin, B * H);
-    const int64_t NG = before ? 2 : 3;
     for (int64_t r = 0; r < B; ++r)
       for (int64_t j = 0; j < NG * H; ++j) gh[r * 3 * H + j] = bh ? bh[j] : T(0);
-    g3.run(B, src, H, T(1), gh.data(), 3 * H);
-    for (int64_t r = 0; r < B; ++r) {
-      T* gr = gat + r * 3 * H;
-      for (int64_t j = 0; j < 2 * H; ++j) gr[j] = xt[r * 3 * H + j] + gh[r * 3 * H + j];
-      act_inplace(SIGMOID, gr, 2 * H);
-    }
-    if (before) {
-      for (int64_t r = 0; r < B; ++r)
-        for (int64_t j = 0; j < H; ++j) axt[r * H + j] = gat[r * 3 * H + j] * src[r * H + j];
-      for (int64_t r = 0; r < B; ++r)
-        std::memcpy(gat + r * 3 * H + 2 * H, xt + r * 3 * H + 2 * H, sizeof(T) * H);
-      gn.run(B, axt, H, T(1), gat + 2 * H, 3 * H);
-    } else {
-      for (int64_t r = 0; r < B; ++r)
-        for (int64_t j = 0; j < H; ++j) {
-          T hn = gh[r * 3 * H + 2 * H + j];
-          axt[r * H + j] = hn;
-          gat[r * 3 * H + 2 * H + j] = xt[r * 3 * H + 2 * H + j] + gat[r * 3 * H + j] * hn;
-        }
-    }
-    const T* zt = step_of(dz_, t, B * H);
-    for (int64_t r = 0; r < B; ++r) {
-      T* gr = gat + r * 3 * H;
-      act_inplace(act, gr + 2 * H, H);
-      gru_tail_row(L.valid(r, t), gr + H, gr + 2 * H, step_of(zt, r, H), hp + r * H, ht + r * H, H);
-    }
+    g3.run(B, hin_of(t), H, T(1), gh.data(), 3 * H);
+    for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        gates_row(t, r, 0, H, gh.data() + r * 3 * H, H);
+        if (!before) update_row(t, r, 0, H);
+      }
+    });
+    if (!before) continue;
+    gn.run(B, ax + t * B * H, H, T(1), ga + t * B * 3 * H + 2 * H, 3 * H);
+    for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) update_row(t, r, 0, H);
+    });
   }
 }
 
@@ -345,6 +404,10 @@ std::vector<Tensor> gru_reg_forward(const Tensor& gx, const Tensor& w_hh, const 
   return {hs, gates, aux};
 }
 
+// Backward, the forward's two loops: per step each thread's units' gate gradients, one barrier,
+// its columns of the products' gradient d hin(t-1) = dgh(t) U (the units it owns at t-1, so no
+// second barrier); reset before: dq = dn U_n for its units, a barrier (dr of every unit), then
+// [dr, dz] U_rz for its units.
 template <typename T>
 static void gru_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gates,
                              const Tensor& aux, const Tensor& whh, const Tensor& mask,
@@ -360,71 +423,119 @@ static void gru_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& 
   const T* dz_ = reg_ptr<T>(zh);
   T* dg = dgx.data_ptr<T>();
   // dgh: the gradient of the products' pre-activations [hr, hz, hn] (after) / [hr, hz] (before)
-  std::vector<T> dh(B * H, T(0)), dgh(before ? 0 : S * B * 3 * H), tmp(B * H), dq(B * H);
+  std::vector<T> dh(B * H, T(0)), dgh(before ? 0 : S * B * 3 * H);
   std::vector<T> hm;
   const T* hin_all = masked_steps(m, h, hm, S, B * H);
-  const StepGemm<T> gu(B, before ? H : 0, H, W + 2 * H * H, H, false);
-  const StepGemm<T> gw(B, H, before ? 2 * H : 3 * H, W, H, false);
-  for (int64_t t = S - 1; t >= 0; --t) {
-    const T* gt = G + (t + 1) * B * H;
-    add_into(dh.data(), gt, B * H);
-    T* d = dg + t * B * 3 * H;
-    T* dgt = before ? nullptr : dgh.data() + t * B * 3 * H;
-    const T* gat = ga + t * B * 3 * H;
-    const T* axt = ax + t * B * H;
-    const T* hp = h + t * B * H;
-    const T* zt = step_of(dz_, t, B * H);
-    for (int64_t r = 0; r < B; ++r) {
-      T* dr = d + r * 3 * H;
-      T* dhr = &dh[r * H];
-      if (!L.valid(r, t)) {
-        std::fill(dr, dr + 3 * H, T(0));
-        if (dgt) std::fill(dgt + r * 3 * H, dgt + (r + 1) * 3 * H, T(0));
-        continue;
+  // dh(t) += the output's gradient, units [u, u + w)
+  auto add_grad = [&](int64_t t, int64_t u, int64_t w) {
+    for (int64_t r = 0; r < B; ++r) add_into(dh.data() + r * H + u, G + ((t + 1) * B + r) * H + u, w);
+  };
+  // row r at step t, units [u, u + w): dh(t) -> the gate gradients in dgx (and dgh); dh becomes
+  // the direct part of dh(t-1) (zoneout's d ⊙ dh and the interpolation's z ⊙ dh̃)
+  auto grad_row = [&](int64_t t, int64_t r, int64_t u, int64_t w) {
+    T* dr = dg + (t * B + r) * 3 * H + u;
+    T* dgr = before ? nullptr : dgh.data() + (t * B + r) * 3 * H + u;
+    if (!L.valid(r, t)) {  // frozen: the gradient passes to h(t-1) unchanged
+      for (int64_t blk = 0; blk < 3; ++blk) {
+        std::fill(dr + blk * H, dr + blk * H + w, T(0));
+        if (dgr) std::fill(dgr + blk * H, dgr + blk * H + w, T(0));
       }
-      const T *R = gat + r * 3 * H, *Z = R + H, *N = R + 2 * H;
-      const T* hpr = hp + r * H;
-      for (int64_t j = 0; j < H; ++j) {
-        T dir;
-        const T dht = zone_split(step_of(zt, r, H), j, dhr[j], dir);
-        dr[H + j] = dht * (hpr[j] - N[j]);       // dz
-        dr[2 * H + j] = dht * (T(1) - Z[j]);     // dn
-        dhr[j] = dir + dht * Z[j];               // direct part of dh(t-1)
-      }
-      act_backward_inplace(act, dr + 2 * H, N, H);
-      act_backward_inplace(SIGMOID, dr + H, Z, H);
-      if (!before) {
-        T* dgr = dgt + r * 3 * H;
-        const T* hn = axt + r * H;
-        for (int64_t j = 0; j < H; ++j) {
-          dr[j] = dr[2 * H + j] * hn[j];       // dr
-          dgr[2 * H + j] = dr[2 * H + j] * R[j];  // d hn
+      return;
+    }
+    T* dhr = dh.data() + r * H + u;
+    const T *R = ga + (t * B + r) * 3 * H + u, *Z = R + H, *N = R + 2 * H;
+    const T* hpr = h + (t * B + r) * H + u;
+    const T* zr = dz_ ? dz_ + (t * B + r) * H + u : nullptr;
+    for (int64_t j = 0; j < w; ++j) {
+      T dir;
+      const T dht = zone_split(zr, j, dhr[j], dir);
+      dr[H + j] = dht * (hpr[j] - N[j]);       // dz
+      dr[2 * H + j] = dht * (T(1) - Z[j]);     // dn
+      dhr[j] = dir + dht * Z[j];
+    }
+    act_backward_inplace(act, dr + 2 * H, N, w);
+    act_backward_inplace(SIGMOID, dr + H, Z, w);
+    if (before) return;
+    const T* hn = ax + (t * B + r) * H + u;
+    for (int64_t j = 0; j < w; ++j) {
+      dr[j] = dr[2 * H + j] * hn[j];          // dr
+      dgr[2 * H + j] = dr[2 * H + j] * R[j];  // d hn
+    }
+    act_backward_inplace(SIGMOID, dr, R, w);
+    std::memcpy(dgr, dr, sizeof(T) * w);
+    std::memcpy(dgr + H, dr + H, sizeof(T) * w);
+  };
+  // reset before, q = d(r ⊙ hin) of the row's units (dn U_n): dr = q ⊙ hin
+  auto reset_row = [&](int64_t t, int64_t r, int64_t u, int64_t w, const T* q) {
+    if (!L.valid(r, t)) return;
+    T* dr = dg + (t * B + r) * 3 * H + u;
+    const T* hin = hin_all + (t * B + r) * H + u;
+    for (int64_t j = 0; j < w; ++j) dr[j] = q[j] * hin[j];
+    act_backward_inplace(SIGMOID, dr, ga + (t * B + r) * 3 * H + u, w);
+  };
+  // dh(t-1) += m ⊙ d hin(t-1) for a running row: tmp (the products' part) and, reset before,
+  // q ⊙ r (the r ⊙ hin path)
+  auto carry_row = [&](int64_t t, int64_t r, int64_t u, int64_t w, const T* tmp, const T* q) {
+    if (!L.valid(r, t)) return;
+    T* d = dh.data() + r * H + u;
+    const T* R = ga + (t * B + r) * 3 * H + u;
+    const T* mr = m ? m + r * H + u : nullptr;
+    for (int64_t j = 0; j < w; ++j) {
+      const T v = q ? tmp[j] + q[j] * R[j] : tmp[j];
+      d[j] += mr ? mr[j] * v : v;
+    }
+  };
+  const int team = partition_team(B, H, 3 * H, H, true);
+  if (team > 1) {
+    parallel_team(team, [&](int tid, int nth) {
+      const Span sp = unit_span(tid, nth, H);
+      const int64_t u = sp.u, w = sp.w;
+      std::vector<T> tmp(B * w), q(before ? B * w : 0);
+      // dn U_n[:, units] (before); [dr, dz] U_rz[:, units] (before) or dgh U[:, units] (after)
+      const StepGemm<T> gu(B, before ? w : 0, H, W + 2 * H * H + u, H, false);
+      const StepGemm<T> gw(B, w, before ? 2 * H : 3 * H, W + u, H, false);
+      for (int64_t t = S - 1; t >= 0; --t) {
+        if (w > 0) {
+          add_grad(t, u, w);
+          for (int64_t r = 0; r < B; ++r) grad_row(t, r, u, w);
         }
-        act_backward_inplace(SIGMOID, dr, R, H);
-        std::memcpy(dgr, dr, sizeof(T) * 2 * H);
+        team_barrier();  // the products' gradients need every unit's gate gradients
+        T* d = dg + t * B * 3 * H;
+        if (before) {
+          if (w > 0) {
+            gu.run(B, d + 2 * H, 3 * H, T(0), q.data(), w);
+            for (int64_t r = 0; r < B; ++r) reset_row(t, r, u, w, q.data() + r * w);
+          }
+          team_barrier();  // dr of every unit
+          if (w > 0) gw.run(B, d, 3 * H, T(0), tmp.data(), w);
+        } else if (w > 0) {
+          gw.run(B, dgh.data() + t * B * 3 * H, 3 * H, T(0), tmp.data(), w);
+        }
+        if (w > 0)
+          for (int64_t r = 0; r < B; ++r)
+            carry_row(t, r, u, w, tmp.data() + r * w, before ? q.data() + r * w : nullptr);
       }
+    });
+  } else {
+    std::vector<T> tmp(B * H), q(before ? B * H : 0);
+    const StepGemm<T> gu(B, before ? H : 0, H, W + 2 * H * H, H, false);
+    const StepGemm<T> gw(B, H, before ? 2 * H : 3 * H, W, H, false);
+    for (int64_t t = S - 1; t >= 0; --t) {
+      add_grad(t, 0, H);
+      for_rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) grad_row(t, r, 0, H);
+      });
+      T* d = dg + t * B * 3 * H;
+      if (before) {
+        gu.run(B, d + 2 * H, 3 * H, T(0), q.data(), H);
+        for (int64_t r = 0; r < B; ++r) reset_row(t, r, 0, H, q.data() + r * H);
+        gw.run(B, d, 3 * H, T(0), tmp.data(), H);
+      } else {
+        gw.run(B, dgh.data() + t * B * 3 * H, 3 * H, T(0), tmp.data(), H);
+      }
+      for (int64_t r = 0; r < B; ++r)
+        carry_row(t, r, 0, H, tmp.data() + r * H, before ? q.data() + r * H : nullptr);
     }
-    const T* hint = hin_all + t * B * H;
-    if (before) {
-      // dq = dn U_n (q = r ⊙ hin);  dr = dq ⊙ hin;  d hin = dq ⊙ r + [dr, dz] U_rz
-      gu.run(B, d + 2 * H, 3 * H, T(0), dq.data(), H);
-      for (int64_t r = 0; r < B; ++r) {
-        if (!L.valid(r, t)) continue;
-        T* dr = d + r * 3 * H;
-        const T* R = gat + r * 3 * H;
-        for (int64_t j = 0; j < H; ++j) dr[j] = dq[r * H + j] * hint[r * H + j];
-        act_backward_inplace(SIGMOID, dr, R, H);
-      }
-      gw.run(B, d, 3 * H, T(0), tmp.data(), H);
-      for (int64_t r = 0; r < B; ++r) {
-        if (!L.valid(r, t)) continue;
-        const T* R = gat + r * 3 * H;
-        for (int64_t j = 0; j < H; ++j) tmp[r * H + j] += dq[r * H + j] * R[j];
-      }
-    } else {
-      gw.run(B, dgt, 3 * H, T(0), tmp.data(), H);
-    }
-    add_masked(dh.data(), tmp.data(), m, L, t, B, H);
   }
   T* dW = dw.data_ptr<T>();
   T* db = dbh.data_ptr<T>();
