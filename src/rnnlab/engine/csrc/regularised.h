@@ -428,7 +428,8 @@ static void gru_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& 
   const T* hin_all = masked_steps(m, h, hm, S, B * H);
   // dh(t) += the output's gradient, units [u, u + w)
   auto add_grad = [&](int64_t t, int64_t u, int64_t w) {
-    for (int64_t r = 0; r < B; ++r) add_into(dh.data() + r * H + u, G + ((t + 1) * B + r) * H + u, w);
+    for (int64_t r = 0; r < B; ++r)
+      add_into(dh.data() + r * H + u, G + ((t + 1) * B + r) * H + u, w);
   };
   // row r at step t, units [u, u + w): dh(t) -> the gate gradients in dgx (and dgh); dh becomes
   // the direct part of dh(t-1) (zoneout's d ⊙ dh and the interpolation's z ⊙ dh̃)
@@ -577,7 +578,9 @@ std::vector<Tensor> gru_reg_backward(const Tensor& grad_hs, const Tensor& hs, co
 }
 
 // --------------------------------------------------------------------------- Elman ----
-// h̃ = act(gx(t) + U hin(t-1)), h(t) = d ⊙ h(t-1) + (1 - d) ⊙ h̃; hc (S, B, H) keeps h̃
+// h̃ = act(gx(t) + U hin(t-1)), h(t) = d ⊙ h(t-1) + (1 - d) ⊙ h̃; hc (S, B, H) keeps h̃.
+// The GRU's two loops (above): classic, or each thread of the team owning units [u, u + w)
+// (its rows of U are contiguous already), hin(t) in two halves, one barrier per step each way.
 template <typename T>
 static void elman_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& mask,
                                const Tensor& zh, Tensor& hs, Tensor& hcs, const Lengths& L,
@@ -589,19 +592,51 @@ static void elman_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor
   const T* dz_ = reg_ptr<T>(zh);
   T* h = hs.data_ptr<T>();
   T* hc = hcs.data_ptr<T>();
-  std::vector<T> hin(m ? B * H : 0);
+  std::vector<T> hb(m ? 2 * B * H : 0);  // hin(t) = m ⊙ h(t), two steps
+  if (m)
+    for (int64_t k = 0; k < B * H; ++k) hb[k] = m[k] * h[k];
+  auto hin_of = [&](int64_t t) -> const T* {
+    return m ? hb.data() + (t & 1) * B * H : h + t * B * H;
+  };
+  // row r at step t, units [u, u + w), its pre-activation gx + U hin in hc: h̃, zoneout, the
+  // freeze (regtail.h), then hin(t)'s units
+  auto update_row = [&](int64_t t, int64_t r, int64_t u, int64_t w) {
+    T* c = hc + (t * B + r) * H + u;
+    T* ht = h + ((t + 1) * B + r) * H + u;
+    act_inplace(act, c, w);
+    std::memcpy(ht, c, sizeof(T) * w);
+    tail_row(L.valid(r, t), dz_ ? dz_ + (t * B + r) * H + u : nullptr, ht - B * H, ht, w);
+    if (m) {
+      T* hn = hb.data() + ((t + 1) & 1) * B * H + r * H + u;
+      const T* mr = m + r * H + u;
+      for (int64_t j = 0; j < w; ++j) hn[j] = mr[j] * ht[j];
+    }
+  };
+  const int team = partition_team(B, H, H, H, true);
+  if (team > 1) {
+    parallel_team(team, [&](int tid, int nth) {
+      const Span sp = unit_span(tid, nth, H);
+      const int64_t u = sp.u, w = sp.w;
+      const StepGemm<T> gk(B, w, H, W + u * H, H, true);
+      for (int64_t t = 0; t < S; ++t) {
+        if (w > 0) {
+          for (int64_t r = 0; r < B; ++r)
+            std::memcpy(hc + (t * B + r) * H + u, g + (t * B + r) * H + u, sizeof(T) * w);
+          gk.run(B, hin_of(t), H, T(1), hc + t * B * H + u, H);
+          for (int64_t r = 0; r < B; ++r) update_row(t, r, u, w);
+        }
+        team_barrier();  // the next step's product needs hin(t) of every unit
+      }
+    });
+    return;
+  }
   const StepGemm<T> gw(B, H, H, W, H, true);
   for (int64_t t = 0; t < S; ++t) {
-    const T* hp = h + t * B * H;
-    T* ht = h + (t + 1) * B * H;
-    T* hct = hc + t * B * H;
-    std::memcpy(hct, g + t * B * H, sizeof(T) * B * H);
-    const T* src = masked(m, hp, hin, B * H);
-    gw.run(B, src, H, T(1), hct, H);
-    par_act_inplace(act, hct, B * H);
-    const T* zt = step_of(dz_, t, B * H);
-    std::memcpy(ht, hct, sizeof(T) * B * H);
-    for (int64_t r = 0; r < B; ++r) tail_row(L.valid(r, t), step_of(zt, r, H), hp + r * H, ht + r * H, H);
+    std::memcpy(hc + t * B * H, g + t * B * H, sizeof(T) * B * H);
+    gw.run(B, hin_of(t), H, T(1), hc + t * B * H, H);
+    for_rows(B, H, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) update_row(t, r, 0, H);
+    });
   }
 }
 
@@ -637,28 +672,56 @@ static void elman_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor
   const T* m = reg_ptr<T>(mask);
   const T* dz_ = reg_ptr<T>(zh);
   T* dg = dgx.data_ptr<T>();
-  std::vector<T> dh(B * H, T(0)), tmp(B * H);
-  const StepGemm<T> gw(B, H, H, W, H, false);
-  for (int64_t t = S - 1; t >= 0; --t) {
-    add_into(dh.data(), G + (t + 1) * B * H, B * H);
-    T* d = dg + t * B * H;
-    const T* zt = step_of(dz_, t, B * H);
-    for (int64_t r = 0; r < B; ++r)
-      for (int64_t j = 0; j < H; ++j) {
-        const int64_t k = r * H + j;
-        if (!L.valid(r, t)) {
-          d[k] = T(0);
-          continue;
+  std::vector<T> dh(B * H, T(0));
+  // row r at step t, units [u, u + w): dh(t) (plus the output's gradient) -> the
+  // pre-activation's gradient in dgx; dh keeps zoneout's direct part d ⊙ dh
+  auto grad_row = [&](int64_t t, int64_t r, int64_t u, int64_t w) {
+    T* d = dg + (t * B + r) * H + u;
+    T* dhr = dh.data() + r * H + u;
+    add_into(dhr, G + ((t + 1) * B + r) * H + u, w);
+    if (!L.valid(r, t)) {  // frozen: the gradient passes to h(t-1) unchanged
+      std::fill(d, d + w, T(0));
+      return;
+    }
+    const T* zr = dz_ ? dz_ + (t * B + r) * H + u : nullptr;
+    for (int64_t j = 0; j < w; ++j) {
+      T dir;
+      d[j] = zone_split(zr, j, dhr[j], dir);
+      dhr[j] = dir;
+    }
+    act_backward_inplace(act, d, hc + (t * B + r) * H + u, w);
+  };
+  // dh(t-1) += m ⊙ d hin(t-1) (tmp: the row's units of d(t) U) for a running row
+  auto carry_row = [&](int64_t t, int64_t r, int64_t u, int64_t w, const T* tmp) {
+    if (!L.valid(r, t)) return;
+    T* d = dh.data() + r * H + u;
+    const T* mr = m ? m + r * H + u : nullptr;
+    for (int64_t j = 0; j < w; ++j) d[j] += mr ? mr[j] * tmp[j] : tmp[j];
+  };
+  const int team = partition_team(B, H, H, H, true);
+  if (team > 1) {
+    parallel_team(team, [&](int tid, int nth) {
+      const Span sp = unit_span(tid, nth, H);
+      const int64_t u = sp.u, w = sp.w;
+      std::vector<T> tmp(B * w);
+      const StepGemm<T> gw(B, w, H, W + u, H, false);  // d U[:, units]
+      for (int64_t t = S - 1; t >= 0; --t) {
+        if (w > 0)
+          for (int64_t r = 0; r < B; ++r) grad_row(t, r, u, w);
+        team_barrier();  // the product needs every unit's d(t)
+        if (w > 0) {
+          gw.run(B, dg + t * B * H, H, T(0), tmp.data(), w);
+          for (int64_t r = 0; r < B; ++r) carry_row(t, r, u, w, tmp.data() + r * w);
         }
-        T dir;
-        d[k] = zone_split(zt, k, dh[k], dir);
-        dh[k] = dir;
       }
-    act_backward_inplace(act, d, hc + t * B * H, B * H);
-    gw.run(B, d, H, T(0), tmp.data(), H);
-    for (int64_t r = 0; r < B; ++r) {
-      if (!L.valid(r, t)) continue;
-      for (int64_t j = 0; j < H; ++j) dh[r * H + j] += m ? m[r * H + j] * tmp[r * H + j] : tmp[r * H + j];
+    });
+  } else {
+    std::vector<T> tmp(B * H);
+    const StepGemm<T> gw(B, H, H, W, H, false);
+    for (int64_t t = S - 1; t >= 0; --t) {
+      for (int64_t r = 0; r < B; ++r) grad_row(t, r, 0, H);
+      gw.run(B, dg + t * B * H, H, T(0), tmp.data(), H);
+      for (int64_t r = 0; r < B; ++r) carry_row(t, r, 0, H, tmp.data() + r * H);
     }
   }
   std::vector<T> hm;
