@@ -75,10 +75,18 @@ def scope(kernels: Any, name: str, args: tuple[Any, ...], cargs: list[Any]) -> I
 def native() -> bool:
     """Whether this CPU runs the kernels' bf16 products (oneDNN's bf16 matmul; False on an
     AVX2-only CPU, where a bf16 call computes its products in float32: correct, not faster)."""
-    from . import build
+    global _NATIVE
+    if _NATIVE is None:
+        from . import build
 
-    kernels = build.ops()
-    return False if kernels is None else bool(kernels.half_native())
+        kernels = build.ops()
+        if kernels is None:
+            return False
+        _NATIVE = bool(kernels.half_native())  # probed once by the extension: fixed per process
+    return _NATIVE
+
+
+_NATIVE: bool | None = None
 
 
 def gemms() -> int:

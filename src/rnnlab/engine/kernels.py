@@ -24,7 +24,7 @@ from .._sequences import length_mask
 from ..cells.gru import GRUCell, GRUState
 from ..cells.lstm import LSTMCell, LSTMFGRState, LSTMState
 from ..cells.simple import ElmanCell, ElmanState, JordanCell, JordanState
-from . import build, dense
+from . import build, dense, half
 from .registry import register, register_teacher_forced
 from .routes import GRU, LSTM, Elman, Jordan
 
@@ -185,6 +185,13 @@ def _fused_ok(x: Tensor, weight: Tensor) -> bool:
         return False  # (nor a jvp: neither mkldnn_rnn_layer nor cuDNN's has one)
     if x.device.type == "cuda":
         return True
+    bf16 = x.dtype == torch.bfloat16 or (
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+    if bf16 and not half.native():
+        # oneDNN has no bf16 LSTM on this CPU (AVX2 only: "could not create a primitive
+        # descriptor"); the engine's own kernel runs it, its products in float32
+        return False
     return (
         x.dtype in (torch.float32, torch.bfloat16)
         and weight.dtype == x.dtype
