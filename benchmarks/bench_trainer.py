@@ -7,7 +7,8 @@ trainer built beforehand, once with the fast paths on and once inside
 everywhere), on the same seed. Interleaved rounds (engine, reference, reference, engine, ...),
 one warm-up round discarded, medians, ratio = engine time / reference time (< 1: faster).
 
-Cases, on next-step prediction of a sine (task ``series``, T = ``--length``, B = 32, H = 32):
+Cases, on next-step prediction of a sine (task ``series``, T = ``--length``, B = 32, H = 32;
+the GRU/LSTM state-feedback cases on the flip-flop, below):
 
 * ``jordan_<mode>``: a Jordan net with its output fed back into its state (``feedback:
   state``) under forcing ``teacher`` (the parallel path), ``free``, ``alternating``, ``mixed``
@@ -22,7 +23,12 @@ Cases, on next-step prediction of a sine (task ``series``, T = ``--length``, B =
   mixture and free running are one ``rnnlab::fed_input`` call per window (the readout applied
   per step inside the C++ loop, docs/design/0019);
 * ``gru2_input_mixed``: the same with two layers, which the op does not cover: the model-level
-  loop, one step at a time (the documented, counted fallback).
+  loop, one step at a time (the documented, counted fallback);
+* ``gru_state_<mode>`` / ``lstm_state_<mode>`` (``teacher``, ``mixed``, ``free``): a GRU or
+  LSTM whose state h holds y(t-1) (``feedback: state``, readout none; the masked kernels
+  rnnlab::gru_fed_* / lstm_fed_*). The fed-back reference is the target, so these cases need
+  as many outputs as hidden units: they run the 32-bit flip-flop (task ``flipflop``,
+  ``n_bits`` = H = 32, inputs and targets (B, T, 32)) instead of the one-output sine.
 
 The issue-16 target: ``jordan_teacher`` at T = 200, 100 steps, ratio <= 0.35. On a quiet
 machine:
@@ -51,6 +57,12 @@ from rnnlab.training import Trainer
 MODES = ("teacher", "free", "alternating", "mixed", "scheduled")
 
 
+HIDDEN = 32
+#: the task of the GRU/LSTM state-feedback cases: as many outputs as hidden units (the target
+#: is fed into h), where the sine has one
+STATE_TASK = {"name": "flipflop", "options": {"n_bits": HIDDEN}}
+
+
 def case_configs(length: int, steps: int) -> dict[str, dict[str, Any]]:
     def cfg(cell: str, mode: str, feedback: str | None = None, **extra: Any) -> dict[str, Any]:
         train = {"steps": steps, "batch_size": 32, "progress": False, "eval_every": 10**9,
@@ -59,9 +71,10 @@ def case_configs(length: int, steps: int) -> dict[str, dict[str, Any]]:
         model = {} if feedback is None else {"feedback": feedback}
         if feedback == "state":
             model["readout"] = "none"
+        task = {"name": "series", **extra.pop("task", {})}
         return {
-            "task": {"name": "series", "length": length, "n_train": 128, "n_val": 8},
-            "model": {"cell": cell, "hidden_size": 32, **model},
+            "task": {**task, "length": length, "n_train": 128, "n_val": 8},
+            "model": {"cell": cell, "hidden_size": HIDDEN, **model},
             "forcing": {"mode": mode},
             "train": train,
             **extra,
@@ -78,6 +91,10 @@ def case_configs(length: int, steps: int) -> dict[str, dict[str, Any]]:
     cases["gru_input_free"] = cfg("GRUCell", "free", "input")
     cases["gru2_input_mixed"] = cfg("GRUCell", "mixed", "input")
     cases["gru2_input_mixed"]["model"]["num_layers"] = 2
+    for cell in ("GRUCell", "LSTMCell"):
+        for m in ("teacher", "mixed", "free"):
+            name = f"{cell[:-4].lower()}_state_{m}"
+            cases[name] = cfg(cell, m, "state", task=STATE_TASK)
     return cases
 
 
