@@ -5,7 +5,8 @@ y(t-1) back as the next input wherever the feedback mask does not feed the refer
 ``rnnlab::fed_input`` runs that inside one C++ time loop (``csrc/fed_input.h``):
 
     s(t) = x(t) where mask[b, t] (and at t = 0 without a previous output), else feed(y(t-1))
-    h'(t) = cell(s(t), h(t-1)),   y(t) = W_r h'(t) + b_r,   h(t) = h'(t) within the length
+    h'(t) = cell(s(t), h(t-1)),   y(t) = W_r h'(t) + b_r,   h(t) = h'(t) within the length;
+    past it h(t) = h(t-1) and y(t) = b_r (the readout of the layer's zero output there)
 
 with ``feed`` the identity for real values and, for tokens, the one-hot of
 ``argmax_k(y_k(t-1) + noise[b, t, k])``: noise zero for the argmax, or the Gumbel noise

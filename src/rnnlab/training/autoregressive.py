@@ -119,8 +119,10 @@ def steps(
     noise: Tensor | None,
 ) -> tuple[Tensor, Any]:
     """The reference: the whole model one time step at a time, y(t-1) fed where mask is False
-    (step 0 reads x(0) without ``prev_output``); past a sequence's length its state is held,
-    and y(t) is still the readout of that step."""
+    (step 0 reads x(0) without ``prev_output``). Past a sequence's length its state is held and
+    the core's output is zero (the layer contract, ``unroll``), so y(t) = readout(0) = b_r, as
+    the model gives without feedback or under all-reference forcing; what is fed back there
+    reaches nothing (the state is held and the output does not read it)."""
     B, T = x.shape[0], x.shape[1]
     valid = None if lengths is None else valid_steps(lengths, B, T, x.device)
     ys: list[Tensor] = []
@@ -132,9 +134,10 @@ def steps(
             own = feed(model, y_prev.detach() if detach else y_prev, nz)
             x_t = torch.where(mask[:, t : t + 1], x_t, own.to(x_t.dtype))
         h, new = model.core(x_t.unsqueeze(1), state)  # (B, 1, H)
-        y_t = model._read(h)[:, 0]  # (B, O)
         if valid is not None:
+            h = torch.where(valid[:, t, None, None], h, h.new_zeros(()))
             new = where_state(valid[:, t], new, state)
+        y_t = model._read(h)[:, 0]  # (B, O)
         state, y_prev = new, y_t
         ys.append(y_t)
     return torch.stack(ys, 1), state  # (B, T, O)

@@ -204,7 +204,9 @@ class SequenceModel(nn.Module):
                 encoder-decoder the decoder's inputs (the shifted target, start at t=0).
             state: initial state (default: zeros, or the encoder's final state for ``source``).
             lengths: (B,) valid steps per sequence, 0 <= length <= T (0: the sequence ended
-                before this chunk; its state passes through unchanged).
+                before this chunk; its state passes through unchanged). Past a length the
+                state is held and the core's output is zero, so y there is the readout of
+                zero (b_r for ``"linear"``), under every feedback schedule.
             feed_mask: (B, T) bool, True where the reference is fed (see
                 :func:`rnnlab.training.feed_mask`); None: no substitution.
             detach: fed-back model outputs carry no gradient.
@@ -276,14 +278,16 @@ class SequenceModel(nn.Module):
         return h if self.readout is None else self.readout(h)
 
     def _core(self, x: Tensor, state: Any, lengths: Tensor | None, **kw: Any) -> tuple[Tensor, Any]:
-        """The core over x, accepting zero lengths (those sequences' states pass through)."""
+        """The core over x, accepting zero lengths (those sequences' states pass through and
+        their outputs are zero at every step, as past any length)."""
         if lengths is None or bool((lengths >= 1).all()):
             h, new = self.core(x, state, lengths=lengths, **kw)
             return h, new
         if state is None:
             state = self.initial_state(x.shape[0], device=x.device, dtype=x.dtype)
         h, new = self.core(x, state, lengths=lengths.clamp(min=1), **kw)
-        return h, where_state(lengths >= 1, new, state)
+        read = (lengths >= 1).view(-1, *(1,) * (h.dim() - 1))  # (B, 1, ...): the core read x
+        return torch.where(read, h, h.new_zeros(())), where_state(lengths >= 1, new, state)
 
     def _run(
         self,

@@ -6,10 +6,10 @@
 //        = feed(y(t-1))                           else
 //   h'(t) = cell(s(t), h(t-1))                    Elman, GRU (reset after / before), or LSTM
 //                                                  (i, f, g, o; no peepholes: state h and c)
-//   y(t) = W_r h'(t) + b_r                        the linear readout
-//   h(t) = h'(t) if t < length[b] else h(t-1)     (past a length the state is held; y(t) is
-//                                                  still the readout of the step, as the model's
-//                                                  Python loop computes it)
+//   y(t) = W_r h'(t) + b_r  if t < length[b]      the linear readout
+//        = b_r              else                  (past a length the core's output is zero, the
+//                                                  layer contract, so y is the readout of zero)
+//   h(t) = h'(t) if t < length[b] else h(t-1)     (past a length the state is held)
 //
 // feed: real values: y itself (I = O); tokens: the one-hot of argmax_k (y_k + noise[t, b, k])
 // (noise empty: the plain argmax; the lowest index wins a tie, a NaN counts as the maximum, as
@@ -146,6 +146,9 @@ static void fin_fwd_impl(const Tensor& xr, const Tensor& mask, const Tensor& y0,
     for (int64_t r = 0; r < B; ++r)
       for (int64_t k = 0; k < O; ++k) yt[r * O + k] = Br ? Br[k] : T(0);
     gemm(false, true, B, O, H, T(1), ho, H, Wr, H, T(1), yt, O);
+    for (int64_t r = 0; r < B; ++r)  // past the length: the readout of a zero output, b_r
+      if (!L.valid(r, t))
+        for (int64_t k = 0; k < O; ++k) yt[r * O + k] = Br ? Br[k] : T(0);
     T* hc = Hs + (t + 1) * B * H;
     for (int64_t r = 0; r < B; ++r)
       std::memcpy(hc + r * H, (L.valid(r, t) ? ho : hp) + r * H, sizeof(T) * H);
@@ -221,6 +224,7 @@ static void fin_bwd_impl(const Tensor& gys, const Tensor& ghs, const Tensor& gcs
   const bool carry = feed == 0 && !detach;  // does s(t) pass gradient to y(t-1)?
   std::vector<T> dh(GHs + S * B * H, GHs + (S + 1) * B * H);  // d h(t), from step t + 1 on
   std::vector<T> dyc(B * O, T(0)), dY(S * B * O), dhn(B * H), dhp(B * H), ds(B * I);
+  std::vector<T> dbr_sum(O, T(0));  // d b_r: every step's dy, past the lengths included
   std::vector<T> dgx(S * B * GH), dgh(cell == FED_GRU_AFTER ? S * B * GH : 0);
   std::vector<T> dA(cell == FED_GRU_BEFORE ? B * H : 0);
   const bool lstm = cell == FED_LSTM;
@@ -231,6 +235,10 @@ static void fin_bwd_impl(const Tensor& gys, const Tensor& ghs, const Tensor& gcs
   for (int64_t t = S - 1; t >= 0; --t) {
     T* dy = dY.data() + t * B * O;
     for (int64_t k = 0; k < B * O; ++k) dy[k] = GY[t * B * O + k] + dyc[k];
+    for (int64_t r = 0; r < B; ++r) {
+      for (int64_t o = 0; o < O; ++o) dbr_sum[o] += dy[r * O + o];
+      if (!L.valid(r, t)) std::fill(dy + r * O, dy + (r + 1) * O, T(0));  // y = b_r: no more
+    }
     gemm(false, false, B, H, O, T(1), dy, O, Wr, H, T(0), dhn.data(), H);  // dh' = dy W_r
     for (int64_t r = 0; r < B; ++r) {
       const bool v = L.valid(r, t);
@@ -320,13 +328,11 @@ static void fin_bwd_impl(const Tensor& gys, const Tensor& ghs, const Tensor& gcs
   T* Dbr = dbr.data_ptr<T>();
   T* Dbx = dbx.data_ptr<T>();
   T* Dbh = dbh.data_ptr<T>();
-  std::fill(Dbr, Dbr + O, T(0));
+  std::copy(dbr_sum.begin(), dbr_sum.end(), Dbr);
   std::fill(Dbx, Dbx + GH, T(0));
   std::fill(Dbh, Dbh + dbh.numel(), T(0));
-  for (int64_t k = 0; k < S * B; ++k) {
-    for (int64_t o = 0; o < O; ++o) Dbr[o] += dY[k * O + o];
+  for (int64_t k = 0; k < S * B; ++k)
     for (int64_t j = 0; j < GH; ++j) Dbx[j] += dgx[k * GH + j];
-  }
   T* Dwh = dwhh.data_ptr<T>();
   if (cell == FED_ELMAN || lstm) {
     gemm(true, false, GH, H, SB, T(1), dgx.data(), GH, Hs, H, T(0), Dwh, H);
