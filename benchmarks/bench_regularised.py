@@ -15,15 +15,14 @@ regularised operators (engine/regularised.py, regularised_ln.py). Note that ``pl
 float32 LSTM without lengths is torch's fused LSTM (oneDNN), not the engine's own loop; the
 ``plain_ref`` column gives the reference loop for scale.
 
-Known remaining costs (issue 18, third session; see the report of helper i18s): zoneout's keep
-draws are T · B · H uniforms from torch's CPU generator (mt19937, serial: ~1M at S2 per field
-pair, drawn in one call but still ~10 ms), which the reference loop must see too; the
-regularised kernels of csrc/regularised.h split the pointwise work by rows only, and not at all
-below 16384 values a step (S2), with a single-threaded step GEMM, while the plain GRU kernel
-partitions hidden units over threads (note 0007) and the plain LSTM is oneDNN: at 2 threads the
-gap is wider than at 1. The layer-norm kernels (csrc/layernorm.h) give each thread of a team a
-block of batch rows for the whole sequence (its rows' step product, normalisations and gates,
-no barrier: rows never read each other); ``RNNLAB_ENGINE_PARTITION=0`` turns that off for A/B.
+Threading (docs/design/0007): the dropout/zoneout LSTM, GRU and Elman kernels
+(csrc/regularised.h) give each thread its own hidden units for the whole sequence, as the plain
+GRU kernel does; the layer-norm kernels (csrc/layernorm.h) give each thread a block of batch
+rows instead (every norm stays inside one thread, no barrier). ``RNNLAB_ENGINE_PARTITION=0``
+turns both off; ``benchmarks/ab_regularised_partition.py`` alternates the two in one process.
+Zoneout's keep decisions come from a Philox generator in C++ (docs/design/0020), not from T·B·H
+serial torch.rand draws. Known remaining cost: the layer-norm cells' input norm LN(W x) runs in
+autograd outside the kernel, which the plain cell does not pay.
 
 Noise control: implementations are interleaved (each round times every one, in a rotated
 order), warm-up steps are discarded, the median over rounds is reported. Run it on a quiet
