@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine_spy import spy_ops as _spy
 from rnnlab import engine
 from rnnlab.cells import LayerNormGRUCell, LayerNormLSTMCell, VariationalDropoutCell, ZoneoutCell
 from rnnlab.engine import build
@@ -46,19 +47,6 @@ def _randomise(layer):
         for p in layer.parameters():
             p.uniform_(-0.7, 0.7)  # gains 1 / biases 0 would hide where they enter
     return layer
-
-
-def _spy(monkeypatch):
-    calls = []
-    real = build.ops()
-
-    class Spy:
-        def __getattr__(self, name):
-            calls.append(name)
-            return getattr(real, name)
-
-    monkeypatch.setitem(build._state, "ops", Spy())
-    return calls
 
 
 def _run(layer, x, lengths, use_engine):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine_spy import spy_ops as _spy
 from rnnlab import engine
 from rnnlab.cells import (
     ElmanCell,
@@ -28,19 +29,6 @@ from rnnlab.layers import Recurrent
 pytestmark = pytest.mark.skipif(not build.available(), reason="compiled kernels unavailable")
 
 L = torch.tensor([7, 3, 5])
-
-
-def _spy(monkeypatch):
-    calls = []
-    real = build.ops()
-
-    class Spy:
-        def __getattr__(self, name):
-            calls.append(name)
-            return getattr(real, name)
-
-    monkeypatch.setitem(build._state, "ops", Spy())
-    return calls
 
 
 def _run(layer, x, lengths, use_engine, seed=1):

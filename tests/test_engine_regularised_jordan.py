@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine_spy import spy_ops as _spy
 from rnnlab import engine
 from rnnlab.cells import JordanCell, VariationalDropoutCell, ZoneoutCell, _philox
 from rnnlab.engine import build
@@ -21,19 +22,6 @@ pytestmark = pytest.mark.skipif(not build.available(), reason="compiled kernels 
 
 L = torch.tensor([7, 3, 5])
 ACTS = {"identity": lambda v: v, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
-
-
-def _spy(monkeypatch):
-    calls = []
-    real = build.ops()
-
-    class Spy:
-        def __getattr__(self, name):
-            calls.append(name)
-            return getattr(real, name)
-
-    monkeypatch.setitem(build._state, "ops", Spy())
-    return calls
 
 
 def _loss(y, s):

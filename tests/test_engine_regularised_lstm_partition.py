@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine_spy import spy_ops as _spy
 from rnnlab import engine
 from rnnlab.cells import LSTMCell, VariationalDropoutCell, ZoneoutCell
 from rnnlab.engine import build
@@ -35,19 +36,6 @@ def threads():
     before = torch.get_num_threads()
     yield torch.set_num_threads
     torch.set_num_threads(before)
-
-
-def _spy(monkeypatch):
-    calls = []
-    real = build.ops()
-
-    class Spy:
-        def __getattr__(self, name):
-            calls.append(name)
-            return getattr(real, name)
-
-    monkeypatch.setitem(build._state, "ops", Spy())
-    return calls
 
 
 def _run(layer, x, s0, lengths, use_engine, seed=1):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine_spy import spy_ops as _spy
 from rnnlab import engine
 from rnnlab.cells import ElmanCell, GRUCell, VariationalDropoutCell, ZoneoutCell
 from rnnlab.engine import build
@@ -41,19 +42,6 @@ CASES = {
         ZoneoutCell(VariationalDropoutCell(ElmanCell(4, H), 0.2, 0.3), 0.2)
     ),
 }
-
-
-def _spy(monkeypatch):
-    calls = []
-    real = build.ops()
-
-    class Spy:
-        def __getattr__(self, name):
-            calls.append(name)
-            return getattr(real, name)
-
-    monkeypatch.setitem(build._state, "ops", Spy())
-    return calls
 
 
 def _run(layer, x, s0, lengths, use_engine):

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from compat_cases import Bundle, Model, inputs, reference
+from engine_spy import spy_ops as _spy
 from rnnlab.cells import (
     ElmanCell,
     GRUCell,
@@ -55,19 +56,6 @@ FORWARD_OPS = {f"rnnlab.{n}_forward.default" for n in FAMILIES}
 def _bundle(names=FAMILIES, dtype=torch.float32):
     torch.manual_seed(0)
     return Bundle([Model(Recurrent(FAMILIES[n]()), True) for n in names]).to(dtype)
-
-
-def _spy(monkeypatch):
-    calls = []
-    real = build.ops()
-
-    class Spy:
-        def __getattr__(self, name):
-            calls.append(name)
-            return getattr(real, name)
-
-    monkeypatch.setitem(build._state, "ops", Spy())
-    return calls
 
 
 def _step(model, x, lengths, seed=7):
