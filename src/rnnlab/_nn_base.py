@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch import nn as tnn
@@ -29,7 +30,7 @@ from .engine.gpu import cudnn as gpu_cudnn
 from .layers._utils import check_lengths, repack, unpack
 from .layers.dispatch import run
 
-__all__ = ["_RNNBase", "_SingleStateMixin", "check_recurrent_dropout"]
+__all__ = ["_RNNBase", "_SingleStateMixin", "check_layer_norm", "check_recurrent_dropout"]
 
 
 class _RNNBase(tnn.Module):
@@ -129,6 +130,21 @@ class _RNNBase(tnn.Module):
     def all_weights(self) -> list[list[Tensor]]:
         """The weights grouped by layer and direction (torch.nn.RNNBase.all_weights)."""
         return [[getattr(self, n) for n in group] for group in self._all_weights]
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every weight as at construction (torch.nn.RNNBase.reset_parameters):
+        each cell's own initialisation, which for torch's options is torch's uniform(±1/√H);
+        with ``layer_norm=True`` the gains restart at 1 and the LN biases at 0, and
+        ``forget_bias`` is applied again. Re-parametrised weights (weight_norm, ...) keep
+        their parametrisation; their underlying Parameters are not touched."""
+        with torch.no_grad():
+            for cell, names in zip(self._cells, self._names):
+                for pname, name in names:
+                    w = self._parameters.get(name)
+                    if w is not None:  # the module's own Parameter, re-initialised in place
+                        cell._parameters[pname] = w
+                cell.reset_parameters()  # type: ignore[operator]
+        self._sync_weights()
 
     def flatten_parameters(self) -> None:
         """No-op: torch.nn uses it to pack weights for cuDNN; rnnlab's cells read the weights
@@ -288,6 +304,11 @@ class _RNNBase(tnn.Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional is not False:
             s += f", bidirectional={self.bidirectional}"
+        # rnnlab's extras, only where set (so the default repr stays torch.nn's)
+        if getattr(self, "layer_norm", False):
+            s += ", layer_norm=True"
+        if getattr(self, "recurrent_dropout", 0.0):
+            s += f", recurrent_dropout={self.recurrent_dropout}"
         return s
 
 
@@ -307,3 +328,10 @@ class _SingleStateMixin:
 
 def check_recurrent_dropout(p: Any) -> float:
     return check_probability(p, "recurrent_dropout")
+
+
+def check_layer_norm(value: Any) -> bool:
+    """``layer_norm`` as a bool: a string such as ``"False"`` must not switch it on."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"layer_norm: expected a bool, got {type(value).__name__} {value!r}")
+    return bool(value)

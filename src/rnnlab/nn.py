@@ -10,7 +10,8 @@ parameters these add come after torch's in each layer's group.
 torch.nn's edges too (docs/design/0012-dropin-fidelity.md): its exception types and phrases
 (after rnnlab's own message; an exception of both types where torch's and rnnlab's differ),
 batch size 0, ``dtype``/``device`` names, and torch.nn.RNNBase's weight surface
-(``_flat_weights``, ``_flat_weights_names``, ``all_weights``, ``flatten_parameters``), so that
+(``_flat_weights``, ``_flat_weights_names``, ``all_weights``, ``flatten_parameters``,
+``reset_parameters``), so that
 weight_norm, spectral_norm, parametrize and prune work, on the engine.
 
 Inside, each layer and direction is an rnnlab cell run by the reference unroll (or the engine's
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ._nn_base import _RNNBase, _SingleStateMixin
+from ._nn_base import check_layer_norm as _check_layer_norm
 from ._nn_base import check_recurrent_dropout as _check_recurrent_dropout
 from ._nn_compat import ABSENT, check_hx, check_nonlinearity, refuse_proj_size
 from .cells.base import Cell
@@ -130,7 +132,7 @@ class GRU(_SingleStateMixin, _RNNBase):
         proj_size: Any = ABSENT,
     ) -> None:
         refuse_proj_size(proj_size)
-        self.layer_norm = bool(layer_norm)
+        self.layer_norm = _check_layer_norm(layer_norm)
         self.recurrent_dropout = _check_recurrent_dropout(recurrent_dropout)
         super().__init__(
             input_size,
@@ -204,7 +206,7 @@ class LSTM(_RNNBase):
         layer_norm: bool = False,
         recurrent_dropout: float = 0.0,
     ) -> None:
-        self.layer_norm = bool(layer_norm)
+        self.layer_norm = _check_layer_norm(layer_norm)
         self.recurrent_dropout = _check_recurrent_dropout(recurrent_dropout)
         super().__init__(
             input_size,

@@ -161,7 +161,7 @@ class ConvLSTMCell(Cell):
         size = spatial_size if spatial_size is not None else self.spatial_size
         if size is None:
             raise ValueError("spatial_size: expected the frame size (height, width), got None")
-        Hs, Ws = _spatial(tuple(size), "spatial_size")
+        Hs, Ws = _spatial(size, "spatial_size")
         ref = self.weight_ih
         kw: dict[str, Any] = {
             "device": device if device is not None else ref.device,
@@ -275,7 +275,7 @@ class FlatConvLSTMCell(Cell):
         size = spatial_size if spatial_size is not None else cell.spatial_size
         if size is None:
             raise ValueError("spatial_size: expected the frame size (height, width), got None")
-        self.spatial_size = _spatial(tuple(size), "spatial_size")
+        self.spatial_size = _spatial(size, "spatial_size")
         if cell.peephole and self.spatial_size != cell.spatial_size:
             raise ValueError(
                 f"spatial_size: the peepholes are for {cell.spatial_size}, got {self.spatial_size}"

@@ -115,8 +115,10 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 def _candidates(root: str | os.PathLike[str] | None) -> list[Path]:
     if root is not None:
-        # an explicit root is used as written: no silent fallback to another copy of the data
-        return [Path(root), Path(root) / "FashionMNIST" / "raw"]
+        # an explicit root is used as written: no silent fallback to another copy of the data.
+        # It may hold the files, or be a data root in torchvision's layout or in rnnlab's own
+        # ($RNNLAB_DATA's: <root>/fashion-mnist).
+        return [Path(root), Path(root) / "FashionMNIST" / "raw", Path(root) / "fashion-mnist"]
     places: list[Path] = []
     env = os.environ.get("RNNLAB_DATA")
     if env:
@@ -137,8 +139,9 @@ def find_fashion_mnist(
 ) -> tuple[Path, Path]:
     """The (images, labels) IDX files of one split, from the first folder that has both.
 
-    Search order: an explicit ``root`` is used as written: ``root`` or
-    ``root/FashionMNIST/raw`` (torchvision's layout), else an error. Without ``root``:
+    Search order: an explicit ``root`` is used as written: ``root``,
+    ``root/FashionMNIST/raw`` (torchvision's layout) or ``root/fashion-mnist`` (the layout
+    searched under ``$RNNLAB_DATA``), else an error. Without ``root``:
     ``$RNNLAB_DATA/fashion-mnist``, ``$RNNLAB_DATA/FashionMNIST/raw``, then the Debian
     package's ``/usr/share/datasets/fashion-mnist``. Each file may be raw or ``.gz``.
 

@@ -56,7 +56,11 @@ def shape_sprite(name: str, size: int) -> np.ndarray:
 def _fashion_sprites(root: str | os.PathLike[str], size: int, count: int, rng: Any) -> np.ndarray:
     from .images import load_fashion_mnist
 
-    images, _ = load_fashion_mnist(root, train=True)
+    try:
+        images, _ = load_fashion_mnist(root, train=True)
+    except FileNotFoundError as e:  # name this task's argument, not the loader's
+        message = str(e).removeprefix("root: ")
+        raise FileNotFoundError(f"data_root: {message}") from e
     idx = torch.from_numpy(rng.integers(0, images.shape[0], size=count))
     small = F.interpolate(images[idx].float().unsqueeze(1) / 255.0, size=(size, size), mode="area")
     return small[:, 0].numpy()  # (count, P, P)
@@ -73,8 +77,9 @@ class MovingShapes(SequenceTask):
         sprite_size: P, the sprite side (P < S).
         speed: (lowest, highest) speed in pixels per step; directions are uniform.
         shapes: which of :data:`SHAPES` to draw from (ignored with ``data_root``).
-        data_root: a folder with the Fashion-MNIST IDX files (see
-            :func:`rnnlab.data.find_fashion_mnist`) for image sprites; None for shapes.
+        data_root: a folder with the Fashion-MNIST IDX files, or a data root holding them
+            in ``fashion-mnist/`` or ``FashionMNIST/raw/`` (see
+            :func:`rnnlab.data.find_fashion_mnist`), for image sprites; None for shapes.
         seed: int or ``numpy.random.Generator``.
 
     Items: ``{"x": (T, 1, S, S), "y": (T, 1, S, S)}`` float32.

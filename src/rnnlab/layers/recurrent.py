@@ -189,6 +189,10 @@ class Recurrent(nn.Module):
         generator: torch.Generator | None = None,
     ) -> RecurrentResult:
         """Like :meth:`forward`, returning a :class:`RecurrentResult` (and the trajectory)."""
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator: expected a torch.Generator or None, got {type(generator).__name__}"
+            )
         packed = x if isinstance(x, PackedSequence) else None
         trailing = getattr(self.cell, "input_shape", None)
         if packed is not None and trailing is not None:
