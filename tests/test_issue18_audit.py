@@ -1,7 +1,7 @@
 """Regressions from the outside-in audit of issue 18's public API (a torch.nn user's view):
 the drop-ins' ``reset_parameters`` (torch.nn.RNNBase has it; code calls it), a ``layer_norm``
 that must be a bool, ConvLSTM's ``spatial_size`` errors, the moving-shapes ``data_root`` and
-Recurrent's ``generator`` argument. Each failed before its fix."""
+Recurrent's ``generator`` argument, zoneout rates on dropout masks. Each failed before its fix."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import rnnlab
-from rnnlab.cells import ConvLSTMCell, LSTMCell
+from rnnlab.cells import ConvLSTMCell, LSTMCell, VariationalDropoutCell, ZoneoutCell
 from rnnlab.data import MovingShapes
 from rnnlab.layers import Recurrent
 
@@ -100,3 +100,11 @@ def test_recurrent_generator_must_be_a_generator():
     layer = Recurrent(LSTMCell(3, 4), dropout_state=0.2)
     with pytest.raises(TypeError, match="generator: expected a torch.Generator or None, got int"):
         layer(torch.randn(2, 5, 3), generator=5)
+
+
+def test_zoneout_refuses_rates_on_dropout_masks():
+    # the masks never change within a sequence: zoning them out was silently a no-op
+    inner = VariationalDropoutCell(LSTMCell(3, 4), 0.1, 0.2)
+    with pytest.raises(ValueError, match=r"rates: \['mask_h'\] are dropout masks"):
+        ZoneoutCell(inner, {"h": 0.1, "mask_h": 0.5})
+    assert ZoneoutCell(inner, 0.1).rates == {"h": 0.1, "c": 0.1, "mask_x": 0.0, "mask_h": 0.0}

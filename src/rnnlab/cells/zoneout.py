@@ -75,6 +75,12 @@ class ZoneoutCell(Cell):
                     f"rates: expected state fields of {type(cell).__name__} ({fields}), "
                     f"got {unknown}"
                 )
+            masks = sorted(f for f in rates if f.startswith("mask_") and f in fields)
+            if masks and getattr(cell, "stochastic_state", False):
+                raise ValueError(
+                    f"rates: {masks} are dropout masks (constant over a sequence), not state "
+                    f"to zone out; expected a subset of {[f for f in fields if f not in masks]}"
+                )
             given = dict(rates)
         elif isinstance(rates, (int, float)) and not isinstance(rates, bool):
             # mask_* fields belong to a VariationalDropoutCell inside: never zoned.
