@@ -1,7 +1,8 @@
 """Regressions from the outside-in audit of issue 18's public API (a torch.nn user's view):
 the drop-ins' ``reset_parameters`` (torch.nn.RNNBase has it; code calls it), a ``layer_norm``
 that must be a bool, ConvLSTM's ``spatial_size`` errors, the moving-shapes ``data_root`` and
-Recurrent's ``generator`` argument, zoneout rates on dropout masks. Each failed before its fix."""
+Recurrent's ``generator`` argument, zoneout rates on dropout masks,
+torch.jit.trace of the drop-ins. Each failed before its fix."""
 
 from __future__ import annotations
 
@@ -108,3 +109,16 @@ def test_zoneout_refuses_rates_on_dropout_masks():
     with pytest.raises(ValueError, match=r"rates: \['mask_h'\] are dropout masks"):
         ZoneoutCell(inner, {"h": 0.1, "mask_h": 0.5})
     assert ZoneoutCell(inner, 0.1).rates == {"h": 0.1, "c": 0.1, "mask_x": 0.0, "mask_h": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("kind", "kw"), [("LSTM", {"layer_norm": True}), ("GRU", {"layer_norm": True})]
+)
+def test_dropins_trace_with_torch_jit_as_torch_nn_does(kind, kw):
+    # under torch.jit.trace a batch size is a 0-d tensor: initial_state refused it
+    m = getattr(rnnlab.nn, kind)(3, 4, num_layers=2, **kw).eval()
+    traced = torch.jit.trace(m, (torch.randn(5, 2, 3),), check_trace=False)
+    x = torch.randn(6, 3, 3)  # another T and B
+    out, state = traced(x)
+    ref, ref_state = m(x)
+    assert torch.allclose(out, ref, atol=1e-6) and out.shape == (6, 3, 4)

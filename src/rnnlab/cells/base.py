@@ -150,7 +150,12 @@ def check_input(x: Any, features: int, *, ndim: int, argument: str = "x") -> Non
 
 def check_positive_int(value: Any, argument: str, *, allow_zero: bool = False) -> int:
     kind = "a non-negative int" if allow_zero else "a positive int"
+    if isinstance(value, Tensor) and value.dim() == 0 and value.dtype in _INT_DTYPES:
+        value = int(value)  # a size under torch.jit.trace (x.shape[0]) is a 0-d int tensor
     return check_int(value, argument, low=0 if allow_zero else 1, what=kind)
+
+
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
 def _describe(obj: Any) -> str:
