@@ -2,7 +2,7 @@
 the drop-ins' ``reset_parameters`` (torch.nn.RNNBase has it; code calls it), a ``layer_norm``
 that must be a bool, ConvLSTM's ``spatial_size`` errors, the moving-shapes ``data_root`` and
 Recurrent's ``generator`` argument, zoneout rates on dropout masks,
-torch.jit.trace of the drop-ins. Each failed before its fix."""
+torch.jit.trace of the drop-ins, the map of a ConvLSTM. Each failed before its fix."""
 
 from __future__ import annotations
 
@@ -122,3 +122,11 @@ def test_dropins_trace_with_torch_jit_as_torch_nn_does(kind, kw):
     out, state = traced(x)
     ref, ref_state = m(x)
     assert torch.allclose(out, ref, atol=1e-6) and out.shape == (6, 3, 4)
+
+
+def test_map_of_a_convlstm_points_to_its_flat_view():
+    from rnnlab.dynamics import Map
+
+    with pytest.raises(TypeError, match=r"Map\.from_cell\(cell\.flat\(\(H, W\)\)\)"):
+        Map.from_cell(ConvLSTMCell(1, 2, 3))
+    assert Map.from_cell(ConvLSTMCell(1, 2, 3).flat((3, 3))).state_size == 36

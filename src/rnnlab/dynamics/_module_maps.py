@@ -118,9 +118,14 @@ class CellMap(_ModuleMap):
         try:
             state0 = cell.initial_state(1)
         except (TypeError, ValueError) as err:  # e.g. a convolutional state needs an image size
+            hint = (
+                " (its flat view for one frame size is: Map.from_cell(cell.flat((H, W))))"
+                if callable(getattr(cell, "flat", None))
+                else ""
+            )
             raise TypeError(
                 f"cell: expected a cell whose state is (B, ·) vectors, got {type(cell).__name__}, "
-                f"whose initial_state(1) fails ({err}); a map acts on flat state vectors"
+                f"whose initial_state(1) fails ({err}); a map acts on flat state vectors{hint}"
             ) from err
         self._spec = _state_spec(state0, "cell.initial_state(1)")
         fields: dict[str, int] = {}
