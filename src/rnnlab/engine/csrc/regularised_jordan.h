@@ -14,6 +14,38 @@
 
 namespace rnnlab {
 
+// Threading: each sequence's recurrence is its own (row r of h(t) and y(t) reads only row r of
+// y(t-1)), so a team of threads splits the batch rows, each thread running the whole loop on
+// its block [r0, r1) with the shared packed weights: no barrier in either loop (a split of the
+// hidden and output units, note 0007, would need two a step each way: h(t) needs all of y(t-1)
+// and y(t) all of h(t)). The layer-norm kernels split rows the same way (layernorm.h). Used
+// where partition_team says (RNNLAB_ENGINE_PARTITION, the step-size threshold), with at most B
+// threads; the weight gradients stay one GEMM over all steps after the loop.
+inline int jordan_reg_team(int64_t B, int64_t H, int64_t O) {
+  return int(std::min<int64_t>(partition_team(B, H, H, O, B >= 2), B));
+}
+// run(r0, r1, team) over the team's row blocks (rows B * tid / nth onwards), or run(0, B, 1)
+template <typename F> inline void jordan_reg_rows(int team, int64_t B, const F& run) {
+  if (team <= 1) {
+    run(int64_t(0), B, 1);
+    return;
+  }
+  parallel_team(team, [&](int tid, int nth) {
+    const int64_t r0 = B * tid / nth, r1 = B * (tid + 1) / nth;
+    if (r1 > r0) run(r0, r1, nth);
+  });
+}
+// an activation over n values: on the calling thread in a team, else torch's threads by size
+template <typename T> static inline void jordan_act(int team, int64_t a, T* v, int64_t n) {
+  if (team > 1) act_inplace(a, v, n);
+  else par_act_inplace(a, v, n);
+}
+template <typename T>
+static inline void jordan_act_bwd(int team, int64_t a, T* g, const T* y, int64_t n) {
+  if (team > 1) act_backward_inplace(a, g, y, n);
+  else par_act_backward_inplace(a, g, y, n);
+}
+
 template <typename T>
 static void jordan_reg_fwd_impl(const Tensor& gx, const Tensor& u, const Tensor& wy,
                                 const Tensor& by, const Tensor& mask, const Tensor& zy,
@@ -27,25 +59,34 @@ static void jordan_reg_fwd_impl(const Tensor& gx, const Tensor& u, const Tensor&
   T* y = ys.data_ptr<T>();
   T* h = hs.data_ptr<T>();
   T* yc = ycs.data_ptr<T>();
-  std::vector<T> yin(m ? B * O : 0);
   const StepGemm<T> gu(B, H, O, u.data_ptr<T>(), O, true), gy(B, O, H, wy.data_ptr<T>(), H, true);
-  for (int64_t t = 0; t < S; ++t) {
-    const T* yp = y + t * B * O;
-    T* yt = y + (t + 1) * B * O;
-    T* ht = h + t * B * H;
-    T* yct = yc + t * B * O;
-    std::memcpy(ht, g + t * B * H, sizeof(T) * B * H);
-    gu.run(B, masked(m, yp, yin, B * O), O, T(1), ht, H);
-    par_act_inplace(act, ht, B * H);
-    for (int64_t r = 0; r < B; ++r)
-      for (int64_t o = 0; o < O; ++o) yct[r * O + o] = b ? b[o] : T(0);
-    gy.run(B, ht, H, T(1), yct, O);
-    par_act_inplace(oact, yct, B * O);
-    std::memcpy(yt, yct, sizeof(T) * B * O);
-    const T* zt = step_of(dz_, t, B * O);
-    for (int64_t r = 0; r < B; ++r)
-      tail_row(L.valid(r, t), zt ? zt + r * O : nullptr, yp + r * O, yt + r * O, O);
-  }
+  jordan_reg_rows(jordan_reg_team(B, H, O), B, [&](int64_t r0, int64_t r1, int team) {
+    const int64_t n = r1 - r0;
+    std::vector<T> yin(m ? n * O : 0);  // the block's m ⊙ y(t-1)
+    const T* mr = m ? m + r0 * O : nullptr;
+    for (int64_t t = 0; t < S; ++t) {
+      const T* yp = y + (t * B + r0) * O;
+      T* yt = y + ((t + 1) * B + r0) * O;
+      T* ht = h + (t * B + r0) * H;
+      T* yct = yc + (t * B + r0) * O;
+      std::memcpy(ht, g + (t * B + r0) * H, sizeof(T) * n * H);
+      const T* in = yp;
+      if (mr) {
+        for (int64_t k = 0; k < n * O; ++k) yin[k] = mr[k] * yp[k];
+        in = yin.data();
+      }
+      gu.run(n, in, O, T(1), ht, H);
+      jordan_act(team, act, ht, n * H);
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t o = 0; o < O; ++o) yct[r * O + o] = b ? b[o] : T(0);
+      gy.run(n, ht, H, T(1), yct, O);
+      jordan_act(team, oact, yct, n * O);
+      std::memcpy(yt, yct, sizeof(T) * n * O);
+      const T* zt = dz_ ? dz_ + (t * B + r0) * O : nullptr;
+      for (int64_t r = 0; r < n; ++r)
+        tail_row(L.valid(r0 + r, t), zt ? zt + r * O : nullptr, yp + r * O, yt + r * O, O);
+    }
+  });
 }
 
 std::vector<Tensor> jordan_reg_forward(const Tensor& gx, const Tensor& u, const Tensor& wy,
@@ -87,28 +128,52 @@ static void jordan_reg_bwd_impl(const Tensor& gys, const Tensor& ys, const Tenso
   const T* m = reg_ptr<T>(mask);
   const T* dz_ = reg_ptr<T>(zy);
   T* dg = dgx.data_ptr<T>();
-  std::vector<T> dy(B * O, T(0)), dz(S * B * O), tmp(B * O);
+  std::vector<T> dy(B * O, T(0)), dz(S * B * O);
   const StepGemm<T> gy(B, H, O, wy.data_ptr<T>(), H, false), gu(B, O, H, u.data_ptr<T>(), O, false);
-  for (int64_t t = S - 1; t >= 0; --t) {
-    add_into(dy.data(), G + (t + 1) * B * O, B * O);
-    T* dzt = dz.data() + t * B * O;
-    const T* zt = step_of(dz_, t, B * O);
-    for (int64_t r = 0; r < B; ++r)
-      for (int64_t o = 0; o < O; ++o) {
-        const int64_t k = r * O + o;
-        if (!L.valid(r, t)) {
-          dzt[k] = T(0);  // a frozen row passes dy on to y(t-1) unchanged
-          continue;
+  jordan_reg_rows(jordan_reg_team(B, H, O), B, [&](int64_t r0, int64_t r1, int team) {
+    const int64_t n = r1 - r0;
+    std::vector<T> tmp(n * O);
+    T* dyb = dy.data() + r0 * O;  // the block's dL/dy(t)
+    for (int64_t t = S - 1; t >= 0; --t) {
+      add_into(dyb, G + ((t + 1) * B + r0) * O, n * O);
+      T* dzt = dz.data() + (t * B + r0) * O;
+      const T* zt = dz_ ? dz_ + (t * B + r0) * O : nullptr;
+      // zoneout's split, one branch a row: the select inside the loop compiles to masked loads
+      // from the absent keep weights, which cost this CPU a fault assist each (2x the backward)
+      for (int64_t r = 0; r < n; ++r) {
+        T* dzr = dzt + r * O;
+        T* dyr = dyb + r * O;
+        if (!L.valid(r0 + r, t)) {
+          std::fill(dzr, dzr + O, T(0));  // a frozen row passes dy on to y(t-1) unchanged
+        } else if (zt) {
+          const T* zr = zt + r * O;
+          for (int64_t o = 0; o < O; ++o) {
+            dzr[o] = (T(1) - zr[o]) * dyr[o];
+            dyr[o] = zr[o] * dyr[o];
+          }
+        } else {
+          std::memcpy(dzr, dyr, sizeof(T) * O);
+          std::fill(dyr, dyr + O, T(0));
         }
-        dzt[k] = zone_split(zt, k, dy[k], dy[k]);
       }
-    par_act_backward_inplace(oact, dzt, yc + t * B * O, B * O);
-    T* d = dg + t * B * H;
-    gy.run(B, dzt, O, T(0), d, H);  // dh = dz W_y (zero for frozen rows)
-    par_act_backward_inplace(act, d, h + t * B * H, B * H);
-    gu.run(B, d, H, T(0), tmp.data(), O);  // d yin = da U
-    add_masked(dy.data(), tmp.data(), m, L, t, B, O);
-  }
+      jordan_act_bwd(team, oact, dzt, yc + (t * B + r0) * O, n * O);
+      T* d = dg + (t * B + r0) * H;
+      gy.run(n, dzt, O, T(0), d, H);  // dh = dz W_y (zero for frozen rows)
+      jordan_act_bwd(team, act, d, h + (t * B + r0) * H, n * H);
+      gu.run(n, d, H, T(0), tmp.data(), O);  // d yin = da U
+      for (int64_t r = 0; r < n; ++r) {
+        if (!L.valid(r0 + r, t)) continue;
+        T* dyr = dyb + r * O;
+        const T* gr = tmp.data() + r * O;
+        if (m) {
+          const T* mr = m + (r0 + r) * O;
+          for (int64_t o = 0; o < O; ++o) dyr[o] += mr[o] * gr[o];
+        } else {
+          for (int64_t o = 0; o < O; ++o) dyr[o] += gr[o];
+        }
+      }
+    }
+  });
   std::vector<T> ym;  // the products' inputs yin(t) = m ⊙ y(t), t = 0..S-1
   const T* yin = masked_steps(m, y, ym, S, B * O);
   gemm(true, false, H, O, S * B, T(1), dg, H, yin, O, T(0), du.data_ptr<T>(), O);
