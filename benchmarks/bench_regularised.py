@@ -21,8 +21,9 @@ GRU kernel does; the layer-norm kernels (csrc/layernorm.h) give each thread a bl
 rows instead (every norm stays inside one thread, no barrier). ``RNNLAB_ENGINE_PARTITION=0``
 turns both off; ``benchmarks/ab_regularised_partition.py`` alternates the two in one process.
 Zoneout's keep decisions come from a Philox generator in C++ (docs/design/0020), not from T·B·H
-serial torch.rand draws. Known remaining cost: the layer-norm cells' input norm LN(W x) runs in
-autograd outside the kernel, which the plain cell does not pay.
+serial torch.rand draws. Known remaining cost: the layer-norm LSTM's input norm LN(W x) runs
+in autograd outside the kernel, which the plain cell does not pay (the GRU's runs inside its
+kernel, row by row).
 
 Noise control: implementations are interleaved (each round times every one, in a rotated
 order), warm-up steps are discarded, the median over rounds is reported. Run it on a quiet

@@ -249,8 +249,10 @@ def test_layer_norm_lstm_op_gradcheck_and_gradgradcheck(bias):
     torch.autograd.gradgradcheck(f, args, fast_mode=True)
 
 
+@pytest.mark.parametrize("norm_x", [False, True], ids=["gx", "norm-x"])
 @pytest.mark.parametrize("before", [False, True], ids=["after", "before"])
-def test_layer_norm_gru_op_gradcheck_and_gradgradcheck(before):
+def test_layer_norm_gru_op_gradcheck_and_gradgradcheck(before, norm_x):
+    # norm_x: gx is W x and the op normalises it (g_x, b_x) itself; else gx is normalised
     from rnnlab.engine import regularised_ln as ln
 
     torch.manual_seed(0)
@@ -264,11 +266,13 @@ def test_layer_norm_gru_op_gradcheck_and_gradgradcheck(before):
         return torch.randn(*s, dtype=dt, requires_grad=True)
 
     args = (r(T, B, 3 * H), r(3 * H, H), r(3 * H), r(3 * H), r(B, H))
+    args += (r(3 * H), r(3 * H)) if norm_x else ()
 
-    def f(gx, w, gh, bh, h0):
-        return ln.LNGRU.apply(gx, w, gh, bh, h0, mask, keep, lengths, before, 1e-5)[:1]
+    def f(gx, w, gh, bh, h0, g_x=None, b_x=None):
+        return ln.LNGRU.apply(gx, w, gh, bh, h0, g_x, b_x, mask, keep, lengths, before, 1e-5)[:1]
 
-    ref = ln.ln_gru(*args[:4], args[4], mask, keep, lengths, before, 1e-5)
+    full = args if norm_x else args + (None, None)
+    ref = ln.ln_gru(*full, mask, keep, lengths, before, 1e-5)
     torch.testing.assert_close(f(*args), ref)
     torch.autograd.gradcheck(f, args)
     torch.autograd.gradgradcheck(f, args, fast_mode=True)

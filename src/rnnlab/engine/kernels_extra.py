@@ -32,6 +32,7 @@ from ..cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from ..cells.lstm import LSTMCell
 from ..cells.simple import ElmanCell, JordanCell
 from ..cells.zoneout import ZoneoutCell
+from . import dense
 from .kernels import (
     ACT_CODES,
     _available,
@@ -102,11 +103,12 @@ def _run_regularised(
         y, y_final = _read_out(ys, lengths)
         return y, [y_final]
     if type(cell) is LayerNormGRUCell:
-        wx = F.linear(x.transpose(0, 1), cell.weight_ih)  # (T, B, 3H), normalised at once
-        gx = F.layer_norm(wx, (3 * cell.hidden_size,), cell.gain_ih, cell.bias_ih, cell.eps)
+        # W x (T, B, 3H) as the plain cells' projection (dense.linear: oneDNN where it wins, no
+        # copy of the time-major view); the kernel normalises it (g_x, b_x) inside its loop
+        wx = dense.linear(x.transpose(0, 1), cell.weight_ih).contiguous()
         hs, *_ = LNGRU.apply(
-            gx.contiguous(), cell.weight_hh, cell.gain_hh, cell.bias_hh, state.h, mask_h,
-            keep.get("h"), lengths, cell.reset == "before", cell.eps,
+            wx, cell.weight_hh, cell.gain_hh, cell.bias_hh, state.h, cell.gain_ih, cell.bias_ih,
+            mask_h, keep.get("h"), lengths, cell.reset == "before", cell.eps,
         )  # fmt: skip
         y, h_final = _read_out(hs, lengths)
         return y, [h_final]
@@ -114,7 +116,7 @@ def _run_regularised(
     if type(cell) is LayerNormLSTMCell:
         G = 4 * cell.hidden_size
         # the input normalisation of all steps at once, outside the loop: (T, B, 4H)
-        wx = F.linear(x.transpose(0, 1), cell.weight_ih)
+        wx = dense.linear(x.transpose(0, 1), cell.weight_ih)
         gx = F.layer_norm(wx, (G,), cell.gain_ih, cell.bias_ih, cell.eps).contiguous()
         hs, cs, *_ = LNLSTM.apply(
             gx, cell.weight_hh, cell.gain_hh, cell.bias_hh, cell.gain_c, cell.bias_c, state.h,

@@ -4,9 +4,12 @@
 :class:`~rnnlab.cells.LayerNormLSTMCell` without peepholes or projection: per step
 a = gx(t) + LN(U hin(t-1); g_h, b_h), c̃ = f ⊙ c(t-1) + i ⊙ g, h̃ = o ⊙ tanh(LN(c̃; g_c, b_c)),
 then zoneout and the length freeze as in :mod:`.regularised` (state mask m: hin = m ⊙ h(t-1);
-keep weights d). The input normalisation gx = LN(W x; g_x, b_x) runs over all T steps at once,
-outside the loop (autograd). Backward: the hand-written BPTT through both normalisations; its
-own backward is ``torch.func.vjp`` of :func:`ln_lstm`, the differentiable reference.
+keep weights d). The LSTM's input normalisation gx = LN(W x; g_x, b_x) runs over all T steps at
+once, outside the loop (autograd); ``rnnlab::ln_gru_forward/_backward``
+(:class:`~rnnlab.cells.LayerNormGRUCell`) take W x itself with g_x, b_x and normalise each row
+inside the loop, forward and backward (``g_x=None``: gx is already normalised). Backward: the
+hand-written BPTT through the normalisations; its own backward is ``torch.func.vjp`` of
+:func:`ln_lstm` / :func:`ln_gru`, the differentiable references.
 
 Shapes: T time, B batch, H hidden.
 """
@@ -35,11 +38,12 @@ SCHEMAS = {
     "Tensor g_c, Tensor? mask_h, Tensor? keep_h, Tensor? keep_c, Tensor? lengths) "
     "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
     "ln_gru_forward": "(Tensor gx, Tensor w_hh, Tensor g_hh, Tensor? b_hh, Tensor h0, "
-    "Tensor? mask_h, Tensor? keep_h, Tensor? lengths, bool before, float eps) "
-    "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "Tensor? mask_h, Tensor? keep_h, Tensor? lengths, bool before, float eps, Tensor? g_x, "
+    "Tensor? b_x) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
     "ln_gru_backward": "(Tensor grad_hs, Tensor hs, Tensor gates, Tensor uhat, Tensor ru, "
     "Tensor q, Tensor w_hh, Tensor g_hh, Tensor? b_hh, Tensor? mask_h, Tensor? keep_h, "
-    "Tensor? lengths, bool before) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "Tensor? lengths, bool before, Tensor xhat, Tensor rx, Tensor? g_x) "
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
 }
 
 
@@ -60,18 +64,21 @@ def _bwd_fake(
     return n(S, B, G), n(G, H), n(G), n(G), n(H), n(H), n(B, H), n(B, H)
 
 
-def _gru_fwd_fake(gx, w_hh, g_hh, b_hh, h0, m, kh, lengths, before, eps):  # type: ignore[no-untyped-def]
+def _gru_fwd_fake(gx, w_hh, g_hh, b_hh, h0, m, kh, lengths, before, eps, g_x, b_x):  # type: ignore[no-untyped-def]
     S, B, G = gx.shape
     H = G // 3
     n = gx.new_empty
-    return n(S + 1, B, H), n(S, B, G), n(S, B, G), n(S, B, 2), n(S, B, H)
+    xhat, rx = (n(S, B, G), n(S, B)) if g_x is not None else (n(0), n(0))
+    return n(S + 1, B, H), n(S, B, G), n(S, B, G), n(S, B, 2), n(S, B, H), xhat, rx
 
 
-def _gru_bwd_fake(g_hs, hs, gates, uhat, ru, q, w_hh, g_hh, b_hh, m, kh, lengths, before):  # type: ignore[no-untyped-def]
+def _gru_bwd_fake(g_hs, hs, gates, uhat, ru, q, w_hh, g_hh, b_hh, m, kh, lengths, before, xhat,
+                  rx, g_x):  # type: ignore[no-untyped-def]  # fmt: skip
     S, B, G = gates.shape
     H = G // 3
     n = hs.new_empty
-    return n(S, B, G), n(G, H), n(G), n(G), n(B, H)
+    nx = G if g_x is not None else 0
+    return n(S, B, G), n(G, H), n(G), n(G), n(B, H), n(nx), n(nx)
 
 
 _FAKES: dict[str, Callable[..., Any]] = {
@@ -215,16 +222,22 @@ def ln_gru(
     g_hh: Tensor,
     b_hh: Tensor | None,
     h0: Tensor,
+    g_x: Tensor | None,
+    b_x: Tensor | None,
     mask_h: Tensor | None,
     keep_h: Tensor | None,
     lengths: Tensor | None,
     before: bool,
     eps: float,
 ) -> tuple[Tensor]:
-    """hs (T+1, B, H): :class:`~rnnlab.cells.LayerNormGRUCell`'s recurrence after gx =
-    LN(W x), with hin = m ⊙ h(t-1) in the products, then zoneout and the length freeze."""
+    """hs (T+1, B, H): :class:`~rnnlab.cells.LayerNormGRUCell`'s recurrence on the input
+    pre-activation x(t) = LN(gx(t); g_x, b_x) (gx = W x, the raw projection), or x(t) = gx(t)
+    when ``g_x`` is None (already normalised), with hin = m ⊙ h(t-1) in the products, then
+    zoneout and the length freeze."""
     H = h0.shape[-1]
     h, hs = h0, [h0]
+    if g_x is not None:
+        gx = F.layer_norm(gx, (3 * H,), g_x, b_x, eps)
 
     def part(k0: int, k1: int) -> tuple[Tensor, Tensor | None]:
         return g_hh[k0:k1], None if b_hh is None else b_hh[k0:k1]
@@ -253,47 +266,53 @@ class LNGRUBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        g_hs, gx, w_hh, g_hh, b_hh, h0, mask_h, keep_h, lengths, before, eps, hs, gates, uhat, ru, q
-    ):  # type: ignore[no-untyped-def,override]  # noqa: E501
+        g_hs, gx, w_hh, g_hh, b_hh, h0, g_x, b_x, mask_h, keep_h, lengths, before, eps, hs,
+        gates, uhat, ru, q, xhat, rx,
+    ):  # type: ignore[no-untyped-def,override]  # fmt: skip
         return op("ln_gru_backward")(
-            g_hs, hs, gates, uhat, ru, q, w_hh, g_hh, b_hh, mask_h, keep_h, lengths, before
-        )
+            g_hs, hs, gates, uhat, ru, q, w_hh, g_hh, b_hh, mask_h, keep_h, lengths, before,
+            xhat, rx, g_x,
+        )  # fmt: skip
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        args = inputs[1:11]  # ln_gru's arguments
-        ctx.diff_at = tuple(i for i in range(5) if args[i] is not None)
+        args = inputs[1:13]  # ln_gru's arguments
+        ctx.diff_at = tuple(i for i in range(7) if args[i] is not None)
         ctx.consts = {i: a for i, a in enumerate(args) if i not in ctx.diff_at}
         ctx.save_for_backward(inputs[0], *(args[i] for i in ctx.diff_at))
 
     @staticmethod
     def backward(ctx: Any, *cot: Tensor) -> Any:
         d_g, d_x = _second(ln_gru, ctx.consts, 1, ctx, tuple(cot[i] for i in ctx.diff_at))
-        full: list[Any] = [None] * 5
+        full: list[Any] = [None] * 7
         for i, d in zip(ctx.diff_at, d_x):
             full[i] = d
-        return (*d_g, *full, *([None] * 10))
+        return (*d_g, *full, *([None] * 12))
 
 
 class LNGRU(torch.autograd.Function):
-    """``rnnlab::ln_gru_forward`` with its gradients (``LNGRUBackward``)."""
+    """``rnnlab::ln_gru_forward`` with its gradients (``LNGRUBackward``): the arguments of
+    :func:`ln_gru`. With ``g_x``, gx is the raw projection W x and the kernel normalises it
+    (forward and backward, row by row inside the loop: one autograd node for the cell)."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(gx, w_hh, g_hh, b_hh, h0, mask_h, keep_h, lengths, before, eps):  # type: ignore[no-untyped-def,override]
-        return op("ln_gru_forward")(gx, w_hh, g_hh, b_hh, h0, mask_h, keep_h, lengths, before, eps)
+    def forward(gx, w_hh, g_hh, b_hh, h0, g_x, b_x, mask_h, keep_h, lengths, before, eps):  # type: ignore[no-untyped-def,override]
+        return op("ln_gru_forward")(
+            gx, w_hh, g_hh, b_hh, h0, mask_h, keep_h, lengths, before, eps, g_x, b_x
+        )
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.cfg = _save_forward(ctx, inputs, output, 8, 1)
+        ctx.cfg = _save_forward(ctx, inputs, output, 10, 1)
 
     @staticmethod
     def backward(ctx: Any, g_hs: Tensor | None, *_: Any) -> Any:
         saved = ctx.saved_tensors
-        args, outs = saved[:8], saved[8:]
+        args, outs = saved[:10], saved[10:]
         (g_hs,) = _lean_grads(ctx, (g_hs,), outs[:1])
         run: Any = LNGRUBackward.forward if ctx.direct else LNGRUBackward.apply
         res = run(g_hs, *args, *ctx.cfg, *outs)
-        grads = [r if a is not None else None for r, a in zip(res, args[:5])]
+        grads = [r if a is not None else None for r, a in zip(res, args[:7])]
         return (*grads, None, None, None, None, None)

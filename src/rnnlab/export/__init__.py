@@ -102,9 +102,11 @@ def _translations() -> dict[Any, Any]:
         return (hs, cs, *[op.Identity(hs) for _ in range(6)])
 
     def ln_gru(gx: Any, w_hh: Any, g_hh: Any, b_hh: Any, h0: Any, mask_h: Any, keep_h: Any,
-               lengths: Any, before: bool, eps: float) -> Any:  # fmt: skip
-        hs = _scan.ln_gru(op, gx, w_hh, g_hh, b_hh, h0, mask_h, keep_h, lengths, before, eps)
-        return (hs, *[op.Identity(hs) for _ in range(4)])
+               lengths: Any, before: bool, eps: float, g_x: Any = None,
+               b_x: Any = None) -> Any:  # fmt: skip
+        hs = _scan.ln_gru(op, gx, w_hh, g_hh, b_hh, h0, mask_h, keep_h, lengths, before, eps,
+                          g_x, b_x)  # fmt: skip
+        return (hs, *[op.Identity(hs) for _ in range(6)])
 
     ops = torch.ops.rnnlab
     table = {

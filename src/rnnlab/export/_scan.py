@@ -349,8 +349,10 @@ def ln_lstm(op: Any, gx: Any, w_hh: Any, g_hh: Any, b_hh: Any, g_c: Any, b_c: An
 
 
 def ln_gru(op: Any, gx: Any, w_hh: Any, g_hh: Any, b_hh: Any, h0: Any, mask_h: Any,
-           keep_h: Any, lengths: Any, before: bool, eps: float) -> Any:  # fmt: skip
-    """hs (T+1, B, H) of the layer-norm GRU (rnnlab.engine.regularised_ln.ln_gru)."""
+           keep_h: Any, lengths: Any, before: bool, eps: float, g_x: Any = None,
+           b_x: Any = None) -> Any:  # fmt: skip
+    """hs (T+1, B, H) of the layer-norm GRU (rnnlab.engine.regularised_ln.ln_gru); with
+    ``g_x``, gx is W x and each step normalises its row first."""
     k = Consts(op, gx)
     H = int(w_hh.shape[1])
     wT = op.Transpose(w_hh)  # (H, 3H)
@@ -359,6 +361,8 @@ def ln_gru(op: Any, gx: Any, w_hh: Any, g_hh: Any, b_hh: Any, h0: Any, mask_h: A
     d = b.input(2) if keep_h is not None else None
     m = b.input(2, ir.DataType.BOOL) if lengths is not None else None
     hin = h if mask_h is None else b.Mul(mask_h, h)
+    if g_x is not None:
+        g_t = _ln(b, g_t, g_x, b_x, eps)
     xr, xz, xn = b.split(g_t, 3)
 
     def part(v: Any, k0: int, k1: int) -> Any:

@@ -631,8 +631,8 @@ TORCH_LIBRARY(rnnlab_engine, m) {
   m.def("gru_reg_forward(Tensor gx, Tensor w_hh, Tensor b_hh, Tensor h0, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, int act) -> Tensor[]");
   m.def("ln_lstm_forward(Tensor gx, Tensor w_hh, Tensor g_hh, Tensor b_hh, Tensor g_c, Tensor b_c, Tensor h0, Tensor c0, Tensor mask_h, Tensor keep_h, Tensor keep_c, Tensor lengths, float eps) -> Tensor[]");
   m.def("ln_lstm_backward(Tensor grad_hs, Tensor grad_cs, Tensor hs, Tensor cs, Tensor gates, Tensor uhat, Tensor ru, Tensor chat, Tensor rc, Tensor tc, Tensor w_hh, Tensor g_hh, Tensor g_c, Tensor mask_h, Tensor keep_h, Tensor keep_c, Tensor lengths) -> Tensor[]");
-  m.def("ln_gru_forward(Tensor gx, Tensor w_hh, Tensor g_hh, Tensor b_hh, Tensor h0, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, float eps) -> Tensor[]");
-  m.def("ln_gru_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor uhat, Tensor ru, Tensor q, Tensor w_hh, Tensor g_hh, Tensor b_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before) -> Tensor[]");
+  m.def("ln_gru_forward(Tensor gx, Tensor w_hh, Tensor g_hh, Tensor b_hh, Tensor h0, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, float eps, Tensor g_x, Tensor b_x) -> Tensor[]");
+  m.def("ln_gru_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor uhat, Tensor ru, Tensor q, Tensor w_hh, Tensor g_hh, Tensor b_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, Tensor xhat, Tensor rx, Tensor g_x) -> Tensor[]");
   m.def("elman_reg_forward(Tensor gx, Tensor w_hh, Tensor h0, Tensor mask_h, Tensor keep_h, Tensor lengths, int act) -> Tensor[]");
   m.def("elman_reg_backward(Tensor grad_hs, Tensor hs, Tensor hc, Tensor w_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, int act) -> Tensor[]");
   m.def("gru_reg_backward(Tensor grad_hs, Tensor hs, Tensor gates, Tensor aux, Tensor w_hh, Tensor mask_h, Tensor keep_h, Tensor lengths, bool before, int act) -> Tensor[]");

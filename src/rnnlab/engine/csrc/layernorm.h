@@ -378,12 +378,17 @@ std::vector<Tensor> ln_lstm_backward(const Tensor& grad_hs, const Tensor& grad_c
 // ------------------------------------------------------------------------ LN-GRU ----
 // after:  gh = g_h ⊙ LN0(U hin) + b_h (3H);  n = tanh(x_n + r ⊙ gh_n)
 // before: gh_rz = g ⊙ LN0(U_rz hin) + b (2H);  n = tanh(x_n + g ⊙ LN0(U_n (r ⊙ hin)) + b)
+// x = gx(t) as given, or with g_x: x = g_x ⊙ LN0(gx(t)) + b_x, the input norm of the raw
+// projection W x (3H) done here, row by row, while the row is in cache (not recurrent: every
+// row of every step independent; the thread that owns the row normalises it)
 // saved: gates r, z, n (S, B, 3H); uhat (S, B, 3H) the LN0 outputs; ru (S, B, 2) their 1/σ
-// (one for "after"); q (S, B, H) r ⊙ hin ("before")
+// (one for "after"); q (S, B, H) r ⊙ hin ("before"); with g_x: xhat (S, B, 3H) LN0(gx), rx
+// (S, B) its 1/σ
 template <typename T>
 static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& ghh,
-                            const Tensor& bhh, const Tensor& mask, const Tensor& zh, Tensor& hs,
-                            Tensor& gates, Tensor& uhat, Tensor& ru, Tensor& qs,
+                            const Tensor& bhh, const Tensor& mask, const Tensor& zh,
+                            const Tensor& gxg, const Tensor& gxb, Tensor& hs, Tensor& gates,
+                            Tensor& uhat, Tensor& ru, Tensor& qs, Tensor& xhat, Tensor& rx,
                             const Lengths& L, bool before, double eps) {
   const int64_t S = gx.size(0), B = gx.size(1), H = gx.size(2) / 3, G = 3 * H;
   const T* g = gx.data_ptr<T>();
@@ -397,12 +402,20 @@ static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& g
   T* uh = uhat.data_ptr<T>();
   T* rup = ru.data_ptr<T>();
   T* q = qs.data_ptr<T>();
+  const T* gX = reg_ptr<T>(gxg);
+  const T* bX = reg_ptr<T>(gxb);
+  T* xh = gX ? xhat.data_ptr<T>() : nullptr;
+  T* rxp = gX ? rx.data_ptr<T>() : nullptr;
   auto b = [&](int64_t j) { return bh ? bh[j] : T(0); };
   const StepGemm<T> g3(B, before ? 2 * H : G, H, W, H, true);
   const StepGemm<T> gn(B, before ? H : 0, H, W + 2 * H * H, H, true);
   over_rows(ln_team(B, H, G), B, [&](int64_t b0, int64_t b1, int) {
   const int64_t nr = b1 - b0;
-  std::vector<T> hin(m ? nr * H : 0), u(nr * G), v(nr * H);
+  std::vector<T> hin(m ? nr * H : 0), u(nr * G), v(nr * H), xs(gX ? nr * G : 0);
+  // row r's input pre-activation: gx itself, or its normalisation (in xs, written below)
+  auto x_of = [&](int64_t r, int64_t row) -> const T* {
+    return gX ? xs.data() + (r - b0) * G : g + row * G;
+  };
   for (int64_t t = 0; t < S; ++t) {
     const T* hp = h + t * B * H;
     T* ht = h + (t + 1) * B * H;
@@ -414,7 +427,13 @@ static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& g
       T* uhr = uh + row * G;
       rup[row * 2] = ln0(u.data() + (r - b0) * G, uhr, NG, eps);
       T* ar = a + row * G;
-      const T* xr = g + row * G;
+      if (gX) {
+        T* xhr = xh + row * G;
+        T* xsr = xs.data() + (r - b0) * G;
+        rxp[row] = ln0(g + row * G, xhr, G, eps);
+        for (int64_t j = 0; j < G; ++j) xsr[j] = gX[j] * xhr[j] + (bX ? bX[j] : T(0));
+      }
+      const T* xr = x_of(r, row);
       for (int64_t j = 0; j < 2 * H; ++j) ar[j] = xr[j] + gh[j] * uhr[j] + b(j);
       act_inplace(SIGMOID, ar, 2 * H);
       if (before) {
@@ -431,7 +450,7 @@ static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& g
         T* uhr = uh + row * G;
         rup[row * 2 + 1] = ln0(v.data() + (r - b0) * H, uhr + 2 * H, H, eps);
         T* ar = a + row * G;
-        const T* xr = g + row * G;
+        const T* xr = x_of(r, row);
         for (int64_t j = 0; j < H; ++j)
           ar[2 * H + j] = xr[2 * H + j] + gh[2 * H + j] * uhr[2 * H + j] + b(2 * H + j);
       }
@@ -449,7 +468,7 @@ static void ln_gru_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& g
 std::vector<Tensor> ln_gru_forward(const Tensor& gx, const Tensor& w_hh, const Tensor& g_hh,
                                    const Tensor& b_hh, const Tensor& h0, const Tensor& mask_h,
                                    const Tensor& keep_h, const Tensor& lengths, bool before,
-                                   double eps) {
+                                   double eps, const Tensor& g_x, const Tensor& b_x) {
   read_switches();
   auto g = gx.contiguous();
   auto w = w_hh.contiguous();
@@ -457,27 +476,34 @@ std::vector<Tensor> ln_gru_forward(const Tensor& gx, const Tensor& w_hh, const T
   auto bh = b_hh.contiguous();
   auto m = mask_h.contiguous();
   auto zh = keep_h.contiguous();
+  auto gX = g_x.contiguous();
+  auto bX = b_x.contiguous();
   const int64_t S = g.size(0), B = g.size(1), H = g.size(2) / 3;
+  const bool norm_x = gX.numel() > 0;
   Lengths L(lengths, B, S);
   Tensor hs = empty_like_shape(g, {S + 1, B, H});
   Tensor gates = empty_like_shape(g, {S, B, 3 * H});
   Tensor uhat = empty_like_shape(g, {S, B, 3 * H});
   Tensor ru = at::zeros({S, B, 2}, g.options());
   Tensor q = before ? empty_like_shape(g, {S, B, H}) : at::zeros({S, B, H}, g.options());
+  Tensor xhat = norm_x ? empty_like_shape(g, {S, B, 3 * H}) : empty_like_shape(g, {0});
+  Tensor rx = norm_x ? empty_like_shape(g, {S, B}) : empty_like_shape(g, {0});
   hs[0].copy_(h0);
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "ln_gru_forward", [&] {
-    ln_gru_fwd_impl<scalar_t>(g, w, gh, bh, m, zh, hs, gates, uhat, ru, q, L, before, eps);
+    ln_gru_fwd_impl<scalar_t>(g, w, gh, bh, m, zh, gX, bX, hs, gates, uhat, ru, q, xhat, rx, L,
+                              before, eps);
   });
-  return {hs, gates, uhat, ru, q};
+  return {hs, gates, uhat, ru, q, xhat, rx};
 }
 
 template <typename T>
 static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& gates,
                             const Tensor& uhat, const Tensor& ru, const Tensor& qs,
                             const Tensor& whh, const Tensor& ghh, const Tensor& bhh,
-                            const Tensor& mask, const Tensor& zh, Tensor& dgx, Tensor& dw,
-                            Tensor& dgh, Tensor& dbh, Tensor& dh0, const Lengths& L,
-                            bool before) {
+                            const Tensor& mask, const Tensor& zh, const Tensor& xhat,
+                            const Tensor& rx, const Tensor& gxg, Tensor& dgx, Tensor& dw,
+                            Tensor& dgh, Tensor& dbh, Tensor& dh0, Tensor& dgxg, Tensor& dgxb,
+                            const Lengths& L, bool before) {
   const int64_t S = gates.size(0), B = gates.size(1), H = gates.size(2) / 3, G = 3 * H;
   const T* Gh = ghs.data_ptr<T>();
   const T* h = hs.data_ptr<T>();
@@ -491,6 +517,9 @@ static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& g
   const T* m = reg_ptr<T>(mask);
   const T* dz_ = reg_ptr<T>(zh);
   T* dg = dgx.data_ptr<T>();
+  const T* gX = reg_ptr<T>(gxg);  // with the input norm: dgx is d(W x), through LN0 below
+  const T* xh = gX ? xhat.data_ptr<T>() : nullptr;
+  const T* rxp = gX ? rx.data_ptr<T>() : nullptr;
   // du (S, B, G): the gradient of the products before the gain, every element written below
   std::unique_ptr<T[]> du(new T[S * B * G]);
   std::vector<T> dh(B * H, T(0));
@@ -500,12 +529,14 @@ static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& g
   const StepGemm<T> gu(B, before ? H : 0, H, W + 2 * H * H, H, false);
   const StepGemm<T> gw(B, H, before ? 2 * H : G, W, H, false);
   const int team = ln_team(B, H, G);
-  const int64_t np = 2 * G;  // a thread's partial dg_h, db_h
+  const int64_t np = gX ? 4 * G : 2 * G;  // a thread's partial dg_h, db_h (and dg_x, db_x)
   std::vector<T> parts(std::max(team, 1) * np, T(0));
   over_rows(team, B, [&](int64_t b0, int64_t b1, int tid) {
   const int64_t nr = b1 - b0;
   T* dGh = parts.data() + tid * np;
   T* dBh = dGh + G;
+  T* dGx = dBh + G;
+  T* dBx = dGx + G;
   std::vector<T> tmp(nr * H), dq(nr * H);
   for (int64_t t = S - 1; t >= 0; --t) {
     add_into(dh.data() + b0 * H, Gh + ((t + 1) * B + b0) * H, nr * H);
@@ -578,6 +609,15 @@ static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& g
       } else {
         ln0_backward(dur, uhr, rup[row * 2], G);
       }
+      if (gX) {  // dr complete: the input norm's gain and bias, then d(W x) through LN0
+        const T* xhr = xh + row * G;
+        for (int64_t j = 0; j < G; ++j) {
+          dGx[j] += dr[j] * xhr[j];
+          dBx[j] += dr[j];
+          dr[j] *= gX[j];
+        }
+        ln0_backward(dr, xhr, rxp[row], G);
+      }
     }
     gw.run(nr, dut + b0 * G, G, T(0), tmp.data(), H);
     if (before)  // the direct path dq ⊙ r into hin
@@ -591,6 +631,10 @@ static void ln_gru_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor& g
   const int nt = std::max(team, 1);
   sum_parts(parts, nt, np, 0, dgh.data_ptr<T>(), G);
   sum_parts(parts, nt, np, G, dbh.data_ptr<T>(), G);
+  if (gX) {
+    sum_parts(parts, nt, np, 2 * G, dgxg.data_ptr<T>(), G);
+    sum_parts(parts, nt, np, 3 * G, dgxb.data_ptr<T>(), G);
+  }
   T* dW = dw.data_ptr<T>();
   if (!before) {
     gemm(true, false, G, H, S * B, T(1), du.get(), G, hin_all, H, T(0), dW, H);
@@ -606,7 +650,8 @@ std::vector<Tensor> ln_gru_backward(const Tensor& grad_hs, const Tensor& hs, con
                                     const Tensor& uhat, const Tensor& ru, const Tensor& q,
                                     const Tensor& w_hh, const Tensor& g_hh, const Tensor& b_hh,
                                     const Tensor& mask_h, const Tensor& keep_h,
-                                    const Tensor& lengths, bool before) {
+                                    const Tensor& lengths, bool before, const Tensor& xhat,
+                                    const Tensor& rx, const Tensor& g_x) {
   read_switches();
   auto gh_ = grad_hs.contiguous();
   auto h = hs.contiguous();
@@ -619,18 +664,24 @@ std::vector<Tensor> ln_gru_backward(const Tensor& grad_hs, const Tensor& hs, con
   auto bhh = b_hh.contiguous();
   auto m = mask_h.contiguous();
   auto zh = keep_h.contiguous();
+  auto xh = xhat.contiguous();
+  auto rx_ = rx.contiguous();
+  auto gX = g_x.contiguous();
   const int64_t S = a.size(0), B = a.size(1), H = a.size(2) / 3;
+  const int64_t nx = gX.numel() > 0 ? 3 * H : 0;
   Lengths L(lengths, B, S);
   Tensor dgx = empty_like_shape(h, {S, B, 3 * H});
   Tensor dw = empty_like_shape(h, {3 * H, H});
   Tensor dgh = empty_like_shape(h, {3 * H});
   Tensor dbh = empty_like_shape(h, {3 * H});
   Tensor dh0 = empty_like_shape(h, {B, H});
+  Tensor dgxg = empty_like_shape(h, {nx});
+  Tensor dgxb = empty_like_shape(h, {nx});
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "ln_gru_backward", [&] {
-    ln_gru_bwd_impl<scalar_t>(gh_, h, a, uh, ru_, q_, w, ghh, bhh, m, zh, dgx, dw, dgh, dbh,
-                              dh0, L, before);
+    ln_gru_bwd_impl<scalar_t>(gh_, h, a, uh, ru_, q_, w, ghh, bhh, m, zh, xh, rx_, gX, dgx, dw,
+                              dgh, dbh, dh0, dgxg, dgxb, L, before);
   });
-  return {dgx, dw, dgh, dbh, dh0};
+  return {dgx, dw, dgh, dbh, dh0, dgxg, dgxb};
 }
 
 }  // namespace rnnlab
