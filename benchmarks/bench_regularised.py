@@ -2,16 +2,18 @@
 
 What is measured: seconds per training step (forward over T steps, a sum loss, backward) of
 ``Recurrent(cell)`` at the engine's shapes S1 (T=100, B=32, I=128, H=256) and S2 (T=500, B=8,
-I=64, H=128), for the LSTM and the GRU:
+I=64, H=128), for the LSTM, the GRU and the Elman cell (tanh):
 
 * ``plain``: the cell itself (the engine's compiled kernel where it has one);
 * ``plain_ref``: the same under ``engine.disabled()`` (the reference loop with autograd);
-* ``layer_norm``: LayerNormLSTMCell / LayerNormGRUCell;
+* ``layer_norm``: LayerNormLSTMCell / LayerNormGRUCell (the Elman cell has no layer-norm
+  form in rnnlab.cells: its rows have no ``layer_norm`` line);
 * ``dropout``: ``Recurrent(cell, dropout_input=0.25, dropout_state=0.25)``;
 * ``zoneout``: ``ZoneoutCell(cell, 0.1)`` (every state field).
 
 Issue 18's target is at most 1.15x ``plain``. Dropout, zoneout and layer norm run the engine's
-regularised operators (engine/regularised.py, regularised_ln.py). Note that ``plain`` for the
+regularised operators (engine/regularised.py, regularised_ln.py; Elman:
+``rnnlab::elman_reg_*``). Note that ``plain`` for the
 float32 LSTM without lengths is torch's fused LSTM (oneDNN), not the engine's own loop; the
 ``plain_ref`` column gives the reference loop for scale.
 
@@ -48,24 +50,40 @@ from pathlib import Path
 import torch
 
 from rnnlab import engine
-from rnnlab.cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, ZoneoutCell
+from rnnlab.cells import (
+    Cell,
+    ElmanCell,
+    GRUCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
+    LSTMCell,
+    ZoneoutCell,
+)
 from rnnlab.layers import Recurrent
 
 SHAPES = {"S1": (100, 32, 128, 256), "S2": (500, 8, 64, 128), "tiny": (6, 2, 3, 4)}
 
 
+# kind -> (the plain cell, its layer-norm form or None where rnnlab.cells has none)
+CELLS: dict[str, tuple[type[Cell], type[Cell] | None]] = {
+    "lstm": (LSTMCell, LayerNormLSTMCell),
+    "gru": (GRUCell, LayerNormGRUCell),
+    "elman": (ElmanCell, None),  # tanh, no output layer
+}
+
+
 def _variants(kind: str, I: int, H: int) -> dict[str, tuple[Recurrent, bool]]:
-    plain_cls, ln_cls = (
-        (LSTMCell, LayerNormLSTMCell) if kind == "lstm" else (GRUCell, LayerNormGRUCell)
-    )
+    plain_cls, ln_cls = CELLS[kind]
     plain = plain_cls(I, H)
-    return {
+    made = {
         "plain": (Recurrent(plain), True),
         "plain_ref": (Recurrent(plain), False),
-        "layer_norm": (Recurrent(ln_cls(I, H)), True),
-        "dropout": (Recurrent(plain_cls(I, H), dropout_input=0.25, dropout_state=0.25), True),
-        "zoneout": (Recurrent(ZoneoutCell(plain_cls(I, H), 0.1)), True),
     }
+    if ln_cls is not None:
+        made["layer_norm"] = (Recurrent(ln_cls(I, H)), True)
+    made["dropout"] = (Recurrent(plain_cls(I, H), dropout_input=0.25, dropout_state=0.25), True)
+    made["zoneout"] = (Recurrent(ZoneoutCell(plain_cls(I, H), 0.1)), True)
+    return made
 
 
 def _step(layer: Recurrent, x: torch.Tensor, use_engine: bool) -> Callable[[], None]:
@@ -89,7 +107,7 @@ def measure(
     shapes: dict[str, tuple[int, int, int, int]] = SHAPES,
 ) -> dict[str, float]:  # fmt: skip
     """Median seconds per training step of each of ``variants(kind, I, H)`` (default: this
-    file's LSTM/GRU variants) at ``shapes[shape]``: interleaved rounds in rotated order."""
+    file's LSTM/GRU/Elman variants) at ``shapes[shape]``: interleaved rounds in rotated order."""
     T, B, I, H = shapes[shape]
     torch.manual_seed(0)
     x = torch.randn(B, T, I)
@@ -110,7 +128,7 @@ def measure(
 
 
 def main(
-    description: str | None = None, column: str = "cell", kinds: tuple[str, ...] = ("lstm", "gru"),
+    description: str | None = None, column: str = "cell", kinds: tuple[str, ...] = tuple(CELLS),
     variants: Variants | None = None, shapes: dict[str, tuple[int, int, int, int]] = SHAPES,
 ) -> None:  # fmt: skip
     """The command line: each kind (a table column named ``column``) at each shape, as a
