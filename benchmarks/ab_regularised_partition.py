@@ -1,13 +1,15 @@
 """A/B of the regularised kernels' threaded loops (RNNLAB_ENGINE_PARTITION=1: the unit partition
-of the dropout/zoneout LSTM and GRU, the batch-row team of the layer-norm ones) against their
+of the dropout/zoneout LSTM, GRU and Elman, the batch-row team of the layer-norm ones) against their
 classic row-split loops (=0), in one process, interleaved (docs/design/0007), training steps of
 ``Recurrent(cell, dropout_input=0.25, dropout_state=0.25)``, ``Recurrent(ZoneoutCell(cell, 0.1))``
 and the layer-norm cell at S1 and S2, with the plain cell (LSTM: torch's fused LSTM; GRU: the
-engine's partitioned kernel) for the ratio of issue 18; the LSTM runs also time the engine's
-CIFG LSTM as a control (its partition is note 0007's). Needs >= 2 threads:
+engine's partitioned kernel; Elman: the engine's classic loop, which never partitions) for the
+ratio of issue 18 (Elman has no layer-norm cell: no ``ln`` row); the LSTM runs also time the
+engine's CIFG LSTM as a control (its partition is note 0007's). Needs >= 2 threads:
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/ab_regularised_partition.py --rounds 15
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/ab_regularised_partition.py --cell gru
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/ab_regularised_partition.py --cell elman
 
 Prints medians (ms) and ratios; writes nothing.
 """
@@ -21,7 +23,14 @@ import time
 
 import torch
 
-from rnnlab.cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, ZoneoutCell
+from rnnlab.cells import (
+    ElmanCell,
+    GRUCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
+    LSTMCell,
+    ZoneoutCell,
+)
 from rnnlab.layers import Recurrent
 
 SHAPES = {"S1": (100, 32, 128, 256), "S2": (500, 8, 64, 128), "tiny": (6, 2, 3, 20)}
@@ -41,7 +50,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--shapes", nargs="*", default=["S1", "S2"])
-    p.add_argument("--cell", choices=["lstm", "gru"], default="lstm")
+    p.add_argument("--cell", choices=["lstm", "gru", "elman"], default="lstm")
     p.add_argument("--quick", action="store_true", help="tiny shape, one round")
     args = p.parse_args()
     shapes, rounds = (["tiny"], 1) if args.quick else (args.shapes, args.rounds)
@@ -49,15 +58,18 @@ def main() -> None:
         T, B, I, H = SHAPES[shape]
         torch.manual_seed(0)
         x = torch.randn(B, T, I)
-        cell, ln = (
-            (LSTMCell, LayerNormLSTMCell) if args.cell == "lstm" else (GRUCell, LayerNormGRUCell)
-        )
+        cell, ln = {
+            "lstm": (LSTMCell, LayerNormLSTMCell),
+            "gru": (GRUCell, LayerNormGRUCell),
+            "elman": (ElmanCell, None),
+        }[args.cell]
         layers = {
             "plain": Recurrent(cell(I, H)),
             "dropout": Recurrent(cell(I, H), dropout_input=0.25, dropout_state=0.25),
             "zoneout": Recurrent(ZoneoutCell(cell(I, H), 0.1)),
-            "ln": Recurrent(ln(I, H)),
         }
+        if ln is not None:
+            layers["ln"] = Recurrent(ln(I, H))
         if args.cell == "lstm":
             layers["cifg"] = Recurrent(LSTMCell(I, H, variant="CIFG"))
         runs = [("plain", "")] + [(k, v) for k in list(layers)[1:] for v in ("0", "1")]
