@@ -382,13 +382,6 @@ def test_inference_forward_without_gate_buffers_equals_reference(make, monkeypat
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.fixture
-def threads():
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("nthreads", [2, 3])
 @pytest.mark.parametrize(
     "make",

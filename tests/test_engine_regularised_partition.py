@@ -62,13 +62,6 @@ def _run(layer, x, s0, lengths, use_engine):
     return [y, *s, x.grad, h0.grad] + [p.grad.clone() for p in layer.parameters()]
 
 
-@pytest.fixture
-def threads():
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("nthreads", [2, 3])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("name", list(CASES))
