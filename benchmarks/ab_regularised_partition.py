@@ -1,6 +1,7 @@
-"""A/B of the regularised kernels' threaded loops (RNNLAB_ENGINE_PARTITION=1: the unit partition
-of the dropout/zoneout LSTM, GRU and Elman, the batch-row team of the layer-norm ones) against their
-classic row-split loops (=0), in one process, interleaved (docs/design/0007), training steps of
+"""A/B of the regularised kernels' threaded loops (RNNLAB_ENGINE_PARTITION=1: the unit
+partition of the dropout/zoneout LSTM and GRU, the batch-row team of the layer-norm ones and
+of Elman) against their classic loops (=0), in one process, interleaved (docs/design/0007),
+training steps of
 ``Recurrent(cell, dropout_input=0.25, dropout_state=0.25)``, ``Recurrent(ZoneoutCell(cell, 0.1))``
 and the layer-norm cell at S1 and S2, with the plain cell (LSTM: torch's fused LSTM; GRU: the
 engine's partitioned kernel; Elman: the engine's classic loop, which never partitions) for the

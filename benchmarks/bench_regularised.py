@@ -17,11 +17,12 @@ regularised operators (engine/regularised.py, regularised_ln.py; Elman:
 float32 LSTM without lengths is torch's fused LSTM (oneDNN), not the engine's own loop; the
 ``plain_ref`` column gives the reference loop for scale.
 
-Threading (docs/design/0007): the dropout/zoneout LSTM, GRU and Elman kernels
-(csrc/regularised.h) give each thread its own hidden units for the whole sequence, as the plain
-GRU kernel does; the layer-norm kernels (csrc/layernorm.h) give each thread a block of batch
-rows instead (every norm stays inside one thread, no barrier). ``RNNLAB_ENGINE_PARTITION=0``
-turns both off; ``benchmarks/ab_regularised_partition.py`` alternates the two in one process.
+Threading (docs/design/0007): the dropout/zoneout LSTM and GRU kernels (csrc/regularised.h)
+give each thread its own hidden units for the whole sequence, as the plain GRU kernel does; the
+layer-norm kernels (csrc/layernorm.h) and the dropout/zoneout Elman and Jordan kernels give each
+thread a block of batch rows instead (no barrier: a row's recurrence reads only its own row).
+``RNNLAB_ENGINE_PARTITION=0`` turns both off; ``benchmarks/ab_regularised_partition.py``
+alternates the two in one process.
 Zoneout's keep decisions come from a Philox generator in C++ (docs/design/0020), not from T·B·H
 serial torch.rand draws. Known remaining cost: the layer-norm LSTM's input norm LN(W x) runs
 in autograd outside the kernel, which the plain cell does not pay (the GRU's runs inside its

@@ -1,9 +1,10 @@
-"""The regularised GRU and Elman kernels' unit-partitioned loops (note 0007) against the
-reference loop.
+"""The regularised GRU kernels' unit-partitioned loops (note 0007) and the regularised Elman
+kernel's batch-row team (csrc/regularised.h) against the reference loop.
 
-``RNNLAB_ENGINE_PARTITION=1`` forces the partition on at these small sizes: with H=20 the
-threads own spans of 16 and 4 units (2 threads) or 8, 8 and 4 (3 threads), so every barrier and
-every unit offset is exercised on uneven spans. Independent reference: ``engine.disabled()``
+``RNNLAB_ENGINE_PARTITION=1`` forces the team on at these small sizes: with H=20 the GRU's
+threads own spans of 16 and 4 units (2 threads) or 8, 8 and 4 (3 threads), and with B=5
+Elman's own rows 0-1 / 2-4 or 0 / 1-2 / 3-4, so every barrier, unit offset and row offset is
+exercised on uneven blocks. Independent reference: ``engine.disabled()``
 (the wrapper cells' written-out steps), float64, outputs, final states (masks included), and
 the gradients of the input, the initial state and every parameter, with the variational masks,
 zoneout (training draws and eval's mixture) and lengths.

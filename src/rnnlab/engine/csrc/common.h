@@ -291,6 +291,24 @@ template <typename F> inline void parallel_team(int team, const F& f) {
 #endif
 }
 
+// Batch-row teams (the layer-norm, regularised Elman and Jordan kernels): thread tid of nth
+// owns rows [B * tid / nth, B * (tid + 1) / nth) for the whole sequence.
+inline void row_span(int tid, int nth, int64_t B, int64_t& r0, int64_t& r1) {
+  r0 = B * tid / nth;
+  r1 = B * (tid + 1) / nth;
+}
+// run(r0, r1, tid) over the team's row blocks, or run(0, B, 0) without a team
+template <typename F> inline void over_rows(int team, int64_t B, const F& run) {
+  if (team <= 1) {
+    run(int64_t(0), B, 0);
+    return;
+  }
+  parallel_team(team, [&](int tid, int nth) {
+    int64_t r0, r1;
+    row_span(tid, nth, B, r0, r1);
+    if (r1 > r0) run(r0, r1, tid);
+  });
+}
 inline void team_barrier() {
 #ifdef _OPENMP
 #pragma omp barrier

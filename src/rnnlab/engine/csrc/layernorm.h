@@ -69,22 +69,6 @@ template <typename T> static void ln0_backward(T* dvh, const T* vh, T r, int64_t
 inline int ln_team(int64_t B, int64_t H, int64_t G) {
   return int(std::min<int64_t>(partition_team(B, H, G, H, B >= 2), B));
 }
-inline void row_span(int tid, int nth, int64_t B, int64_t& r0, int64_t& r1) {
-  r0 = B * tid / nth;
-  r1 = B * (tid + 1) / nth;
-}
-// run(r0, r1, tid) over the team's row blocks, or run(0, B, 0) without a team
-template <typename F> inline void over_rows(int team, int64_t B, const F& run) {
-  if (team <= 1) {
-    run(int64_t(0), B, 0);
-    return;
-  }
-  parallel_team(team, [&](int tid, int nth) {
-    int64_t r0, r1;
-    row_span(tid, nth, B, r0, r1);
-    if (r1 > r0) run(r0, r1, tid);
-  });
-}
 // dh(t-1) rows [r0, r1) += m ⊙ dhin for the rows still running at step t (dhin: those rows'
 // product gradient, (r1 - r0, H))
 template <typename T>

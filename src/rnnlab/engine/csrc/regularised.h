@@ -581,6 +581,16 @@ std::vector<Tensor> gru_reg_backward(const Tensor& grad_hs, const Tensor& hs, co
 // h̃ = act(gx(t) + U hin(t-1)), h(t) = d ⊙ h(t-1) + (1 - d) ⊙ h̃; hc (S, B, H) keeps h̃.
 // The GRU's two loops (above): classic, or each thread of the team owning units [u, u + w)
 // (its rows of U are contiguous already), hin(t) in two halves, one barrier per step each way.
+// Threading: Elman's step is one B×H×H product, too little work to hide a unit split's
+// per-step exchange of hin(t) between cores (measured 2026-12-04, 2 threads, quiet, training
+// vs plain: the split ran 0.95-1.03x in some processes and 1.29-1.54x in others at S2, as the
+// cost of moving cache lines between the two vCPUs changed). So the team splits the batch rows
+// instead, as the regularised Jordan and layer-norm kernels do (over_rows, common.h): each
+// thread runs the whole loop on its rows with the shared packed U, no barrier either way (row
+// r of h(t) reads only row r of hin(t-1)); dU stays one GEMM over all steps after the loop.
+inline int elman_team(int64_t B, int64_t H) {
+  return int(std::min<int64_t>(partition_team(B, H, H, H, B >= 2), B));
+}
 template <typename T>
 static void elman_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor& mask,
                                const Tensor& zh, Tensor& hs, Tensor& hcs, const Lengths& L,
@@ -612,20 +622,15 @@ static void elman_reg_fwd_impl(const Tensor& gx, const Tensor& whh, const Tensor
       for (int64_t j = 0; j < w; ++j) hn[j] = mr[j] * ht[j];
     }
   };
-  const int team = partition_team(B, H, H, H, true);
+  const int team = elman_team(B, H);
   if (team > 1) {
-    parallel_team(team, [&](int tid, int nth) {
-      const Span sp = unit_span(tid, nth, H);
-      const int64_t u = sp.u, w = sp.w;
-      const StepGemm<T> gk(B, w, H, W + u * H, H, true);
+    const StepGemm<T> gw(B, H, H, W, H, true);
+    over_rows(team, B, [&](int64_t r0, int64_t r1, int) {
       for (int64_t t = 0; t < S; ++t) {
-        if (w > 0) {
-          for (int64_t r = 0; r < B; ++r)
-            std::memcpy(hc + (t * B + r) * H + u, g + (t * B + r) * H + u, sizeof(T) * w);
-          gk.run(B, hin_of(t), H, T(1), hc + t * B * H + u, H);
-          for (int64_t r = 0; r < B; ++r) update_row(t, r, u, w);
-        }
-        team_barrier();  // the next step's product needs hin(t) of every unit
+        T* c = hc + (t * B + r0) * H;
+        std::memcpy(c, g + (t * B + r0) * H, sizeof(T) * (r1 - r0) * H);
+        gw.run(r1 - r0, hin_of(t) + r0 * H, H, T(1), c, H);
+        for (int64_t r = r0; r < r1; ++r) update_row(t, r, 0, H);
       }
     });
     return;
@@ -698,32 +703,16 @@ static void elman_reg_bwd_impl(const Tensor& ghs, const Tensor& hs, const Tensor
     const T* mr = m ? m + r * H + u : nullptr;
     for (int64_t j = 0; j < w; ++j) d[j] += mr ? mr[j] * tmp[j] : tmp[j];
   };
-  const int team = partition_team(B, H, H, H, true);
-  if (team > 1) {
-    parallel_team(team, [&](int tid, int nth) {
-      const Span sp = unit_span(tid, nth, H);
-      const int64_t u = sp.u, w = sp.w;
-      std::vector<T> tmp(B * w);
-      const StepGemm<T> gw(B, w, H, W + u, H, false);  // d U[:, units]
-      for (int64_t t = S - 1; t >= 0; --t) {
-        if (w > 0)
-          for (int64_t r = 0; r < B; ++r) grad_row(t, r, u, w);
-        team_barrier();  // the product needs every unit's d(t)
-        if (w > 0) {
-          gw.run(B, dg + t * B * H, H, T(0), tmp.data(), w);
-          for (int64_t r = 0; r < B; ++r) carry_row(t, r, u, w, tmp.data() + r * w);
-        }
-      }
-    });
-  } else {
-    std::vector<T> tmp(B * H);
-    const StepGemm<T> gw(B, H, H, W, H, false);
+  const int team = elman_team(B, H);
+  const StepGemm<T> gw(B, H, H, W, H, false);
+  over_rows(team, B, [&](int64_t r0, int64_t r1, int) {
+    std::vector<T> tmp((r1 - r0) * H);
     for (int64_t t = S - 1; t >= 0; --t) {
-      for (int64_t r = 0; r < B; ++r) grad_row(t, r, 0, H);
-      gw.run(B, dg + t * B * H, H, T(0), tmp.data(), H);
-      for (int64_t r = 0; r < B; ++r) carry_row(t, r, 0, H, tmp.data() + r * H);
+      for (int64_t r = r0; r < r1; ++r) grad_row(t, r, 0, H);
+      gw.run(r1 - r0, dg + (t * B + r0) * H, H, T(0), tmp.data(), H);
+      for (int64_t r = r0; r < r1; ++r) carry_row(t, r, 0, H, tmp.data() + (r - r0) * H);
     }
-  }
+  });
   std::vector<T> hm;
   const T* hin = masked_steps(m, h, hm, S, B * H);
   gemm(true, false, H, H, S * B, T(1), dg, H, hin, H, T(0), dw.data_ptr<T>(), H);

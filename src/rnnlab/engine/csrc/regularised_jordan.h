@@ -24,16 +24,9 @@ namespace rnnlab {
 inline int jordan_reg_team(int64_t B, int64_t H, int64_t O) {
   return int(std::min<int64_t>(partition_team(B, H, H, O, B >= 2), B));
 }
-// run(r0, r1, team) over the team's row blocks (rows B * tid / nth onwards), or run(0, B, 1)
+// run(r0, r1, team) over the team's row blocks (over_rows, common.h), or run(0, B, 1)
 template <typename F> inline void jordan_reg_rows(int team, int64_t B, const F& run) {
-  if (team <= 1) {
-    run(int64_t(0), B, 1);
-    return;
-  }
-  parallel_team(team, [&](int tid, int nth) {
-    const int64_t r0 = B * tid / nth, r1 = B * (tid + 1) / nth;
-    if (r1 > r0) run(r0, r1, nth);
-  });
+  over_rows(team, B, [&](int64_t r0, int64_t r1, int) { run(r0, r1, std::max(team, 1)); });
 }
 // an activation over n values: on the calling thread in a team, else torch's threads by size
 template <typename T> static inline void jordan_act(int team, int64_t a, T* v, int64_t n) {
