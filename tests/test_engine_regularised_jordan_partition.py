@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine_spy import run_with_grads as _run
 from engine_spy import spy_ops as _spy
-from rnnlab import engine
 from rnnlab.cells import JordanCell, VariationalDropoutCell, ZoneoutCell
 from rnnlab.engine import build
 from rnnlab.layers import Recurrent
@@ -38,31 +38,6 @@ CASES = {
         ZoneoutCell(VariationalDropoutCell(_jordan("tanh", 7), 0.2, 0.3), 0.2)
     ),
 }
-
-
-def _run(layer, x, s0, lengths, use_engine):
-    torch.manual_seed(1)  # zoneout's draws: the same on both paths
-    layer.zero_grad()
-    x = x.detach().requires_grad_(True)
-    y0 = s0.y.detach().requires_grad_(True)
-    state = s0._replace(y=y0)
-    if use_engine:
-        y, s = layer(x, state, lengths=lengths)
-    else:
-        with engine.disabled():
-            y, s = layer(x, state, lengths=lengths)
-    g = torch.Generator().manual_seed(2)
-    loss = (y * torch.randn(y.shape, generator=g, dtype=y.dtype)).sum()
-    loss = loss + (s[0] * torch.randn(s[0].shape, generator=g, dtype=y.dtype)).sum()
-    loss.backward()
-    return [y, *s, x.grad, y0.grad] + [p.grad.clone() for p in layer.parameters()]
-
-
-@pytest.fixture
-def threads():
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("nthreads", [2, 3])
